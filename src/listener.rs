@@ -1,0 +1,332 @@
+//! Our `TcpListener`: accept with error back-off and connection limits, socket options,
+//! and registration with the supervisor.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::SockRef;
+use tokio::net::ToSocketAddrs;
+
+use crate::config::Config;
+use crate::conn::Conn;
+use crate::stats::{Counters, Stats};
+use crate::stream::TcpStream;
+use crate::supervisor::{Msg, Shared};
+use crate::sys::{self, SocketGuard};
+
+const BACKOFF_START: Duration = Duration::from_millis(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// A TCP listener whose accepted connections are supervised: FINs are detected by the
+/// kernel watcher, timeouts are enforced, and lingering `CLOSE_WAIT` sockets are closed,
+/// even when the handler that owns a stream is stuck.
+///
+/// Creating one spawns its supervisor task on the current tokio runtime; the task ends
+/// when the listener and all its streams are gone.
+///
+/// # Examples
+///
+/// ```no_run
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let listener = tcp_hygiene::TcpListener::bind("127.0.0.1:8080").await?;
+/// loop {
+///     let (mut stream, _peer) = listener.accept().await?;
+///     tokio::spawn(async move {
+///         let mut buf = [0; 1024];
+///         while let Ok(n) = stream.read(&mut buf).await {
+///             if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+///                 break;
+///             }
+///         }
+///     });
+/// }
+/// # }
+/// ```
+pub struct TcpListener {
+    io: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    /// Errors in the current run of accept failures (0: accepting normally).
+    failing: AtomicU64,
+}
+
+impl TcpListener {
+    /// Binds with the default [`Config`].
+    ///
+    /// # Errors
+    ///
+    /// Those of `tokio::net::TcpListener::bind`, or of creating the supervisor.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub async fn bind(addr: impl ToSocketAddrs) -> io::Result<Self> {
+        Self::bind_with(addr, Config::default()).await
+    }
+
+    /// Binds with `config`.
+    ///
+    /// # Errors
+    ///
+    /// Those of `tokio::net::TcpListener::bind`, or of creating the supervisor.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub async fn bind_with(addr: impl ToSocketAddrs, config: Config) -> io::Result<Self> {
+        Self::from_tokio(tokio::net::TcpListener::bind(addr).await?, config)
+    }
+
+    /// Wraps an existing tokio listener.
+    ///
+    /// # Errors
+    ///
+    /// If the supervisor's kernel watcher cannot be created (e.g. out of descriptors).
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn from_tokio(listener: tokio::net::TcpListener, config: Config) -> io::Result<Self> {
+        Ok(Self {
+            io: listener,
+            shared: Shared::start(config)?,
+            failing: AtomicU64::new(0),
+        })
+    }
+
+    /// Accepts the next connection.
+    ///
+    /// Per-connection failures (`ECONNABORTED`, `ECONNRESET`, `EPERM` from a firewall, …)
+    /// are skipped. Resource failures (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) pause
+    /// accepting with a bounded exponential back-off (5 ms doubling to 1 s), cut short as
+    /// soon as one of this listener's connections is released; they are counted in
+    /// [`Stats`] and logged once per episode. Neither kind is returned, so the accept
+    /// loop never spins and never dies of them. When `max_connections` is reached this
+    /// waits, without accepting, until a connection is released.
+    ///
+    /// # Errors
+    ///
+    /// Only errors that say the listener itself is broken (e.g. `EBADF`, `EINVAL`).
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe, like tokio's: if it is dropped before completing, no connection is
+    /// lost.
+    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        loop {
+            self.wait_for_slot().await;
+            match self.io.accept().await {
+                Ok((io, peer)) => {
+                    self.recovered();
+                    if let Some(stream) = self.admit(io, peer) {
+                        return Ok((stream, peer));
+                    }
+                }
+                Err(e) => self.on_accept_error(e).await?,
+            }
+        }
+    }
+
+    /// The local address the listener is bound to.
+    ///
+    /// # Errors
+    ///
+    /// Those of `getsockname`.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.local_addr()
+    }
+
+    /// A snapshot of this listener's counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
+    }
+
+    /// The listener's configuration.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// The tokio listener inside.
+    pub fn get_ref(&self) -> &tokio::net::TcpListener {
+        &self.io
+    }
+
+    async fn wait_for_slot(&self) {
+        let Some(max) = self.shared.config.inner.max_connections else {
+            return;
+        };
+        loop {
+            let released = self.shared.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if self.shared.open.load(Relaxed) < max {
+                return;
+            }
+            released.await;
+        }
+    }
+
+    fn admit(&self, io: tokio::net::TcpStream, peer: SocketAddr) -> Option<TcpStream> {
+        let shared = &self.shared;
+        Counters::bump(&shared.counters.accepted);
+        if !shared.admit(peer.ip()) {
+            Counters::bump(&shared.counters.rejected_per_ip);
+            tracing::debug!(%peer, "rejected: max_connections_per_ip reached");
+            return None;
+        }
+        self.apply_options(&io, peer);
+        let local = io.local_addr().unwrap_or(peer);
+        let id = shared.next_id();
+        let conn = Arc::new(Conn::new(
+            id,
+            peer,
+            local,
+            SocketGuard::new(std::os::fd::AsRawFd::as_raw_fd(&io)),
+            shared.clone(),
+        ));
+        if let Err(e) = shared.watcher.register(io.as_fd(), id) {
+            Counters::bump(&shared.counters.fin_watch_failures);
+            tracing::warn!(parent: &conn.span, error = %e, "cannot watch for FIN; relying on reads and timers");
+        }
+        let _ = shared.tx.send(Msg::Register(id, Arc::downgrade(&conn)));
+        tracing::debug!(parent: &conn.span, "accepted");
+        Some(TcpStream::new(io, conn))
+    }
+
+    fn apply_options(&self, io: &tokio::net::TcpStream, peer: SocketAddr) {
+        let c = &self.shared.config.inner;
+        let sock = SockRef::from(io);
+        let mut failures = Vec::new();
+        if let Some(ka) = &c.keepalive {
+            if let Err(e) = sock.set_tcp_keepalive(&sys::keepalive(ka)) {
+                failures.push(("keepalive", e));
+            }
+        }
+        if let Some(t) = c.user_timeout {
+            if let Err(e) = sys::set_user_timeout(&sock, t) {
+                failures.push(("user_timeout", e));
+            }
+        }
+        if c.nodelay {
+            if let Err(e) = io.set_nodelay(true) {
+                failures.push(("nodelay", e));
+            }
+        }
+        if let Some(l) = c.linger {
+            if let Err(e) = sock.set_linger(Some(l)) {
+                failures.push(("linger", e));
+            }
+        }
+        for (option, error) in failures {
+            Counters::bump(&self.shared.counters.socket_option_failures);
+            tracing::warn!(%peer, option, %error, "socket option failed; connection continues without it");
+        }
+    }
+
+    fn recovered(&self) {
+        if self.failing.load(Relaxed) != 0 {
+            let errors = self.failing.swap(0, Relaxed);
+            tracing::info!(errors, "accepting again");
+        }
+    }
+
+    async fn on_accept_error(&self, e: io::Error) -> io::Result<()> {
+        let counters = &self.shared.counters;
+        Counters::bump(&counters.accept_errors);
+        match classify(&e) {
+            AcceptError::PerConnection => {
+                tracing::debug!(error = %e, "accept failed for one connection; skipped");
+                Ok(())
+            }
+            AcceptError::Resources => {
+                Counters::bump(&counters.accept_resource_errors);
+                Counters::bump(&counters.accept_backoffs);
+                let n = self.failing.fetch_add(1, Relaxed);
+                if n == 0 {
+                    tracing::warn!(error = %e, "accept is out of resources; backing off");
+                }
+                let delay = BACKOFF_START
+                    .saturating_mul(1 << n.min(10))
+                    .min(BACKOFF_MAX);
+                let released = self.shared.released.notified();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = released => {}
+                }
+                Ok(())
+            }
+            AcceptError::Fatal => Err(e),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum AcceptError {
+    PerConnection,
+    Resources,
+    Fatal,
+}
+
+fn classify(e: &io::Error) -> AcceptError {
+    match e.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => AcceptError::Resources,
+        Some(
+            libc::ECONNABORTED
+            | libc::ECONNRESET
+            | libc::EPERM
+            | libc::EPROTO
+            | libc::EINTR
+            | libc::EAGAIN
+            | libc::ETIMEDOUT
+            | libc::EHOSTUNREACH
+            | libc::ENETUNREACH
+            | libc::ENETDOWN
+            | libc::EHOSTDOWN
+            | libc::ENONET
+            | libc::EOPNOTSUPP,
+        ) => AcceptError::PerConnection,
+        Some(_) => AcceptError::Fatal,
+        None => match e.kind() {
+            io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock => AcceptError::PerConnection,
+            io::ErrorKind::OutOfMemory => AcceptError::Resources,
+            _ => AcceptError::Fatal,
+        },
+    }
+}
+
+impl fmt::Debug for TcpListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpListener")
+            .field("local_addr", &self.io.local_addr().ok())
+            .field("open", &self.shared.open.load(Relaxed))
+            .finish()
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_errors_are_classified() {
+        let os = io::Error::from_raw_os_error;
+        assert_eq!(classify(&os(libc::EMFILE)), AcceptError::Resources);
+        assert_eq!(classify(&os(libc::ENFILE)), AcceptError::Resources);
+        assert_eq!(classify(&os(libc::ENOBUFS)), AcceptError::Resources);
+        assert_eq!(classify(&os(libc::ENOMEM)), AcceptError::Resources);
+        assert_eq!(classify(&os(libc::ECONNABORTED)), AcceptError::PerConnection);
+        assert_eq!(classify(&os(libc::EPERM)), AcceptError::PerConnection);
+        assert_eq!(classify(&os(libc::EBADF)), AcceptError::Fatal);
+        assert_eq!(classify(&os(libc::EINVAL)), AcceptError::Fatal);
+    }
+}

@@ -1,0 +1,183 @@
+//! The connection state machine as the library sees it, and why it closed connections.
+
+use std::fmt;
+
+/// Where a connection is, from this end's point of view.
+///
+/// "Half-closed" states are legal TCP: one direction is finished, the other still works.
+/// They are not "half-open" (the peer is gone and we do not know it yet); half-open
+/// connections look [`Open`](Self::Open) until keepalive, `TCP_USER_TIMEOUT` or an idle
+/// timeout finds them out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnectionState {
+    /// Both directions open (`ESTABLISHED`).
+    Open,
+    /// The peer has sent its FIN; we may still write. Our kernel socket is in
+    /// `CLOSE_WAIT` until we close or shut down our write half.
+    PeerClosed,
+    /// We have shut down our write half (sent FIN); the peer may still send. Our kernel
+    /// socket is in `FIN_WAIT_1`/`FIN_WAIT_2`.
+    LocallyClosed,
+    /// Both directions are finished, or the library closed the connection.
+    Closed,
+}
+
+impl ConnectionState {
+    /// All states, in declaration order.
+    pub const ALL: [ConnectionState; 4] = [
+        ConnectionState::Open,
+        ConnectionState::PeerClosed,
+        ConnectionState::LocallyClosed,
+        ConnectionState::Closed,
+    ];
+
+    /// A short, stable, snake_case name (used in logs and JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionState::Open => "open",
+            ConnectionState::PeerClosed => "peer_closed",
+            ConnectionState::LocallyClosed => "locally_closed",
+            ConnectionState::Closed => "closed",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    pub(crate) fn from_flags(flags: u8) -> Self {
+        let peer = flags & flags::PEER_FIN != 0;
+        let local = flags & flags::LOCAL_FIN != 0;
+        if flags & flags::CLOSED != 0 || (peer && local) {
+            ConnectionState::Closed
+        } else if peer {
+            ConnectionState::PeerClosed
+        } else if local {
+            ConnectionState::LocallyClosed
+        } else {
+            ConnectionState::Open
+        }
+    }
+}
+
+impl fmt::Display for ConnectionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Bits of the per-connection state word.
+pub(crate) mod flags {
+    /// The peer's FIN arrived (seen by the kernel watcher or as EOF on read).
+    pub(crate) const PEER_FIN: u8 = 1;
+    /// We shut down our write half.
+    pub(crate) const LOCAL_FIN: u8 = 2;
+    /// The library closed the connection, or the kernel ended it (reset, timeout).
+    pub(crate) const CLOSED: u8 = 4;
+}
+
+/// Why the library closed a connection. Every close it makes has exactly one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The peer sent FIN and we wrote nothing for `close_wait_timeout` (a `CLOSE_WAIT`
+    /// that would otherwise linger until the process exits).
+    CloseWaitTimeout,
+    /// We sent FIN and the peer did not send its own within `fin_wait_timeout`
+    /// (`FIN_WAIT_2`).
+    FinWaitTimeout,
+    /// No byte in either direction for `idle_timeout`.
+    IdleTimeout,
+    /// No byte received for `read_idle_timeout`.
+    ReadIdleTimeout,
+    /// Bytes were waiting to be sent and none were acknowledged for `write_idle_timeout`
+    /// (the peer stopped reading, or vanished).
+    WriteIdleTimeout,
+    /// The peer connected and never sent a byte within `first_byte_timeout`.
+    FirstByteTimeout,
+    /// The connection reached `max_connection_age`.
+    MaxConnectionAge,
+    /// TCP keepalive probes went unanswered: the peer is gone (half-open connection).
+    KeepaliveFailed,
+    /// Sent data stayed unacknowledged for `user_timeout` (`TCP_USER_TIMEOUT`).
+    UserTimeout,
+    /// The peer reset the connection (RST).
+    ResetByPeer,
+    /// The connection was ended by a graceful drain of the listener.
+    Drained,
+}
+
+impl CloseReason {
+    /// All reasons, in declaration order.
+    pub const ALL: [CloseReason; 11] = [
+        CloseReason::CloseWaitTimeout,
+        CloseReason::FinWaitTimeout,
+        CloseReason::IdleTimeout,
+        CloseReason::ReadIdleTimeout,
+        CloseReason::WriteIdleTimeout,
+        CloseReason::FirstByteTimeout,
+        CloseReason::MaxConnectionAge,
+        CloseReason::KeepaliveFailed,
+        CloseReason::UserTimeout,
+        CloseReason::ResetByPeer,
+        CloseReason::Drained,
+    ];
+
+    /// A short, stable, snake_case name (used in logs and JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::CloseWaitTimeout => "close_wait_timeout",
+            CloseReason::FinWaitTimeout => "fin_wait_timeout",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::ReadIdleTimeout => "read_idle_timeout",
+            CloseReason::WriteIdleTimeout => "write_idle_timeout",
+            CloseReason::FirstByteTimeout => "first_byte_timeout",
+            CloseReason::MaxConnectionAge => "max_connection_age",
+            CloseReason::KeepaliveFailed => "keepalive_failed",
+            CloseReason::UserTimeout => "user_timeout",
+            CloseReason::ResetByPeer => "reset_by_peer",
+            CloseReason::Drained => "drained",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    pub(crate) fn from_index(index: usize) -> Option<Self> {
+        Self::ALL.get(index).copied()
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indices_round_trip() {
+        for (i, reason) in CloseReason::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), i);
+            assert_eq!(CloseReason::from_index(i), Some(*reason));
+        }
+        for (i, state) in ConnectionState::ALL.iter().enumerate() {
+            assert_eq!(state.index(), i);
+        }
+    }
+
+    #[test]
+    fn state_from_flags() {
+        use flags::*;
+        assert_eq!(ConnectionState::from_flags(0), ConnectionState::Open);
+        assert_eq!(ConnectionState::from_flags(PEER_FIN), ConnectionState::PeerClosed);
+        assert_eq!(ConnectionState::from_flags(LOCAL_FIN), ConnectionState::LocallyClosed);
+        assert_eq!(ConnectionState::from_flags(PEER_FIN | LOCAL_FIN), ConnectionState::Closed);
+        assert_eq!(ConnectionState::from_flags(CLOSED), ConnectionState::Closed);
+    }
+}

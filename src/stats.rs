@@ -1,0 +1,269 @@
+//! Counters, gauges by state, and per-connection snapshots.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::state::{CloseReason, ConnectionState};
+
+/// The listener-wide counters, updated off the hot path (accept, state changes, closes).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) accepted: AtomicU64,
+    pub(crate) open_by_state: [AtomicI64; ConnectionState::ALL.len()],
+    pub(crate) closed_by_reason: [AtomicU64; CloseReason::ALL.len()],
+    pub(crate) released: AtomicU64,
+    pub(crate) socket_option_failures: AtomicU64,
+    pub(crate) fin_watch_failures: AtomicU64,
+    pub(crate) accept_errors: AtomicU64,
+    pub(crate) accept_resource_errors: AtomicU64,
+    pub(crate) accept_backoffs: AtomicU64,
+    pub(crate) rejected_per_ip: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn enter_state(&self, state: ConnectionState) {
+        self.open_by_state[state.index()].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn leave_state(&self, state: ConnectionState) {
+        self.open_by_state[state.index()].fetch_sub(1, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        let open_by_state = std::array::from_fn(|i| self.open_by_state[i].load(Relaxed).max(0) as u64);
+        Stats {
+            accepted: self.accepted.load(Relaxed),
+            open: open_by_state.iter().sum(),
+            open_by_state,
+            closed_by_reason: std::array::from_fn(|i| self.closed_by_reason[i].load(Relaxed)),
+            released: self.released.load(Relaxed),
+            socket_option_failures: self.socket_option_failures.load(Relaxed),
+            fin_watch_failures: self.fin_watch_failures.load(Relaxed),
+            accept_errors: self.accept_errors.load(Relaxed),
+            accept_resource_errors: self.accept_resource_errors.load(Relaxed),
+            accept_backoffs: self.accept_backoffs.load(Relaxed),
+            rejected_per_ip: self.rejected_per_ip.load(Relaxed),
+        }
+    }
+}
+
+/// A snapshot of a listener's counters, from [`TcpListener::stats`](crate::TcpListener::stats).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Connections accepted since the listener was created.
+    pub accepted: u64,
+    /// Connections whose stream the application still holds.
+    pub open: u64,
+    open_by_state: [u64; ConnectionState::ALL.len()],
+    closed_by_reason: [u64; CloseReason::ALL.len()],
+    /// Streams the application has dropped (or taken back with `into_inner`).
+    pub released: u64,
+    /// Socket options (keepalive, `TCP_USER_TIMEOUT`, nodelay, linger) that failed on an
+    /// accepted socket. The connection continues without them.
+    pub socket_option_failures: u64,
+    /// Sockets that could not be registered with the kernel FIN watcher; their FINs are
+    /// only seen when the application reads EOF.
+    pub fin_watch_failures: u64,
+    /// Failed `accept` calls of any kind (all were skipped or retried).
+    pub accept_errors: u64,
+    /// Failed `accept` calls for lack of resources (`EMFILE`, `ENFILE`, `ENOBUFS`,
+    /// `ENOMEM`).
+    pub accept_resource_errors: u64,
+    /// Back-off pauses taken after resource errors.
+    pub accept_backoffs: u64,
+    /// Connections closed at once because their peer IP was at
+    /// `max_connections_per_ip`.
+    pub rejected_per_ip: u64,
+}
+
+impl Stats {
+    /// Connections currently in `state` (held by the application).
+    pub fn open_in(&self, state: ConnectionState) -> u64 {
+        self.open_by_state[state.index()]
+    }
+
+    /// Connections the library closed for `reason`.
+    pub fn closed(&self, reason: CloseReason) -> u64 {
+        self.closed_by_reason[reason.index()]
+    }
+
+    /// Connections the library closed, for any reason.
+    pub fn closed_total(&self) -> u64 {
+        self.closed_by_reason.iter().sum()
+    }
+
+    /// The stats as one line of JSON (no external dependency; all keys are stable).
+    pub fn to_json(&self) -> String {
+        use fmt::Write;
+        let mut s = String::with_capacity(512);
+        let _ = write!(
+            s,
+            "{{\"accepted\":{},\"open\":{},\"released\":{},\"open_by_state\":{{",
+            self.accepted, self.open, self.released
+        );
+        for (i, state) in ConnectionState::ALL.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            let _ = write!(s, "{sep}\"{}\":{}", state.as_str(), self.open_in(*state));
+        }
+        s.push_str("},\"closed_by_reason\":{");
+        for (i, reason) in CloseReason::ALL.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            let _ = write!(s, "{sep}\"{}\":{}", reason.as_str(), self.closed(*reason));
+        }
+        let _ = write!(
+            s,
+            "}},\"socket_option_failures\":{},\"fin_watch_failures\":{},\"accept_errors\":{},\"accept_resource_errors\":{},\"accept_backoffs\":{},\"rejected_per_ip\":{}}}",
+            self.socket_option_failures,
+            self.fin_watch_failures,
+            self.accept_errors,
+            self.accept_resource_errors,
+            self.accept_backoffs,
+            self.rejected_per_ip
+        );
+        s
+    }
+}
+
+/// The kernel's TCP state of a socket (Linux numbering in `TCP_INFO` and `/proc/net/tcp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+#[allow(missing_docs)]
+pub enum KernelState {
+    Established,
+    SynSent,
+    SynRecv,
+    FinWait1,
+    FinWait2,
+    TimeWait,
+    /// Closed: reset, timed out, or finished (no longer in the kernel's tables).
+    Close,
+    CloseWait,
+    LastAck,
+    Listen,
+    Closing,
+    NewSynRecv,
+    #[default]
+    Unknown,
+}
+
+impl KernelState {
+    /// From the kernel's numbering (`TCP_ESTABLISHED` = 1 …).
+    pub fn from_linux(n: u8) -> Self {
+        use KernelState::*;
+        match n {
+            1 => Established,
+            2 => SynSent,
+            3 => SynRecv,
+            4 => FinWait1,
+            5 => FinWait2,
+            6 => TimeWait,
+            7 => Close,
+            8 => CloseWait,
+            9 => LastAck,
+            10 => Listen,
+            11 => Closing,
+            12 => NewSynRecv,
+            _ => Unknown,
+        }
+    }
+
+    /// The name `ss` prints (`ESTAB` is spelled out as `ESTABLISHED`).
+    pub fn as_str(self) -> &'static str {
+        use KernelState::*;
+        match self {
+            Established => "ESTABLISHED",
+            SynSent => "SYN_SENT",
+            SynRecv => "SYN_RECV",
+            FinWait1 => "FIN_WAIT_1",
+            FinWait2 => "FIN_WAIT_2",
+            TimeWait => "TIME_WAIT",
+            Close => "CLOSE",
+            CloseWait => "CLOSE_WAIT",
+            LastAck => "LAST_ACK",
+            Listen => "LISTEN",
+            Closing => "CLOSING",
+            NewSynRecv => "NEW_SYN_RECV",
+            Unknown => "UNKNOWN",
+        }
+    }
+
+    /// Whether the peer's FIN has been received in this state.
+    pub fn peer_fin_received(self) -> bool {
+        use KernelState::*;
+        matches!(self, CloseWait | LastAck | Closing | TimeWait)
+    }
+}
+
+impl fmt::Display for KernelState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The kernel's own view of one connection (`getsockopt(TCP_INFO)`, Linux only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct TcpInfo {
+    /// The kernel's TCP state.
+    pub state: KernelState,
+    /// Retransmissions of the current unacknowledged segment.
+    pub retransmits: u8,
+    /// Unanswered keepalive or zero-window probes.
+    pub probes: u8,
+    /// Exponential back-off of the retransmission timer.
+    pub backoff: u8,
+    /// Smoothed round-trip time, µs.
+    pub rtt_us: u32,
+    /// Segments sent and not yet acknowledged.
+    pub unacked: u32,
+    /// Retransmissions over the connection's life.
+    pub total_retrans: u32,
+    /// Bytes the peer has acknowledged.
+    pub bytes_acked: u64,
+    /// Bytes received from the peer.
+    pub bytes_received: u64,
+    /// Bytes written by the application and not yet sent.
+    pub notsent_bytes: u32,
+    /// Milliseconds since data was last received.
+    pub last_data_recv_ms: u32,
+    /// Milliseconds since data was last sent.
+    pub last_data_sent_ms: u32,
+}
+
+impl TcpInfo {
+    /// Whether the kernel still holds data for the peer (unsent or unacknowledged).
+    pub fn has_pending_send(&self) -> bool {
+        self.unacked > 0 || self.notsent_bytes > 0
+    }
+}
+
+/// A point-in-time view of one connection, from
+/// [`ConnectionHandle::snapshot`](crate::ConnectionHandle::snapshot).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConnectionSnapshot {
+    /// The connection's id, unique within its listener.
+    pub id: u64,
+    /// The peer's address.
+    pub peer_addr: SocketAddr,
+    /// Time since accept.
+    pub age: Duration,
+    /// The library's view of the state.
+    pub state: ConnectionState,
+    /// Why the library closed it, if it did.
+    pub close_reason: Option<CloseReason>,
+    /// Bytes the application has read.
+    pub bytes_read: u64,
+    /// Bytes the application has written.
+    pub bytes_written: u64,
+    /// The kernel's view; `None` where `TCP_INFO` is unavailable or the socket was
+    /// released.
+    pub tcp_info: Option<TcpInfo>,
+}

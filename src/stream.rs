@@ -1,0 +1,217 @@
+//! Our `TcpStream`: tokio's stream plus two counters and an EOF check on the hot path.
+
+use std::fmt;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::conn::Conn;
+use crate::handle::{ConnectionHandle, PeerClosed};
+use crate::state::{CloseReason, ConnectionState};
+
+/// A TCP connection accepted by a [`TcpListener`](crate::TcpListener) and watched by its
+/// supervisor.
+///
+/// It implements [`AsyncRead`] and [`AsyncWrite`] and is `Unpin + Send + 'static`, so it
+/// goes wherever a `tokio::net::TcpStream` does: `tokio::io::split`,
+/// `copy_bidirectional`, hyper-util's `TokioIo`, tonic, axum.
+///
+/// On the hot path it adds two relaxed counter updates (bytes read, bytes written) and
+/// notes EOF and `poll_shutdown`; everything else (deadlines, FIN detection, closing)
+/// happens in the supervisor, which keeps working when nobody polls this stream.
+///
+/// When the supervisor closes the connection, pending and later reads return EOF (or
+/// the kernel's error, e.g. `TimedOut` after a keepalive failure) and writes fail with
+/// an [`io::Error`] that carries a [`Closed`](crate::error::Closed) naming the reason.
+/// The descriptor itself is freed when this stream is dropped.
+pub struct TcpStream {
+    // Field order matters: the registration is dropped (released) before `io` closes
+    // the descriptor, so the supervisor can never act on a reused descriptor number.
+    registration: Registration,
+    io: tokio::net::TcpStream,
+}
+
+struct Registration(Arc<Conn>);
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+impl TcpStream {
+    pub(crate) fn new(io: tokio::net::TcpStream, conn: Arc<Conn>) -> Self {
+        Self {
+            registration: Registration(conn),
+            io,
+        }
+    }
+
+    fn conn(&self) -> &Conn {
+        &self.registration.0
+    }
+
+    /// A cheap, clonable handle to this connection's state, for code that does not own
+    /// the stream (request handlers, a task waiting for the peer to leave).
+    pub fn handle(&self) -> ConnectionHandle {
+        ConnectionHandle::new(self.registration.0.clone())
+    }
+
+    /// The connection's id, unique within its listener.
+    pub fn id(&self) -> u64 {
+        self.conn().id
+    }
+
+    /// The peer's address, as returned by `accept`.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.conn().peer
+    }
+
+    /// Our local address of this connection.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.conn().local
+    }
+
+    /// The connection's state as the library sees it.
+    pub fn state(&self) -> ConnectionState {
+        self.conn().state()
+    }
+
+    /// Why the library closed this connection, if it did.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.conn().close_reason()
+    }
+
+    /// Resolves when the peer has sent FIN (or the connection ended otherwise), as seen
+    /// by the kernel watcher, whether or not anyone reads this stream. See
+    /// [`ConnectionHandle::peer_closed`].
+    pub fn peer_closed(&self) -> PeerClosed {
+        self.handle().peer_closed()
+    }
+
+    /// The tokio stream inside, for socket options and `peek`.
+    pub fn get_ref(&self) -> &tokio::net::TcpStream {
+        &self.io
+    }
+
+    /// Takes the tokio stream back. The connection leaves supervision: no timeouts, no
+    /// FIN tracking, and it no longer counts toward `max_connections`.
+    pub fn into_inner(self) -> tokio::net::TcpStream {
+        let TcpStream { registration, io } = self;
+        drop(registration);
+        io
+    }
+}
+
+impl fmt::Debug for TcpStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpStream")
+            .field("id", &self.conn().id)
+            .field("peer", &self.conn().peer)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl AsyncRead for TcpStream {
+    #[inline]
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let had_room = buf.remaining() > 0;
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len() - before;
+                if n > 0 {
+                    this.registration.0.add_read(n);
+                    Poll::Ready(Ok(()))
+                } else if had_room {
+                    on_eof(&this.registration.0)
+                } else {
+                    Poll::Ready(Ok(()))
+                }
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(explain(&this.registration.0, e))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[cold]
+fn on_eof(conn: &Conn) -> Poll<io::Result<()>> {
+    conn.observed_eof();
+    match conn.explain(None) {
+        Some(err) => Poll::Ready(Err(err)),
+        None => Poll::Ready(Ok(())),
+    }
+}
+
+#[cold]
+fn explain(conn: &Conn, err: io::Error) -> io::Error {
+    conn.explain(Some(err)).expect("explain(Some) is Some")
+}
+
+impl AsyncWrite for TcpStream {
+    #[inline]
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                this.registration.0.add_written(n);
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(explain(&this.registration.0, e))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    #[inline]
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(n)) => {
+                this.registration.0.add_written(n);
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(explain(&this.registration.0, e))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    #[inline]
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_shutdown(cx) {
+            Poll::Ready(Ok(())) => {
+                this.registration.0.observed_local_shutdown();
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(explain(&this.registration.0, e))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,479 @@
+//! One task per listener: holds every connection's deadlines (one timer for all), learns
+//! of peer FINs and kernel failures from the FIN watcher, and closes connections from
+//! outside, whether or not their handlers poll.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use socket2::SockRef;
+use tokio::sync::{mpsc, Notify};
+
+use crate::config::{CloseMode, Config};
+use crate::conn::Conn;
+use crate::idle::{IdleClock, Verdict};
+use crate::state::{flags, CloseReason};
+use crate::stats::{Counters, KernelState, TcpInfo};
+use crate::sys::{self, FinEvent, FinWatcher};
+
+/// Messages from listeners and streams to the supervisor.
+#[derive(Debug)]
+pub(crate) enum Msg {
+    Register(u64, Weak<Conn>),
+    LocalFin(u64),
+    Released(u64),
+    CloseAll(CloseReason),
+}
+
+/// State shared by a listener, its connections and its supervisor. When the last holder
+/// (listener or connection) drops it, the channel closes and the supervisor ends.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) tx: mpsc::UnboundedSender<Msg>,
+    pub(crate) watcher: Arc<FinWatcher>,
+    next_id: AtomicU64,
+    /// Connections whose stream is still held.
+    pub(crate) open: AtomicUsize,
+    /// Woken whenever a stream is released (a slot frees up, a descriptor too).
+    pub(crate) released: Notify,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Shared {
+    /// Creates the shared state and spawns the supervisor task.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub(crate) fn start(config: Config) -> std::io::Result<Arc<Self>> {
+        let watcher = Arc::new(FinWatcher::new()?);
+        let counters = Arc::new(Counters::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let supervisor = Supervisor {
+            config: config.clone(),
+            conns: HashMap::new(),
+            heap: BinaryHeap::new(),
+        };
+        tokio::spawn(supervisor.run(rx, watcher.clone()));
+        Ok(Arc::new(Self {
+            config,
+            counters,
+            tx,
+            watcher,
+            next_id: AtomicU64::new(1),
+            open: AtomicUsize::new(0),
+            released: Notify::new(),
+            per_ip: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Relaxed)
+    }
+
+    /// Counts a new connection from `ip`; false if that address is at its limit.
+    pub(crate) fn admit(&self, ip: IpAddr) -> bool {
+        if let Some(limit) = self.config.inner.max_connections_per_ip {
+            let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let n = map.entry(ip).or_insert(0);
+            if *n >= limit {
+                return false;
+            }
+            *n += 1;
+        }
+        self.open.fetch_add(1, Relaxed);
+        true
+    }
+
+    pub(crate) fn on_release(&self, ip: IpAddr) {
+        if self.config.inner.max_connections_per_ip.is_some() {
+            let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = map.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&ip);
+                }
+            }
+        }
+        self.open.fetch_sub(1, Relaxed);
+        self.released.notify_waiters();
+    }
+}
+
+struct Supervisor {
+    config: Config,
+    conns: HashMap<u64, Entry>,
+    /// Lazily deleted: an item is live only if it matches its entry's `due`.
+    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+}
+
+/// What the supervisor keeps per connection.
+struct Entry {
+    conn: Weak<Conn>,
+    due: Option<Instant>,
+    local_fin_at: Option<Instant>,
+    first_byte_pending: bool,
+    idle: Option<IdleClock>,
+    read_idle: Option<IdleClock>,
+    write_idle: Option<IdleClock>,
+    close_wait: Option<IdleClock>,
+}
+
+/// The activity counters as of now: the application's and, on Linux, the kernel's.
+struct Sample {
+    read: u64,
+    write: u64,
+    info: Option<TcpInfo>,
+}
+
+impl Sample {
+    fn take(conn: &Conn) -> Self {
+        let info = conn.tcp_info();
+        let (k_read, k_write) = info.map_or((0, 0), |i| (i.bytes_received, i.bytes_acked));
+        Self {
+            read: conn.bytes_read.load(Relaxed).wrapping_add(k_read),
+            write: conn.bytes_written.load(Relaxed).wrapping_add(k_write),
+            info,
+        }
+    }
+}
+
+const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+
+impl Supervisor {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>, watcher: Arc<FinWatcher>) {
+        let mut events = Vec::with_capacity(256);
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
+        let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let next = self.next_due();
+            if next != armed {
+                if let Some(at) = next {
+                    sleep.as_mut().reset(at.into());
+                }
+                armed = next;
+            }
+            tokio::select! {
+                biased;
+                msg = rx.recv() => match msg {
+                    Some(msg) => self.on_msg(msg),
+                    None => break,
+                },
+                result = watcher.next_batch(&mut events) => match result {
+                    Ok(()) => {
+                        let now = Instant::now();
+                        for event in events.drain(..) {
+                            self.on_fin_event(event, now);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "FIN watcher failed; relying on timers");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                _ = &mut sleep, if armed.is_some() => {
+                    armed = None;
+                    self.run_due(Instant::now());
+                }
+                _ = sweep.tick(), if sys::NEEDS_SWEEP => self.sweep(Instant::now()),
+            }
+        }
+        tracing::debug!("supervisor done: listener and all connections are gone");
+    }
+
+    fn next_due(&mut self) -> Option<Instant> {
+        while let Some(Reverse((at, id))) = self.heap.peek().copied() {
+            match self.conns.get(&id) {
+                Some(entry) if entry.due == Some(at) => return Some(at),
+                _ => {
+                    self.heap.pop();
+                }
+            }
+        }
+        None
+    }
+
+    fn schedule(&mut self, id: u64, at: Option<Instant>) {
+        if let Some(entry) = self.conns.get_mut(&id) {
+            if entry.due != at {
+                entry.due = at;
+                if let Some(at) = at {
+                    self.heap.push(Reverse((at, id)));
+                }
+            }
+        }
+    }
+
+    fn on_msg(&mut self, msg: Msg) {
+        match msg {
+            Msg::Register(id, weak) => {
+                let Some(conn) = weak.upgrade() else { return };
+                let c = &self.config.inner;
+                let since = conn.accepted_at;
+                let clock = |t: Option<Duration>| t.map(|t| IdleClock::new(t, 0, since));
+                let entry = Entry {
+                    conn: weak,
+                    due: None,
+                    local_fin_at: None,
+                    first_byte_pending: c.first_byte_timeout.is_some(),
+                    idle: clock(c.idle_timeout),
+                    read_idle: clock(c.read_idle_timeout),
+                    write_idle: clock(c.write_idle_timeout),
+                    close_wait: None,
+                };
+                self.conns.insert(id, entry);
+                // The flags may have changed before registration reached us.
+                if conn.has(flags::PEER_FIN) {
+                    self.peer_fin(&conn, Instant::now());
+                }
+                if conn.has(flags::LOCAL_FIN) {
+                    self.on_msg(Msg::LocalFin(id));
+                }
+                let due = self.conns.get(&id).and_then(|e| self.earliest(e, since));
+                self.schedule(id, due);
+            }
+            Msg::LocalFin(id) => {
+                let now = Instant::now();
+                if let Some(entry) = self.conns.get_mut(&id) {
+                    if entry.local_fin_at.is_none() {
+                        entry.local_fin_at = Some(now);
+                        let due = self.earliest_for(id, now);
+                        self.schedule(id, due);
+                    }
+                }
+            }
+            Msg::Released(id) => {
+                self.conns.remove(&id);
+            }
+            Msg::CloseAll(reason) => {
+                let ids: Vec<u64> = self.conns.keys().copied().collect();
+                for id in ids {
+                    if let Some(conn) = self.conns.get(&id).and_then(|e| e.conn.upgrade()) {
+                        let info = conn.tcp_info();
+                        self.close(&conn, reason, info, false);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The earliest instant any rule needs a look, as of the entry's clocks.
+    fn earliest(&self, entry: &Entry, accepted_at: Instant) -> Option<Instant> {
+        let c = &self.config.inner;
+        [
+            c.max_connection_age.map(|t| accepted_at + t),
+            c.first_byte_timeout
+                .filter(|_| entry.first_byte_pending)
+                .map(|t| accepted_at + t),
+            c.fin_wait_timeout.zip(entry.local_fin_at).map(|(t, at)| at + t),
+            entry.idle.map(|c| c.deadline()),
+            entry.read_idle.map(|c| c.deadline()),
+            entry.write_idle.map(|c| c.deadline()),
+            entry.close_wait.map(|c| c.deadline()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn earliest_for(&self, id: u64, _now: Instant) -> Option<Instant> {
+        let entry = self.conns.get(&id)?;
+        let conn = entry.conn.upgrade()?;
+        self.earliest(entry, conn.accepted_at)
+    }
+
+    fn run_due(&mut self, now: Instant) {
+        while let Some(Reverse((at, id))) = self.heap.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.heap.pop();
+            if self.conns.get(&id).is_some_and(|e| e.due == Some(at)) {
+                self.conns.get_mut(&id).expect("checked").due = None;
+                self.check(id, now);
+            }
+        }
+    }
+
+    /// Evaluates every rule of one connection: closes it if one expired, otherwise
+    /// schedules the next look.
+    fn check(&mut self, id: u64, now: Instant) {
+        let Some(conn) = self.live(id) else { return };
+        let sample = Sample::take(&conn);
+        let c = self.config.inner.clone();
+        let entry = self.conns.get_mut(&id).expect("live");
+        let mut next: Option<Instant> = None;
+        let mut expired: Option<CloseReason> = None;
+        let mut merge = |verdict: Verdict, reason: CloseReason| match verdict {
+            Verdict::Expired => {
+                expired.get_or_insert(reason);
+            }
+            Verdict::CheckAt(at) => next = Some(next.map_or(at, |n: Instant| n.min(at))),
+        };
+        let at_or_expired = |at: Instant| {
+            if now >= at {
+                Verdict::Expired
+            } else {
+                Verdict::CheckAt(at)
+            }
+        };
+
+        if let Some(t) = c.max_connection_age {
+            merge(at_or_expired(conn.accepted_at + t), CloseReason::MaxConnectionAge);
+        }
+        if let (Some(t), true) = (c.first_byte_timeout, entry.first_byte_pending) {
+            if sample.read > 0 {
+                entry.first_byte_pending = false;
+            } else {
+                merge(at_or_expired(conn.accepted_at + t), CloseReason::FirstByteTimeout);
+            }
+        }
+        if let Some(clock) = entry.close_wait.as_mut() {
+            merge(clock.check(sample.write, now), CloseReason::CloseWaitTimeout);
+        }
+        if let (Some(t), Some(at)) = (c.fin_wait_timeout, entry.local_fin_at) {
+            let peer_done = conn.has(flags::PEER_FIN)
+                || sample.info.is_some_and(|i| i.state.peer_fin_received());
+            if !peer_done {
+                merge(at_or_expired(at + t), CloseReason::FinWaitTimeout);
+            }
+        }
+        if let Some(clock) = entry.write_idle.as_mut() {
+            // Only a writer with bytes waiting can be stalled.
+            let waiting = sample.info.is_none_or(|i| i.has_pending_send());
+            let verdict = if waiting {
+                clock.check(sample.write, now)
+            } else {
+                clock.touch(sample.write, now)
+            };
+            merge(verdict, CloseReason::WriteIdleTimeout);
+        }
+        if let Some(clock) = entry.read_idle.as_mut() {
+            merge(clock.check(sample.read, now), CloseReason::ReadIdleTimeout);
+        }
+        if let Some(clock) = entry.idle.as_mut() {
+            merge(
+                clock.check(sample.read.wrapping_add(sample.write), now),
+                CloseReason::IdleTimeout,
+            );
+        }
+
+        match expired {
+            Some(reason) => {
+                let force_abort = matches!(
+                    reason,
+                    CloseReason::FinWaitTimeout | CloseReason::WriteIdleTimeout
+                );
+                self.close(&conn, reason, sample.info, force_abort);
+            }
+            None => self.schedule(id, next),
+        }
+    }
+
+    /// The connection if it still needs supervising; forgets it otherwise.
+    fn live(&mut self, id: u64) -> Option<Arc<Conn>> {
+        let conn = self.conns.get(&id)?.conn.upgrade();
+        match conn {
+            Some(conn) if !conn.is_released() && !conn.has(flags::CLOSED) => Some(conn),
+            _ => {
+                self.conns.remove(&id);
+                None
+            }
+        }
+    }
+
+    fn close(&mut self, conn: &Conn, reason: CloseReason, info: Option<TcpInfo>, force_abort: bool) {
+        self.conns.remove(&conn.id);
+        if !conn.mark_closed(reason) {
+            return;
+        }
+        // A FIN would queue behind unsent data and leave an orphan in FIN_WAIT_1.
+        let pending = info.is_some_and(|i| i.has_pending_send());
+        let abortive = force_abort || pending || self.config.close_mode() == CloseMode::Abortive;
+        let result = conn.socket.with(|fd| {
+            if abortive {
+                sys::disconnect(fd)
+            } else {
+                SockRef::from(&fd).shutdown(std::net::Shutdown::Both)
+            }
+        });
+        let aborted_task = conn.abort_task();
+        match result {
+            Some(Err(e)) => {
+                tracing::debug!(parent: &conn.span, reason = %reason, error = %e, "close failed (already closed?)");
+            }
+            _ => {
+                tracing::info!(parent: &conn.span, reason = %reason, abortive, aborted_task, "closed by tcp-hygiene");
+            }
+        }
+    }
+
+    fn peer_fin(&mut self, conn: &Conn, now: Instant) {
+        conn.set_flag(flags::PEER_FIN);
+        if conn.has(flags::LOCAL_FIN) {
+            // Both directions are done: nothing left to enforce.
+            self.conns.remove(&conn.id);
+            return;
+        }
+        let Some(entry) = self.conns.get_mut(&conn.id) else { return };
+        if let (Some(t), None) = (self.config.close_wait_timeout(), entry.close_wait) {
+            let sample = Sample::take(conn);
+            entry.close_wait = Some(IdleClock::new(t, sample.write, now));
+        }
+        let due = self.earliest_for(conn.id, now);
+        self.schedule(conn.id, due);
+    }
+
+    fn on_fin_event(&mut self, event: FinEvent, now: Instant) {
+        let Some(conn) = self.live(event.id) else { return };
+        let info = conn.tcp_info();
+        let kernel_closed = info.is_some_and(|i| i.state == KernelState::Close);
+        if event.error || (event.hangup && kernel_closed) {
+            self.kernel_failure(&conn, info);
+        } else if info.is_none_or(|i| i.state.peer_fin_received()) {
+            self.peer_fin(&conn, now);
+        }
+    }
+
+    /// The kernel ended the connection: reset by the peer, keepalive or user timeout.
+    fn kernel_failure(&mut self, conn: &Conn, info: Option<TcpInfo>) {
+        let error = conn
+            .socket
+            .with(|fd| SockRef::from(&fd).take_error())
+            .and_then(|r| r.ok().flatten());
+        let errno = error.as_ref().and_then(|e| e.raw_os_error());
+        if let Some(errno) = errno {
+            conn.set_kernel_error(errno);
+        }
+        let outstanding = info.is_some_and(|i| conn.bytes_written.load(Relaxed) > i.bytes_acked);
+        let reason = match errno {
+            Some(libc::ETIMEDOUT) if outstanding => CloseReason::UserTimeout,
+            Some(libc::ETIMEDOUT) => CloseReason::KeepaliveFailed,
+            _ => CloseReason::ResetByPeer,
+        };
+        self.conns.remove(&conn.id);
+        if conn.mark_closed(reason) {
+            let aborted_task = conn.abort_task();
+            tracing::info!(parent: &conn.span, reason = %reason, errno, aborted_task, "connection failed in the kernel");
+        }
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let ids: Vec<u64> = self.conns.keys().copied().collect();
+        for id in ids {
+            if let Some(conn) = self.live(id) {
+                if !conn.has(flags::PEER_FIN) && conn.socket.with(sys::peer_fin_by_peek) == Some(true) {
+                    self.peer_fin(&conn, now);
+                }
+            }
+        }
+    }
+}

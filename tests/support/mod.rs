@@ -1,0 +1,61 @@
+//! Shared helpers for the integration tests: real sockets, the kernel's own view.
+#![allow(dead_code)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tcp_hygiene::{Builder, TcpListener};
+
+/// Installs a tracing subscriber once (`RUST_LOG=tcp_hygiene=debug` to see events).
+pub(crate) fn trace_init() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// Binds a supervised listener on 127.0.0.1 with an ephemeral port.
+pub(crate) async fn listener(builder: &Builder) -> TcpListener {
+    trace_init();
+    builder.bind("127.0.0.1:0").await.expect("bind")
+}
+
+/// The number of sockets with local port `port` in `state` (an `ss` state filter such as
+/// `close-wait`, `fin-wait-2`, `established`), as the kernel reports them through `ss`.
+pub(crate) fn ss_count(port: u16, state: &str) -> usize {
+    let out = Command::new("ss")
+        .args(["-Htan", "state", state, &format!("( sport = :{port} )")])
+        .output()
+        .expect("ss must be installed (iproute2); .ci/run installs it");
+    assert!(out.status.success(), "ss failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).count()
+}
+
+/// All server-side sockets on `port` that are not listening, as `ss` lines.
+pub(crate) fn ss_lines(port: u16) -> String {
+    let out = Command::new("ss")
+        .args(["-Htanio", "state", "all", &format!("( sport = :{port} )")])
+        .output()
+        .expect("ss");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `cond` every 5 ms until it holds; returns the time it took, or panics with
+/// `what` after `limit`.
+pub(crate) async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return start.elapsed();
+        }
+        if start.elapsed() > limit {
+            panic!("timed out after {limit:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Open descriptors of this process.
+pub(crate) fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").expect("procfs").count()
+}
