@@ -79,6 +79,31 @@ impl ConnectionHandle {
         }
     }
 
+    /// Resolves when the listener starts draining ([`TcpListener::drain`](crate::TcpListener::drain)):
+    /// the handler should finish its current work and close. Resolves at once if the
+    /// drain has already begun.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe.
+    pub fn draining(&self) -> Draining {
+        let conn = self.conn.clone();
+        Draining {
+            inner: Box::pin(async move {
+                let shared = &conn.shared;
+                loop {
+                    let notified = shared.drain_started.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    if shared.draining.load(Relaxed) {
+                        return;
+                    }
+                    notified.await;
+                }
+            }),
+        }
+    }
+
     /// Resolves once no byte has been received for `idle`: the building block of an
     /// application heartbeat (send a ping after read-idle, close if no reply arrives).
     ///
@@ -161,4 +186,9 @@ boxed_future! {
 boxed_future! {
     /// Future of [`ConnectionHandle::read_idle`].
     ReadIdle
+}
+
+boxed_future! {
+    /// Future of [`ConnectionHandle::draining`].
+    Draining
 }

@@ -67,6 +67,7 @@
 mod census;
 mod config;
 mod conn;
+mod drain;
 pub mod error;
 mod handle;
 mod idle;
@@ -83,7 +84,8 @@ pub use config::{
     Builder, CloseMode, Config, ConfigError, Keepalive, DEFAULT_CLOSE_WAIT_TIMEOUT,
     DEFAULT_FIN_WAIT_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_USER_TIMEOUT,
 };
-pub use handle::{ConnectionHandle, PeerClosed, ReadIdle};
+pub use drain::DrainReport;
+pub use handle::{ConnectionHandle, Draining, PeerClosed, ReadIdle};
 pub use listener::TcpListener;
 pub use state::{CloseReason, ConnectionState};
 pub use stats::{ConnectionSnapshot, KernelState, Stats, TcpInfo};

@@ -152,6 +152,10 @@ impl TcpListener {
         &self.shared.config
     }
 
+    pub(crate) fn into_parts(self) -> (tokio::net::TcpListener, Arc<Shared>) {
+        (self.io, self.shared)
+    }
+
     /// The tokio listener inside.
     pub fn get_ref(&self) -> &tokio::net::TcpListener {
         &self.io

@@ -55,6 +55,10 @@ impl TcpStream {
         &self.registration.0
     }
 
+    pub(crate) fn conn_arc(&self) -> Arc<Conn> {
+        self.registration.0.clone()
+    }
+
     /// A cheap, clonable handle to this connection's state, for code that does not own
     /// the stream (request handlers, a task waiting for the peer to leave).
     pub fn handle(&self) -> ConnectionHandle {

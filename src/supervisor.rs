@@ -5,15 +5,16 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use socket2::SockRef;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::config::{CloseMode, Config};
 use crate::conn::Conn;
+use crate::drain::DrainReport;
 use crate::idle::{IdleClock, Verdict};
 use crate::state::{flags, CloseReason};
 use crate::stats::{Counters, KernelState, TcpInfo};
@@ -25,7 +26,33 @@ pub(crate) enum Msg {
     Register(u64, Weak<Conn>),
     LocalFin(u64),
     Released(u64),
-    CloseAll(CloseReason),
+    Drain(DrainRequest),
+}
+
+/// Asks the supervisor to drain every connection (see `TcpListener::drain`).
+#[derive(Debug)]
+pub(crate) struct DrainRequest {
+    pub(crate) soft: Duration,
+    pub(crate) hard: Duration,
+    pub(crate) reply: oneshot::Sender<DrainReport>,
+}
+
+/// What a drain did to a connection; each connection is counted under its last fate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Untouched,
+    HalfClosed,
+    Forced,
+}
+
+struct Drain {
+    soft_at: Instant,
+    hard_at: Instant,
+    soft_done: bool,
+    /// Activity (bytes both ways) of each connection when the drain started.
+    baseline: HashMap<u64, u64>,
+    report: DrainReport,
+    reply: oneshot::Sender<DrainReport>,
 }
 
 /// State shared by a listener, its connections and its supervisor. When the last holder
@@ -42,6 +69,9 @@ pub(crate) struct Shared {
     /// Woken whenever a stream is released (a slot frees up, a descriptor too).
     pub(crate) released: Notify,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Set when a drain starts; handlers wait on it through `ConnectionHandle::draining`.
+    pub(crate) draining: AtomicBool,
+    pub(crate) drain_started: Notify,
 }
 
 impl Shared {
@@ -58,6 +88,7 @@ impl Shared {
             config: config.clone(),
             conns: HashMap::new(),
             heap: BinaryHeap::new(),
+            drain: None,
         };
         tokio::spawn(supervisor.run(rx, watcher.clone()));
         Ok(Arc::new(Self {
@@ -69,6 +100,8 @@ impl Shared {
             open: AtomicUsize::new(0),
             released: Notify::new(),
             per_ip: Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
+            drain_started: Notify::new(),
         }))
     }
 
@@ -110,6 +143,7 @@ struct Supervisor {
     conns: HashMap<u64, Entry>,
     /// Lazily deleted: an item is live only if it matches its entry's `due`.
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    drain: Option<Drain>,
 }
 
 /// What the supervisor keeps per connection.
@@ -122,6 +156,10 @@ struct Entry {
     read_idle: Option<IdleClock>,
     write_idle: Option<IdleClock>,
     close_wait: Option<IdleClock>,
+    /// No rule applies any more (closed, or both FINs exchanged).
+    retired: bool,
+    /// What a drain did to this connection.
+    fate: Fate,
 }
 
 /// The activity counters as of now: the application's and, on Linux, the kernel's.
@@ -181,7 +219,9 @@ impl Supervisor {
                 },
                 _ = &mut sleep, if armed.is_some() => {
                     armed = None;
-                    self.run_due(Instant::now());
+                    let now = Instant::now();
+                    self.run_due(now);
+                    self.drain_step(now);
                 }
                 _ = sweep.tick(), if sys::NEEDS_SWEEP => self.sweep(Instant::now()),
             }
@@ -190,6 +230,17 @@ impl Supervisor {
     }
 
     fn next_due(&mut self) -> Option<Instant> {
+        let drain = self
+            .drain
+            .as_ref()
+            .map(|d| if d.soft_done { d.hard_at } else { d.soft_at });
+        match (self.next_conn_due(), drain) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn next_conn_due(&mut self) -> Option<Instant> {
         while let Some(Reverse((at, id))) = self.heap.peek().copied() {
             match self.conns.get(&id) {
                 Some(entry) if entry.due == Some(at) => return Some(at),
@@ -203,6 +254,7 @@ impl Supervisor {
 
     fn schedule(&mut self, id: u64, at: Option<Instant>) {
         if let Some(entry) = self.conns.get_mut(&id) {
+            let at = if entry.retired { None } else { at };
             if entry.due != at {
                 entry.due = at;
                 if let Some(at) = at {
@@ -228,6 +280,8 @@ impl Supervisor {
                     read_idle: clock(c.read_idle_timeout),
                     write_idle: clock(c.write_idle_timeout),
                     close_wait: None,
+                    retired: false,
+                    fate: Fate::Untouched,
                 };
                 self.conns.insert(id, entry);
                 // The flags may have changed before registration reached us.
@@ -251,17 +305,19 @@ impl Supervisor {
                 }
             }
             Msg::Released(id) => {
-                self.conns.remove(&id);
-            }
-            Msg::CloseAll(reason) => {
-                let ids: Vec<u64> = self.conns.keys().copied().collect();
-                for id in ids {
-                    if let Some(conn) = self.conns.get(&id).and_then(|e| e.conn.upgrade()) {
-                        let info = conn.tcp_info();
-                        self.close(&conn, reason, info, false);
+                let entry = self.conns.remove(&id);
+                if let (Some(drain), Some(entry)) = (self.drain.as_mut(), entry) {
+                    match entry.fate {
+                        Fate::Untouched => drain.report.finished += 1,
+                        Fate::HalfClosed => drain.report.idle_closed += 1,
+                        Fate::Forced => {}
+                    }
+                    if self.conns.is_empty() {
+                        self.finish_drain();
                     }
                 }
             }
+            Msg::Drain(request) => self.start_drain(request),
         }
     }
 
@@ -382,16 +438,33 @@ impl Supervisor {
     fn live(&mut self, id: u64) -> Option<Arc<Conn>> {
         let conn = self.conns.get(&id)?.conn.upgrade();
         match conn {
-            Some(conn) if !conn.is_released() && !conn.has(flags::CLOSED) => Some(conn),
-            _ => {
+            Some(conn) if conn.is_released() => {
+                self.conns.remove(&id);
+                None
+            }
+            Some(conn) if !conn.has(flags::CLOSED) => Some(conn),
+            Some(_) => {
+                self.retire(id);
+                None
+            }
+            None => {
                 self.conns.remove(&id);
                 None
             }
         }
     }
 
+    /// Nothing left to enforce; the entry stays until the stream is released (a drain
+    /// may still need to end its task).
+    fn retire(&mut self, id: u64) {
+        if let Some(entry) = self.conns.get_mut(&id) {
+            entry.due = None;
+            entry.retired = true;
+        }
+    }
+
     fn close(&mut self, conn: &Conn, reason: CloseReason, info: Option<TcpInfo>, force_abort: bool) {
-        self.conns.remove(&conn.id);
+        self.retire(conn.id);
         if !conn.mark_closed(reason) {
             return;
         }
@@ -420,7 +493,7 @@ impl Supervisor {
         conn.set_flag(flags::PEER_FIN);
         if conn.has(flags::LOCAL_FIN) {
             // Both directions are done: nothing left to enforce.
-            self.conns.remove(&conn.id);
+            self.retire(conn.id);
             return;
         }
         let Some(entry) = self.conns.get_mut(&conn.id) else { return };
@@ -459,10 +532,95 @@ impl Supervisor {
             Some(libc::ETIMEDOUT) => CloseReason::KeepaliveFailed,
             _ => CloseReason::ResetByPeer,
         };
-        self.conns.remove(&conn.id);
+        self.retire(conn.id);
         if conn.mark_closed(reason) {
             let aborted_task = conn.abort_task();
             tracing::info!(parent: &conn.span, reason = %reason, errno, aborted_task, "connection failed in the kernel");
+        }
+    }
+
+    fn start_drain(&mut self, request: DrainRequest) {
+        let now = Instant::now();
+        self.conns.retain(|_, e| e.conn.strong_count() > 0);
+        let baseline = self
+            .conns
+            .iter()
+            .filter_map(|(id, e)| {
+                let conn = e.conn.upgrade()?;
+                let sample = Sample::take(&conn);
+                Some((*id, sample.read.wrapping_add(sample.write)))
+            })
+            .collect();
+        let report = DrainReport {
+            connections: self.conns.len(),
+            ..DrainReport::default()
+        };
+        tracing::info!(connections = report.connections, soft = ?request.soft, hard = ?request.hard, "draining");
+        self.drain = Some(Drain {
+            soft_at: now + request.soft,
+            hard_at: now + request.hard.max(request.soft),
+            soft_done: false,
+            baseline,
+            report,
+            reply: request.reply,
+        });
+        if self.conns.is_empty() {
+            self.finish_drain();
+        }
+    }
+
+    /// Soft deadline: half-close the connections that moved no byte since the drain
+    /// began. Hard deadline: close the rest and end their tasks.
+    fn drain_step(&mut self, now: Instant) {
+        let Some(drain) = self.drain.as_mut() else { return };
+        if !drain.soft_done && now >= drain.soft_at {
+            drain.soft_done = true;
+            let baseline = std::mem::take(&mut drain.baseline);
+            for (id, entry) in self.conns.iter_mut() {
+                let Some(conn) = entry.conn.upgrade() else { continue };
+                if conn.has(flags::CLOSED | flags::LOCAL_FIN) {
+                    continue;
+                }
+                let sample = Sample::take(&conn);
+                let idle = baseline.get(id) == Some(&sample.read.wrapping_add(sample.write))
+                    && !sample.info.is_some_and(|i| i.has_pending_send());
+                if idle {
+                    let _ = conn
+                        .socket
+                        .with(|fd| SockRef::from(&fd).shutdown(std::net::Shutdown::Write));
+                    conn.set_flag(flags::LOCAL_FIN);
+                    entry.fate = Fate::HalfClosed;
+                    tracing::info!(parent: &conn.span, "drain: idle at the soft deadline, half-closed");
+                }
+            }
+        }
+        let Some(drain) = self.drain.as_ref() else { return };
+        if now >= drain.hard_at {
+            let ids: Vec<u64> = self.conns.keys().copied().collect();
+            let mut forced = 0;
+            for id in ids {
+                let Some(conn) = self.conns.get(&id).and_then(|e| e.conn.upgrade()) else {
+                    continue;
+                };
+                let info = conn.tcp_info();
+                self.close(&conn, CloseReason::Drained, info, false);
+                conn.abort_task();
+                if let Some(entry) = self.conns.get_mut(&id) {
+                    entry.fate = Fate::Forced;
+                }
+                forced += 1;
+            }
+            if let Some(drain) = self.drain.as_mut() {
+                drain.report.forced = forced;
+            }
+            self.finish_drain();
+        }
+    }
+
+    fn finish_drain(&mut self) {
+        if let Some(drain) = self.drain.take() {
+            tracing::info!(report = ?drain.report, "drain finished");
+            let _ = drain.reply.send(drain.report);
         }
     }
 
