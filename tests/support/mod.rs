@@ -27,8 +27,15 @@ pub(crate) fn ss_count(port: u16, state: &str) -> usize {
         .args(["-Htan", "state", state, &format!("( sport = :{port} )")])
         .output()
         .expect("ss must be installed (iproute2); .ci/run installs it");
-    assert!(out.status.success(), "ss failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).count()
+    assert!(
+        out.status.success(),
+        "ss failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
 }
 
 /// All server-side sockets on `port` that are not listening, as `ss` lines.
@@ -42,7 +49,11 @@ pub(crate) fn ss_lines(port: u16) -> String {
 
 /// Polls `cond` every 5 ms until it holds; returns the time it took, or panics with
 /// `what` after `limit`.
-pub(crate) async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
+pub(crate) async fn wait_for(
+    limit: Duration,
+    what: &str,
+    mut cond: impl FnMut() -> bool,
+) -> Duration {
     let start = Instant::now();
     loop {
         if cond() {
@@ -58,4 +69,24 @@ pub(crate) async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut()
 /// Open descriptors of this process.
 pub(crate) fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").expect("procfs").count()
+}
+
+/// The path of a built example. `cargo test` builds the examples (with the test run's
+/// features) next to the test binaries, in target/<profile>/examples; if it is missing
+/// (e.g. a filtered build), it is built with cargo.
+pub(crate) fn example_path(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let path = profile_dir.join("examples").join(name);
+    if !path.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--all-features", "--example", name])
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building example {name} failed");
+    }
+    path
 }
