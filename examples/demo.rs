@@ -35,7 +35,9 @@ async fn leaky_handler<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
 
 /// Sends a request, reads the echo, half-closes, then reads until the server closes.
 async fn half_closer(port: u16) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
     s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.expect("write");
     let mut buf = [0u8; 64];
     let _ = s.read(&mut buf).await;
@@ -45,7 +47,9 @@ async fn half_closer(port: u16) {
 
 /// Connects and never sends a byte; closes when the server does.
 async fn silent(port: u16) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
     let mut buf = [0u8; 64];
     while let Ok(1..) = s.read(&mut buf).await {}
 }
@@ -85,7 +89,9 @@ async fn main() -> std::io::Result<ExitCode> {
 
     println!("Two servers with the same leaky handler (echoes once, then never polls again).");
     println!("  plain tokio  : 127.0.0.1:{plain_port}");
-    println!("  tcp-hygiene  : 127.0.0.1:{hygiene_port}  (close_wait_timeout 2s, first_byte_timeout 3s)");
+    println!(
+        "  tcp-hygiene  : 127.0.0.1:{hygiene_port}  (close_wait_timeout 2s, first_byte_timeout 3s)"
+    );
     println!("Clients at each: {HALF_CLOSERS} that send a request and half-close, {SILENT} that connect and stay silent.");
     println!();
     for port in [plain_port, hygiene_port] {
@@ -105,7 +111,12 @@ async fn main() -> std::io::Result<ExitCode> {
         tokio::time::sleep_until((start + Duration::from_millis(tick * 1000 + 300)).into()).await;
         plain_now = Census::of_local_port(plain_port)?;
         hygiene_now = Census::of_local_port(hygiene_port)?;
-        println!("{:>4}s  {:<47} | {}", tick, row(&plain_now), row(&hygiene_now));
+        println!(
+            "{:>4}s  {:<47} | {}",
+            tick,
+            row(&plain_now),
+            row(&hygiene_now)
+        );
     }
 
     let stats = hygiene.stats();

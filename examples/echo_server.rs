@@ -39,7 +39,9 @@ struct Args {
 }
 
 fn millis(value: &str) -> Result<Option<Duration>, String> {
-    let n: u64 = value.parse().map_err(|_| format!("not a number of milliseconds: {value:?}"))?;
+    let n: u64 = value
+        .parse()
+        .map_err(|_| format!("not a number of milliseconds: {value:?}"))?;
     Ok((n > 0).then(|| Duration::from_millis(n)))
 }
 
@@ -65,19 +67,27 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
                 } else {
                     let parts: Vec<&str> = v.split(',').collect();
                     let [idle, interval, count] = parts[..] else {
-                        return Err(format!("--keepalive wants IDLE_MS,INTERVAL_MS,COUNT, got {v:?}"));
+                        return Err(format!(
+                            "--keepalive wants IDLE_MS,INTERVAL_MS,COUNT, got {v:?}"
+                        ));
                     };
                     let ms = |s: &str| -> Result<Duration, String> {
-                        s.parse().map(Duration::from_millis).map_err(|_| format!("bad --keepalive part {s:?}"))
+                        s.parse()
+                            .map(Duration::from_millis)
+                            .map_err(|_| format!("bad --keepalive part {s:?}"))
                     };
-                    let count = count.parse().map_err(|_| format!("bad --keepalive count {count:?}"))?;
+                    let count = count
+                        .parse()
+                        .map_err(|_| format!("bad --keepalive count {count:?}"))?;
                     Some(Keepalive::new(ms(idle)?, ms(interval)?, count))
                 };
                 builder.keepalive(keepalive);
             }
             "--max-connections" => {
                 let v = value()?;
-                let n: usize = v.parse().map_err(|_| format!("bad --max-connections {v:?}"))?;
+                let n: usize = v
+                    .parse()
+                    .map_err(|_| format!("bad --max-connections {v:?}"))?;
                 builder.max_connections((n > 0).then_some(n));
             }
             "--stats-every-ms" => stats_every = millis(&value()?)?,
@@ -183,7 +193,10 @@ async fn run_plain(args: &Args) -> std::io::Result<()> {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                eprintln!("{{\"accepted\":{},\"no_hygiene\":true}}", accepted.load(Relaxed));
+                eprintln!(
+                    "{{\"accepted\":{},\"no_hygiene\":true}}",
+                    accepted.load(Relaxed)
+                );
             }
         });
     }

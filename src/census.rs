@@ -69,11 +69,26 @@ impl Census {
             }
         };
         say(KernelState::CloseWait, "the peer sent FIN and the local application has not closed its socket (a handler that hangs or forgets to drop)");
-        say(KernelState::FinWait2, "we sent FIN and the peer application has not closed its side");
-        say(KernelState::FinWait1, "our FIN (or data) is not acknowledged: the peer is not reading, or is gone");
-        say(KernelState::LastAck, "we answered the peer's FIN and it does not acknowledge: the peer is gone");
-        say(KernelState::Closing, "both sides closed at once and an ACK was lost");
-        say(KernelState::TimeWait, "this side closed first; harmless unless counted in tens of thousands");
+        say(
+            KernelState::FinWait2,
+            "we sent FIN and the peer application has not closed its side",
+        );
+        say(
+            KernelState::FinWait1,
+            "our FIN (or data) is not acknowledged: the peer is not reading, or is gone",
+        );
+        say(
+            KernelState::LastAck,
+            "we answered the peer's FIN and it does not acknowledge: the peer is gone",
+        );
+        say(
+            KernelState::Closing,
+            "both sides closed at once and an ACK was lost",
+        );
+        say(
+            KernelState::TimeWait,
+            "this side closed first; harmless unless counted in tens of thousands",
+        );
         out
     }
 }

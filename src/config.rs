@@ -316,7 +316,10 @@ impl Builder {
             if ka.retries == 0 || ka.retries > MAX_KEEPALIVE_RETRIES {
                 return Err(ConfigError::new(
                     "keepalive.retries",
-                    format!("must be between 1 and {MAX_KEEPALIVE_RETRIES}, got {}", ka.retries),
+                    format!(
+                        "must be between 1 and {MAX_KEEPALIVE_RETRIES}, got {}",
+                        ka.retries
+                    ),
                 ));
             }
         }
@@ -330,7 +333,10 @@ impl Builder {
             if t.as_millis() > i32::MAX as u128 {
                 return Err(ConfigError::new(
                     "user_timeout",
-                    format!("must be at most {} ms (the kernel's limit), got {t:?}", i32::MAX),
+                    format!(
+                        "must be at most {} ms (the kernel's limit), got {t:?}",
+                        i32::MAX
+                    ),
                 ));
             }
             if t.subsec_nanos() % 1_000_000 != 0 {
@@ -344,7 +350,10 @@ impl Builder {
             if l.subsec_nanos() != 0 || l.as_secs() > i32::MAX as u64 {
                 return Err(ConfigError::new(
                     "linger",
-                    format!("must be a whole number of seconds up to {}, got {l:?}", i32::MAX),
+                    format!(
+                        "must be a whole number of seconds up to {}, got {l:?}",
+                        i32::MAX
+                    ),
                 ));
             }
         }
@@ -521,8 +530,14 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         let config = Builder::new().build().unwrap();
-        assert_eq!(config.close_wait_timeout(), Some(DEFAULT_CLOSE_WAIT_TIMEOUT));
-        assert_eq!(config.keepalive().unwrap().worst_case(), Duration::from_secs(120));
+        assert_eq!(
+            config.close_wait_timeout(),
+            Some(DEFAULT_CLOSE_WAIT_TIMEOUT)
+        );
+        assert_eq!(
+            config.keepalive().unwrap().worst_case(),
+            Duration::from_secs(120)
+        );
     }
 
     #[test]

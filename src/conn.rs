@@ -71,14 +71,18 @@ impl Conn {
     #[inline]
     pub(crate) fn add_read(&self, n: usize) {
         // Single writer: a load and a store, no read-modify-write instruction.
-        self.bytes_read
-            .store(self.bytes_read.load(Relaxed).wrapping_add(n as u64), Relaxed);
+        self.bytes_read.store(
+            self.bytes_read.load(Relaxed).wrapping_add(n as u64),
+            Relaxed,
+        );
     }
 
     #[inline]
     pub(crate) fn add_written(&self, n: usize) {
-        self.bytes_written
-            .store(self.bytes_written.load(Relaxed).wrapping_add(n as u64), Relaxed);
+        self.bytes_written.store(
+            self.bytes_written.load(Relaxed).wrapping_add(n as u64),
+            Relaxed,
+        );
     }
 
     pub(crate) fn flags(&self) -> u8 {
@@ -138,7 +142,9 @@ impl Conn {
     }
 
     pub(crate) fn set_kernel_error(&self, errno: i32) {
-        let _ = self.kernel_error.compare_exchange(0, errno, Relaxed, Relaxed);
+        let _ = self
+            .kernel_error
+            .compare_exchange(0, errno, Relaxed, Relaxed);
     }
 
     /// The error the application should see instead of `err` (or instead of EOF when

@@ -54,7 +54,9 @@ impl TcpListener {
         shared.draining.store(true, Relaxed);
         shared.drain_started.notify_waiters();
         let (reply, report) = oneshot::channel();
-        let _ = shared.tx.send(Msg::Drain(DrainRequest { soft, hard, reply }));
+        let _ = shared
+            .tx
+            .send(Msg::Drain(DrainRequest { soft, hard, reply }));
         drop(io);
         // The supervisor holds the reply until done; it only goes away with the runtime.
         report.await.unwrap_or_default()

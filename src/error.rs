@@ -26,7 +26,11 @@ impl Closed {
 
 impl fmt::Display for Closed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "connection closed by tcp-hygiene ({}): {}", self.reason, self.source)
+        write!(
+            f,
+            "connection closed by tcp-hygiene ({}): {}",
+            self.reason, self.source
+        )
     }
 }
 

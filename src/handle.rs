@@ -73,8 +73,10 @@ impl ConnectionHandle {
         let conn = self.conn.clone();
         PeerClosed {
             inner: Box::pin(async move {
-                conn.wait_until(|f| f & (flags::PEER_FIN | flags::CLOSED) != 0 || conn.is_released())
-                    .await
+                conn.wait_until(|f| {
+                    f & (flags::PEER_FIN | flags::CLOSED) != 0 || conn.is_released()
+                })
+                .await
             }),
         }
     }

@@ -87,7 +87,10 @@ mod tests {
         let first = t0 + T;
         assert_eq!(clock.check(5, first), Verdict::CheckAt(first + T / STEPS));
         // Quiet from then on: the deadline counts from the look that saw the change.
-        assert_eq!(clock.check(5, first + T / STEPS), Verdict::CheckAt(first + T));
+        assert_eq!(
+            clock.check(5, first + T / STEPS),
+            Verdict::CheckAt(first + T)
+        );
         assert_eq!(clock.check(5, first + T), Verdict::Expired);
     }
 

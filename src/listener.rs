@@ -316,7 +316,6 @@ impl fmt::Debug for TcpListener {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,7 +327,10 @@ mod tests {
         assert_eq!(classify(&os(libc::ENFILE)), AcceptError::Resources);
         assert_eq!(classify(&os(libc::ENOBUFS)), AcceptError::Resources);
         assert_eq!(classify(&os(libc::ENOMEM)), AcceptError::Resources);
-        assert_eq!(classify(&os(libc::ECONNABORTED)), AcceptError::PerConnection);
+        assert_eq!(
+            classify(&os(libc::ECONNABORTED)),
+            AcceptError::PerConnection
+        );
         assert_eq!(classify(&os(libc::EPERM)), AcceptError::PerConnection);
         assert_eq!(classify(&os(libc::EBADF)), AcceptError::Fatal);
         assert_eq!(classify(&os(libc::EINVAL)), AcceptError::Fatal);

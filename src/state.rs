@@ -175,9 +175,18 @@ mod tests {
     fn state_from_flags() {
         use flags::*;
         assert_eq!(ConnectionState::from_flags(0), ConnectionState::Open);
-        assert_eq!(ConnectionState::from_flags(PEER_FIN), ConnectionState::PeerClosed);
-        assert_eq!(ConnectionState::from_flags(LOCAL_FIN), ConnectionState::LocallyClosed);
-        assert_eq!(ConnectionState::from_flags(PEER_FIN | LOCAL_FIN), ConnectionState::Closed);
+        assert_eq!(
+            ConnectionState::from_flags(PEER_FIN),
+            ConnectionState::PeerClosed
+        );
+        assert_eq!(
+            ConnectionState::from_flags(LOCAL_FIN),
+            ConnectionState::LocallyClosed
+        );
+        assert_eq!(
+            ConnectionState::from_flags(PEER_FIN | LOCAL_FIN),
+            ConnectionState::Closed
+        );
         assert_eq!(ConnectionState::from_flags(CLOSED), ConnectionState::Closed);
     }
 }

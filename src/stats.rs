@@ -36,7 +36,8 @@ impl Counters {
     }
 
     pub(crate) fn snapshot(&self) -> Stats {
-        let open_by_state = std::array::from_fn(|i| self.open_by_state[i].load(Relaxed).max(0) as u64);
+        let open_by_state =
+            std::array::from_fn(|i| self.open_by_state[i].load(Relaxed).max(0) as u64);
         Stats {
             accepted: self.accepted.load(Relaxed),
             open: open_by_state.iter().sum(),

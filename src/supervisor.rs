@@ -329,7 +329,9 @@ impl Supervisor {
             c.first_byte_timeout
                 .filter(|_| entry.first_byte_pending)
                 .map(|t| accepted_at + t),
-            c.fin_wait_timeout.zip(entry.local_fin_at).map(|(t, at)| at + t),
+            c.fin_wait_timeout
+                .zip(entry.local_fin_at)
+                .map(|(t, at)| at + t),
             entry.idle.map(|c| c.deadline()),
             entry.read_idle.map(|c| c.deadline()),
             entry.write_idle.map(|c| c.deadline()),
@@ -383,17 +385,26 @@ impl Supervisor {
         };
 
         if let Some(t) = c.max_connection_age {
-            merge(at_or_expired(conn.accepted_at + t), CloseReason::MaxConnectionAge);
+            merge(
+                at_or_expired(conn.accepted_at + t),
+                CloseReason::MaxConnectionAge,
+            );
         }
         if let (Some(t), true) = (c.first_byte_timeout, entry.first_byte_pending) {
             if sample.read > 0 {
                 entry.first_byte_pending = false;
             } else {
-                merge(at_or_expired(conn.accepted_at + t), CloseReason::FirstByteTimeout);
+                merge(
+                    at_or_expired(conn.accepted_at + t),
+                    CloseReason::FirstByteTimeout,
+                );
             }
         }
         if let Some(clock) = entry.close_wait.as_mut() {
-            merge(clock.check(sample.write, now), CloseReason::CloseWaitTimeout);
+            merge(
+                clock.check(sample.write, now),
+                CloseReason::CloseWaitTimeout,
+            );
         }
         if let (Some(t), Some(at)) = (c.fin_wait_timeout, entry.local_fin_at) {
             let peer_done = conn.has(flags::PEER_FIN)
@@ -463,7 +474,13 @@ impl Supervisor {
         }
     }
 
-    fn close(&mut self, conn: &Conn, reason: CloseReason, info: Option<TcpInfo>, force_abort: bool) {
+    fn close(
+        &mut self,
+        conn: &Conn,
+        reason: CloseReason,
+        info: Option<TcpInfo>,
+        force_abort: bool,
+    ) {
         self.retire(conn.id);
         if !conn.mark_closed(reason) {
             return;
@@ -496,7 +513,9 @@ impl Supervisor {
             self.retire(conn.id);
             return;
         }
-        let Some(entry) = self.conns.get_mut(&conn.id) else { return };
+        let Some(entry) = self.conns.get_mut(&conn.id) else {
+            return;
+        };
         if let (Some(t), None) = (self.config.close_wait_timeout(), entry.close_wait) {
             let sample = Sample::take(conn);
             entry.close_wait = Some(IdleClock::new(t, sample.write, now));
@@ -506,7 +525,9 @@ impl Supervisor {
     }
 
     fn on_fin_event(&mut self, event: FinEvent, now: Instant) {
-        let Some(conn) = self.live(event.id) else { return };
+        let Some(conn) = self.live(event.id) else {
+            return;
+        };
         let info = conn.tcp_info();
         let kernel_closed = info.is_some_and(|i| i.state == KernelState::Close);
         if event.error || (event.hangup && kernel_closed) {
@@ -572,12 +593,16 @@ impl Supervisor {
     /// Soft deadline: half-close the connections that moved no byte since the drain
     /// began. Hard deadline: close the rest and end their tasks.
     fn drain_step(&mut self, now: Instant) {
-        let Some(drain) = self.drain.as_mut() else { return };
+        let Some(drain) = self.drain.as_mut() else {
+            return;
+        };
         if !drain.soft_done && now >= drain.soft_at {
             drain.soft_done = true;
             let baseline = std::mem::take(&mut drain.baseline);
             for (id, entry) in self.conns.iter_mut() {
-                let Some(conn) = entry.conn.upgrade() else { continue };
+                let Some(conn) = entry.conn.upgrade() else {
+                    continue;
+                };
                 if conn.has(flags::CLOSED | flags::LOCAL_FIN) {
                     continue;
                 }
@@ -594,7 +619,9 @@ impl Supervisor {
                 }
             }
         }
-        let Some(drain) = self.drain.as_ref() else { return };
+        let Some(drain) = self.drain.as_ref() else {
+            return;
+        };
         if now >= drain.hard_at {
             let ids: Vec<u64> = self.conns.keys().copied().collect();
             let mut forced = 0;
@@ -628,7 +655,9 @@ impl Supervisor {
         let ids: Vec<u64> = self.conns.keys().copied().collect();
         for id in ids {
             if let Some(conn) = self.live(id) {
-                if !conn.has(flags::PEER_FIN) && conn.socket.with(sys::peer_fin_by_peek) == Some(true) {
+                if !conn.has(flags::PEER_FIN)
+                    && conn.socket.with(sys::peer_fin_by_peek) == Some(true)
+                {
                     self.peer_fin(&conn, now);
                 }
             }

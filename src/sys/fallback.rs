@@ -59,7 +59,10 @@ pub(crate) fn peer_fin_by_peek(socket: BorrowedFd<'_>) -> bool {
 }
 
 /// `TCP_USER_TIMEOUT` is Linux-only: ignored here.
-pub(crate) fn set_user_timeout(_socket: &SockRef<'_>, _timeout: std::time::Duration) -> io::Result<()> {
+pub(crate) fn set_user_timeout(
+    _socket: &SockRef<'_>,
+    _timeout: std::time::Duration,
+) -> io::Result<()> {
     Ok(())
 }
 

@@ -226,7 +226,10 @@ pub(crate) fn peer_fin_by_peek(_socket: BorrowedFd<'_>) -> bool {
 }
 
 /// `TCP_USER_TIMEOUT`.
-pub(crate) fn set_user_timeout(socket: &socket2::SockRef<'_>, timeout: std::time::Duration) -> io::Result<()> {
+pub(crate) fn set_user_timeout(
+    socket: &socket2::SockRef<'_>,
+    timeout: std::time::Duration,
+) -> io::Result<()> {
     socket.set_tcp_user_timeout(Some(timeout))
 }
 
