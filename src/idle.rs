@@ -1,15 +1,20 @@
 //! Lazy inactivity deadlines over activity counters.
 //!
-//! The I/O path only bumps a counter. The supervisor looks at the counter when a deadline
-//! comes due: unchanged since the counter last moved means idle since then; changed means
-//! there was activity at some point before now, so it looks again a fraction of the
-//! timeout later. While a connection is busy that costs one cheap check per
-//! `timeout / STEPS`; once it goes quiet, it is closed between `timeout` and
-//! `timeout × (1 + 1/STEPS)` after its last byte, never before.
+//! The I/O path only bumps a counter. The supervisor looks at the counter now and then:
+//! unchanged since the look that last saw it move means idle since that look; changed
+//! means there was activity at some point since the previous look, so the connection
+//! counts as quiet only from now. A counter cannot say *when* between two looks the
+//! activity happened, so the looks must never be more than `timeout / STEPS` apart
+//! while the clock runs (busy or quiet): with a look only at the deadline, a single byte
+//! just after a look would be noticed a whole timeout later, and the close would come
+//! up to twice the timeout after that byte. With looks `timeout / STEPS` apart, a
+//! connection is closed between `timeout` and `timeout × (1 + 1/STEPS)` after its last
+//! byte (plus the scheduler's delay), never before. The cost is `STEPS` cheap looks per
+//! timeout per connection, from one timer for all of them.
 
 use std::time::{Duration, Instant};
 
-/// Checks per timeout while the counter keeps moving; bounds lateness to 1/STEPS.
+/// Looks per timeout; bounds lateness to `timeout / STEPS`.
 const STEPS: u32 = 8;
 
 /// What the clock says after a look at the counter.
@@ -27,19 +32,41 @@ pub(crate) struct IdleClock {
     count: u64,
     /// No activity after this instant as far as we know.
     quiet_since: Instant,
+    /// When the clock needs its next look.
+    next_look: Instant,
 }
 
 impl IdleClock {
     pub(crate) fn new(timeout: Duration, count: u64, since: Instant) -> Self {
-        Self {
+        let mut clock = Self {
             timeout,
             count,
             quiet_since: since,
-        }
+            next_look: since,
+        };
+        clock.next_look = clock.next_after(since);
+        clock
     }
 
+    /// When the clock next needs a look: at most `timeout / STEPS` after the last one,
+    /// and never later than the instant it would expire.
     pub(crate) fn deadline(&self) -> Instant {
-        self.quiet_since + self.timeout
+        self.next_look
+    }
+
+    fn step(&self) -> Duration {
+        (self.timeout / STEPS)
+            .max(Duration::from_millis(1))
+            .min(self.timeout)
+    }
+
+    fn next_after(&self, now: Instant) -> Instant {
+        (now + self.step()).min(self.quiet_since + self.timeout)
+    }
+
+    fn look_again(&mut self, now: Instant) -> Verdict {
+        self.next_look = self.next_after(now);
+        Verdict::CheckAt(self.next_look)
     }
 
     /// Records activity now, regardless of the counter (e.g. "nothing was waiting to be
@@ -47,21 +74,17 @@ impl IdleClock {
     pub(crate) fn touch(&mut self, count: u64, now: Instant) -> Verdict {
         self.count = count;
         self.quiet_since = now;
-        Verdict::CheckAt(self.deadline())
+        self.look_again(now)
     }
 
     pub(crate) fn check(&mut self, count: u64, now: Instant) -> Verdict {
         if count != self.count {
             self.count = count;
             self.quiet_since = now;
-            let step = (self.timeout / STEPS).max(Duration::from_millis(1));
-            return Verdict::CheckAt(now + step.min(self.timeout));
+        } else if now >= self.quiet_since + self.timeout {
+            return Verdict::Expired;
         }
-        if now >= self.deadline() {
-            Verdict::Expired
-        } else {
-            Verdict::CheckAt(self.deadline())
-        }
+        self.look_again(now)
     }
 }
 
@@ -70,53 +93,122 @@ mod tests {
     use super::*;
 
     const T: Duration = Duration::from_secs(8);
+    const STEP: Duration = Duration::from_secs(1);
 
     #[test]
     fn quiet_counter_expires_exactly_at_deadline() {
         let t0 = Instant::now();
         let mut clock = IdleClock::new(T, 0, t0);
-        assert_eq!(clock.check(0, t0 + T / 2), Verdict::CheckAt(t0 + T));
+        assert_eq!(
+            clock.deadline(),
+            t0 + STEP,
+            "first look one step after start"
+        );
+        assert_eq!(
+            clock.check(0, t0 + T / 2),
+            Verdict::CheckAt(t0 + T / 2 + STEP)
+        );
+        assert_eq!(
+            clock.check(0, t0 + T - STEP / 2),
+            Verdict::CheckAt(t0 + T),
+            "never looks past the expiry"
+        );
         assert_eq!(clock.check(0, t0 + T), Verdict::Expired);
     }
 
     #[test]
-    fn activity_pushes_deadline_and_lateness_is_bounded() {
+    fn activity_restarts_the_clock_from_the_look_that_saw_it() {
         let t0 = Instant::now();
         let mut clock = IdleClock::new(T, 0, t0);
-        // Activity happened somewhere before the first look.
-        let first = t0 + T;
-        assert_eq!(clock.check(5, first), Verdict::CheckAt(first + T / STEPS));
-        // Quiet from then on: the deadline counts from the look that saw the change.
-        assert_eq!(
-            clock.check(5, first + T / STEPS),
-            Verdict::CheckAt(first + T)
-        );
-        assert_eq!(clock.check(5, first + T), Verdict::Expired);
+        let seen = t0 + STEP * 3;
+        assert_eq!(clock.check(5, seen), Verdict::CheckAt(seen + STEP));
+        assert_eq!(clock.deadline(), seen + STEP);
+        assert_eq!(clock.check(5, seen + T - STEP), Verdict::CheckAt(seen + T));
+        assert_eq!(clock.check(5, seen + T), Verdict::Expired);
+    }
+
+    /// Drives the clock the way the supervisor does (a look exactly when asked, with
+    /// activity at arbitrary instants in between) and returns when it expired.
+    fn run(clock: &mut IdleClock, t0: Instant, activity: &[Duration]) -> Instant {
+        let mut count = 0;
+        let mut pending = activity.iter().map(|d| t0 + *d).peekable();
+        let mut now = clock.deadline();
+        loop {
+            while pending.next_if(|at| *at <= now).is_some() {
+                count += 1;
+            }
+            match clock.check(count, now) {
+                Verdict::CheckAt(at) => {
+                    assert!(at > now && at <= now + STEP, "looks at most a step apart");
+                    now = at;
+                }
+                Verdict::Expired => return now,
+            }
+        }
     }
 
     #[test]
-    fn never_expires_early() {
+    fn sporadic_activity_expires_between_timeout_and_one_step_later() {
+        // A single byte just after a look, long before the deadline: the pattern that a
+        // look only at the deadline gets wrong (it expired 2 × T - STEP after the byte).
+        let t0 = Instant::now();
+        for byte_at in [
+            Duration::from_millis(1),
+            STEP + Duration::from_millis(1),
+            T / 2,
+        ] {
+            let mut clock = IdleClock::new(T, 0, t0);
+            let expired = run(&mut clock, t0, &[byte_at]);
+            let last = t0 + byte_at;
+            assert!(expired >= last + T, "early: byte at {byte_at:?}");
+            assert!(expired <= last + T + STEP, "late: byte at {byte_at:?}");
+        }
+        // Pseudo-random bursts with gaps shorter and longer than a step.
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..200 {
+            let mut at = Duration::ZERO;
+            let mut activity = Vec::new();
+            for _ in 0..(x % 20) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                at += Duration::from_millis(x % 7_000);
+                activity.push(at);
+            }
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut clock = IdleClock::new(T, 0, t0);
+            let expired = run(&mut clock, t0, &activity);
+            let last = t0 + activity.last().copied().unwrap_or(Duration::ZERO);
+            assert!(expired >= last + T, "early: {activity:?}");
+            assert!(expired <= last + T + STEP, "late: {activity:?}");
+        }
+    }
+
+    #[test]
+    fn busy_never_expires_and_lateness_is_bounded() {
         let t0 = Instant::now();
         let mut clock = IdleClock::new(T, 0, t0);
         let mut now = t0;
         let mut count = 0;
-        // Busy: counter moves at every look, for a long time.
+        let mut seen_at = now;
+        // Busy: the counter moves before every look, for a long time.
         for _ in 0..100 {
             count += 1;
+            seen_at = now;
             match clock.check(count, now) {
                 Verdict::CheckAt(at) => now = at,
                 Verdict::Expired => panic!("expired while busy"),
             }
         }
-        let last_activity = now;
-        loop {
-            match clock.check(count, now) {
-                Verdict::CheckAt(at) => now = at,
-                Verdict::Expired => break,
-            }
+        // The last activity happened after the look before `seen_at`.
+        let last_activity_after = seen_at - STEP;
+        while let Verdict::CheckAt(at) = clock.check(count, now) {
+            now = at;
         }
-        assert!(now >= last_activity + T);
-        assert!(now <= last_activity + T + T / STEPS);
+        assert!(now >= seen_at + T);
+        assert!(now <= last_activity_after + T + STEP);
     }
 
     #[test]
@@ -124,7 +216,20 @@ mod tests {
         let t0 = Instant::now();
         let mut clock = IdleClock::new(T, 0, t0);
         let later = t0 + T * 3;
-        assert_eq!(clock.touch(0, later), Verdict::CheckAt(later + T));
+        assert_eq!(clock.touch(0, later), Verdict::CheckAt(later + STEP));
+        assert_eq!(
+            clock.check(0, later + T - STEP),
+            Verdict::CheckAt(later + T)
+        );
         assert_eq!(clock.check(0, later + T), Verdict::Expired);
+    }
+
+    #[test]
+    fn tiny_timeouts_step_at_least_a_millisecond() {
+        let t0 = Instant::now();
+        let t = Duration::from_micros(500);
+        let mut clock = IdleClock::new(t, 0, t0);
+        assert_eq!(clock.deadline(), t0 + t);
+        assert_eq!(clock.check(0, t0 + t), Verdict::Expired);
     }
 }
