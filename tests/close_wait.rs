@@ -21,29 +21,37 @@ async fn stuck_handler_close_wait_is_reaped_and_plain_tokio_is_not() {
     // tcp-hygiene
     let listener = support::listener(Builder::new().close_wait_timeout(CLOSE_WAIT)).await;
     let port = listener.local_addr().unwrap().port();
-    let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
     let (held, _) = listener.accept().await.unwrap();
     let handle = held.handle();
 
     // Control: plain tokio.
     let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let plain_port = plain.local_addr().unwrap().port();
-    let mut plain_client = TcpStream::connect(plain.local_addr().unwrap()).await.unwrap();
+    let mut plain_client = TcpStream::connect(plain.local_addr().unwrap())
+        .await
+        .unwrap();
     let (plain_held, _) = plain.accept().await.unwrap();
 
     client.shutdown().await.unwrap();
     plain_client.shutdown().await.unwrap();
     let fin_sent = Instant::now();
 
-    wait_for(Duration::from_secs(2), "server socket in CLOSE_WAIT", || {
-        ss_count(port, "close-wait") == 1 && ss_count(plain_port, "close-wait") == 1
-    })
+    wait_for(
+        Duration::from_secs(2),
+        "server socket in CLOSE_WAIT",
+        || ss_count(port, "close-wait") == 1 && ss_count(plain_port, "close-wait") == 1,
+    )
     .await;
 
     // The kernel's view: gone from CLOSE_WAIT (and from every state but the client's).
-    wait_for(CLOSE_WAIT + Duration::from_secs(3), "CLOSE_WAIT reaped", || {
-        ss_count(port, "close-wait") == 0
-    })
+    wait_for(
+        CLOSE_WAIT + Duration::from_secs(3),
+        "CLOSE_WAIT reaped",
+        || ss_count(port, "close-wait") == 0,
+    )
     .await;
     let since_fin = fin_sent.elapsed();
     assert!(
@@ -67,6 +75,131 @@ async fn stuck_handler_close_wait_is_reaped_and_plain_tokio_is_not() {
 
     // The control is still stuck in CLOSE_WAIT, long after the same budget.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(ss_count(plain_port, "close-wait"), 1, "plain tokio should leak");
+    assert_eq!(
+        ss_count(plain_port, "close-wait"),
+        1,
+        "plain tokio should leak"
+    );
     drop((held, plain_held));
+}
+
+/// Deterministic, position-dependent bytes, so that every byte the client reads can be
+/// checked (a lost, duplicated or reordered chunk shows up at the first wrong byte).
+fn pattern_byte(i: usize) -> u8 {
+    let x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (x >> 56) as u8 ^ (i as u8)
+}
+
+/// `close_wait_timeout` is an inactivity timeout: a server still streaming to a
+/// half-closed client is not cut off while its writes progress, however long that takes
+/// (here 1.5 s of writes with a 300 ms timeout). Once it stops writing (while still
+/// holding the stream, not polling it), the connection is closed about
+/// `close_wait_timeout` later: gone from CLOSE_WAIT in `ss`, EOF at the client after every
+/// byte, reason `CloseWaitTimeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_to_half_closed_client_is_not_cut_off_then_reaped() {
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    const CHUNK: usize = 4096;
+    const EVERY: Duration = Duration::from_millis(50);
+    const STREAM_FOR: Duration = Duration::from_millis(1500);
+
+    let listener = support::listener(Builder::new().close_wait_timeout(TIMEOUT)).await;
+    let port = listener.local_addr().unwrap().port();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (mut server, _) = listener.accept().await.unwrap();
+    let handle = server.handle();
+
+    // The client half-closes at once, then only reads.
+    client.shutdown().await.unwrap();
+    wait_for(
+        Duration::from_secs(2),
+        "server socket in CLOSE_WAIT",
+        || ss_count(port, "close-wait") == 1,
+    )
+    .await;
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match client.read(&mut buf).await {
+                Ok(0) => return (got, Instant::now(), client),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("client read failed after {} bytes: {e}", got.len()),
+            }
+        }
+    });
+
+    // The server streams a chunk every 50 ms for 1.5 s, five times the timeout.
+    let start = Instant::now();
+    let mut sent = 0usize;
+    let mut tick = tokio::time::interval(EVERY);
+    while start.elapsed() < STREAM_FOR {
+        tick.tick().await;
+        let chunk: Vec<u8> = (sent..sent + CHUNK).map(pattern_byte).collect();
+        server.write_all(&chunk).await.unwrap_or_else(|e| {
+            panic!("cut off after {:?} and {sent} bytes: {e}", start.elapsed())
+        });
+        sent += CHUNK;
+        assert_eq!(handle.close_reason(), None, "closed while streaming");
+    }
+    let last_write = Instant::now();
+    assert_eq!(handle.state(), ConnectionState::PeerClosed);
+    assert_eq!(
+        ss_count(port, "close-wait"),
+        1,
+        "still CLOSE_WAIT while streaming"
+    );
+
+    // Stop writing, keep holding the stream (never polled again).
+    let reaped = wait_for(
+        TIMEOUT * 2 + Duration::from_secs(3),
+        "CLOSE_WAIT reaped after writes stopped",
+        || ss_count(port, "close-wait") == 0,
+    )
+    .await;
+    let quiet = last_write.elapsed();
+    let (got, eof_at, _client) = tokio::time::timeout(Duration::from_secs(2), reader)
+        .await
+        .expect("client reads EOF")
+        .unwrap();
+    let budget = TIMEOUT + TIMEOUT / 8 + Duration::from_millis(300);
+    eprintln!(
+        "streamed {sent} bytes for {:?}; reaped {quiet:?} after the last write (ss saw it after {reaped:?}); EOF after {:?}",
+        last_write - start,
+        eof_at.saturating_duration_since(last_write)
+    );
+    assert!(
+        quiet >= TIMEOUT,
+        "reaped early: {quiet:?} after the last write"
+    );
+    assert!(
+        quiet <= budget,
+        "reaped late: {quiet:?} after the last write, budget {budget:?}"
+    );
+    assert!(
+        eof_at.saturating_duration_since(last_write) >= TIMEOUT,
+        "EOF before the timeout"
+    );
+
+    assert_eq!(got.len(), sent, "every byte arrived before EOF");
+    if let Some(i) = (0..sent).find(|&i| got[i] != pattern_byte(i)) {
+        panic!("byte {i} differs: got {}, want {}", got[i], pattern_byte(i));
+    }
+    assert_eq!(handle.close_reason(), Some(CloseReason::CloseWaitTimeout));
+    assert_eq!(handle.state(), ConnectionState::Closed);
+    assert_eq!(listener.stats().closed(CloseReason::CloseWaitTimeout), 1);
+    assert_eq!(listener.stats().closed_total(), 1);
+    // The application's next write fails and says why.
+    let err = server
+        .write_all(b"late")
+        .await
+        .expect_err("write after close");
+    let closed = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<tcp_hygiene::error::Closed>())
+        .unwrap_or_else(|| panic!("error does not carry the reason: {err:?}"));
+    assert_eq!(closed.reason(), CloseReason::CloseWaitTimeout);
+    drop(server);
 }
