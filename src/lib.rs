@@ -71,6 +71,7 @@ mod drain;
 pub mod error;
 mod handle;
 mod idle;
+pub mod integration;
 mod listener;
 mod state;
 mod stats;
