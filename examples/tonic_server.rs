@@ -67,6 +67,10 @@ fn millis(flag: &str, value: &str) -> Result<Option<Duration>, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if std::env::args().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let args = match parse_args() {
         Ok(args) => args,
         Err(e) => {
