@@ -104,7 +104,7 @@ async fn main() -> std::io::Result<ExitCode> {
     }
 
     println!("What the kernel shows for each server's port (/proc/net/tcp):");
-    println!("{:>5}  {:<47} | {}", "time", "plain tokio", "tcp-hygiene");
+    println!("{:>5}  {:<47} | tcp-hygiene", "time", "plain tokio");
     let start = Instant::now();
     let (mut plain_now, mut hygiene_now) = (Census::default(), Census::default());
     for tick in 0..=6 {
