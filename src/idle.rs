@@ -69,12 +69,18 @@ impl IdleClock {
         Verdict::CheckAt(self.next_look)
     }
 
-    /// Records activity now, regardless of the counter (e.g. "nothing was waiting to be
-    /// sent, so the writer cannot be stalled").
-    pub(crate) fn touch(&mut self, count: u64, now: Instant) -> Verdict {
-        self.count = count;
-        self.quiet_since = now;
-        self.look_again(now)
+    /// Looks at the counter like [`check`](Self::check) but cannot expire: the rule does
+    /// not apply right now (e.g. nothing is waiting to be sent, so the writer cannot be
+    /// stalled). A moving counter keeps the fine-grained looks going, so once the rule
+    /// applies again the lateness bound still holds.
+    pub(crate) fn hold(&mut self, count: u64, now: Instant) -> Verdict {
+        match self.check(count, now) {
+            Verdict::Expired => {
+                self.quiet_since = now;
+                self.look_again(now)
+            }
+            verdict => verdict,
+        }
     }
 
     pub(crate) fn check(&mut self, count: u64, now: Instant) -> Verdict {
@@ -212,11 +218,11 @@ mod tests {
     }
 
     #[test]
-    fn touch_restarts() {
+    fn hold_restarts_the_quiet_period() {
         let t0 = Instant::now();
         let mut clock = IdleClock::new(T, 0, t0);
         let later = t0 + T * 3;
-        assert_eq!(clock.touch(0, later), Verdict::CheckAt(later + STEP));
+        assert_eq!(clock.hold(0, later), Verdict::CheckAt(later + STEP));
         assert_eq!(
             clock.check(0, later + T - STEP),
             Verdict::CheckAt(later + T)

@@ -91,3 +91,8 @@ pub use listener::TcpListener;
 pub use state::{CloseReason, ConnectionState};
 pub use stats::{ConnectionSnapshot, KernelState, Stats, TcpInfo};
 pub use stream::TcpStream;
+
+/// The README's examples are compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

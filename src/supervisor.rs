@@ -419,7 +419,7 @@ impl Supervisor {
             let verdict = if waiting {
                 clock.check(sample.write, now)
             } else {
-                clock.touch(sample.write, now)
+                clock.hold(sample.write, now)
             };
             merge(verdict, CloseReason::WriteIdleTimeout);
         }
