@@ -22,7 +22,6 @@ const RELEASED: u8 = 0x80;
 pub(crate) struct Conn {
     pub(crate) id: u64,
     pub(crate) peer: SocketAddr,
-    pub(crate) local: SocketAddr,
     pub(crate) accepted_at: Instant,
     /// Written only by the stream's `poll_read` (one writer), read by anyone.
     pub(crate) bytes_read: AtomicU64,
@@ -45,7 +44,6 @@ impl Conn {
     pub(crate) fn new(
         id: u64,
         peer: SocketAddr,
-        local: SocketAddr,
         socket: SocketGuard,
         shared: Arc<Shared>,
     ) -> Self {
@@ -53,7 +51,6 @@ impl Conn {
         Self {
             id,
             peer,
-            local,
             accepted_at: Instant::now(),
             bytes_read: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),

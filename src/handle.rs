@@ -39,11 +39,6 @@ impl ConnectionHandle {
         self.conn.peer
     }
 
-    /// Our local address of this connection.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.conn.local
-    }
-
     /// The connection's state as the library sees it.
     pub fn state(&self) -> ConnectionState {
         self.conn.state()

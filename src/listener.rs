@@ -185,12 +185,10 @@ impl TcpListener {
             return None;
         }
         self.apply_options(&io, peer);
-        let local = io.local_addr().unwrap_or(peer);
         let id = shared.next_id();
         let conn = Arc::new(Conn::new(
             id,
             peer,
-            local,
             SocketGuard::new(std::os::fd::AsRawFd::as_raw_fd(&io)),
             shared.clone(),
         ));

@@ -70,14 +70,23 @@ impl TcpStream {
         self.conn().id
     }
 
-    /// The peer's address, as returned by `accept`.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.conn().peer
+    /// The peer's address, as returned by `accept` (remembered, so it still answers
+    /// after the connection has closed).
+    ///
+    /// # Errors
+    ///
+    /// Never; the `io::Result` mirrors `tokio::net::TcpStream::peer_addr`.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.conn().peer)
     }
 
-    /// Our local address of this connection.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.conn().local
+    /// Our local address of this connection (`getsockname`).
+    ///
+    /// # Errors
+    ///
+    /// Those of `getsockname`.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.local_addr()
     }
 
     /// The connection's state as the library sees it.

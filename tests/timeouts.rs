@@ -66,7 +66,7 @@ async fn connect_with(
     let (client, accepted) = tokio::join!(connect, listener.accept());
     let (client, (server, _)) = (client.unwrap(), accepted.unwrap());
     let accepted = Instant::now();
-    assert_eq!(server.peer_addr(), client.local_addr().unwrap());
+    assert_eq!(server.peer_addr().unwrap(), client.local_addr().unwrap());
     let handle = server.handle();
     let closed = {
         let h = handle.clone();

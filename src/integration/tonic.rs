@@ -55,8 +55,8 @@ impl Connected for TcpStream {
 
     fn connect_info(&self) -> Self::ConnectInfo {
         TcpConnectInfo {
-            local_addr: Some(self.local_addr()),
-            remote_addr: Some(self.peer_addr()),
+            local_addr: self.local_addr().ok(),
+            remote_addr: self.peer_addr().ok(),
         }
     }
 }
