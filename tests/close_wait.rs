@@ -153,22 +153,23 @@ async fn streaming_to_half_closed_client_is_not_cut_off_then_reaped() {
     );
 
     // Stop writing, keep holding the stream (never polled again).
-    let reaped = wait_for(
-        TIMEOUT * 2 + Duration::from_secs(3),
+    // The client's EOF marks the close (an event, unlike polling `ss`, which takes tens of
+    // ms on a busy host); then the kernel's view.
+    let (got, eof_at, _client) = tokio::time::timeout(TIMEOUT * 2 + Duration::from_secs(3), reader)
+        .await
+        .expect("client reads EOF")
+        .unwrap();
+    let quiet = eof_at.saturating_duration_since(last_write);
+    wait_for(
+        Duration::from_secs(2),
         "CLOSE_WAIT reaped after writes stopped",
         || ss_count(port, "close-wait") == 0,
     )
     .await;
-    let quiet = last_write.elapsed();
-    let (got, eof_at, _client) = tokio::time::timeout(Duration::from_secs(2), reader)
-        .await
-        .expect("client reads EOF")
-        .unwrap();
     let budget = TIMEOUT + TIMEOUT / 8 + Duration::from_millis(300);
     eprintln!(
-        "streamed {sent} bytes for {:?}; reaped {quiet:?} after the last write (ss saw it after {reaped:?}); EOF after {:?}",
+        "streamed {sent} bytes for {:?}; reaped (client EOF) {quiet:?} after the last write",
         last_write - start,
-        eof_at.saturating_duration_since(last_write)
     );
     assert!(
         quiet >= TIMEOUT,
@@ -177,10 +178,6 @@ async fn streaming_to_half_closed_client_is_not_cut_off_then_reaped() {
     assert!(
         quiet <= budget,
         "reaped late: {quiet:?} after the last write, budget {budget:?}"
-    );
-    assert!(
-        eof_at.saturating_duration_since(last_write) >= TIMEOUT,
-        "EOF before the timeout"
     );
 
     assert_eq!(got.len(), sent, "every byte arrived before EOF");
