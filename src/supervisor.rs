@@ -531,14 +531,15 @@ impl Supervisor {
         let info = conn.tcp_info();
         let kernel_closed = info.is_some_and(|i| i.state == KernelState::Close);
         if event.error || (event.hangup && kernel_closed) {
-            self.kernel_failure(&conn, info);
+            self.kernel_failure(&conn, info, now);
         } else if info.is_none_or(|i| i.state.peer_fin_received()) {
             self.peer_fin(&conn, now);
         }
     }
 
-    /// The kernel ended the connection: reset by the peer, keepalive or user timeout.
-    fn kernel_failure(&mut self, conn: &Conn, info: Option<TcpInfo>) {
+    /// The kernel ended the connection: reset by the peer, keepalive or user timeout, or
+    /// (no error) the normal end after both FINs.
+    fn kernel_failure(&mut self, conn: &Conn, info: Option<TcpInfo>, now: Instant) {
         let error = conn
             .socket
             .with(|fd| SockRef::from(&fd).take_error())
@@ -547,11 +548,36 @@ impl Supervisor {
         if let Some(errno) = errno {
             conn.set_kernel_error(errno);
         }
-        let outstanding = info.is_some_and(|i| conn.bytes_written.load(Relaxed) > i.bytes_acked);
-        let reason = match errno {
-            Some(libc::ETIMEDOUT) if outstanding => CloseReason::UserTimeout,
-            Some(libc::ETIMEDOUT) => CloseReason::KeepaliveFailed,
-            _ => CloseReason::ResetByPeer,
+        // `SO_ERROR` is read-once: a handler blocked in read or write is woken by the same
+        // kernel event and its syscall may take the error first (measured: a writer to a
+        // vanished peer gets ETIMEDOUT itself, then SO_ERROR is 0). The retry counters
+        // survive the close: `retransmits` > 0 after a retransmission timeout (user
+        // timeout, `tcp_retries2`), `probes` > 0 after keepalive or zero-window probes;
+        // a reset or a normal close leaves both at 0.
+        let timed_out = match errno {
+            // A reset: ECONNRESET, or EPIPE if it came in CLOSE_WAIT.
+            Some(libc::ECONNRESET | libc::EPIPE) => false,
+            // ETIMEDOUT, or the last ICMP error seen while retrying (EHOSTUNREACH, …),
+            // which the kernel reports instead of ETIMEDOUT when it gives up.
+            Some(_) => true,
+            None => info.is_some_and(|i| i.retransmits > 0 || i.probes > 0),
+        };
+        let written = conn.bytes_written.load(Relaxed);
+        // The peer acknowledged one byte more than we wrote: our FIN (measured: a normal
+        // close in either order leaves `bytes_acked` = written + 1, a reset leaves it
+        // at most `written`). Also covers a shutdown whose LOCAL_FIN flag is not set yet.
+        let our_fin_acked = info.is_some_and(|i| i.bytes_acked > written);
+        if errno.is_none() && !timed_out && (our_fin_acked || conn.has(flags::LOCAL_FIN)) {
+            // No error: both FINs went through (TIME_WAIT took the socket over, or
+            // LAST_ACK ended). The normal end of a connection, not a failure.
+            self.peer_fin(conn, now);
+            return;
+        }
+        let outstanding = info.is_some_and(|i| written > i.bytes_acked);
+        let reason = match (timed_out, outstanding) {
+            (true, true) => CloseReason::UserTimeout,
+            (true, false) => CloseReason::KeepaliveFailed,
+            (false, _) => CloseReason::ResetByPeer,
         };
         self.retire(conn.id);
         if conn.mark_closed(reason) {

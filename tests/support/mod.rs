@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: real sockets, the kernel's own view.
 #![allow(dead_code)]
 
+pub(crate) mod netns;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
