@@ -1,0 +1,266 @@
+//! FIN_WAIT_2 on our side: we shut down our write half and the peer never sends its FIN.
+//! Linux's `tcp_fin_timeout` does not apply (the socket is not orphaned: the application
+//! still holds it); `fin_wait_timeout` does. Real loopback sockets, checked with `ss`.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{ss_count, wait_for};
+use tcp_hygiene::{Builder, CloseReason, ConnectionState, KernelState};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const FIN_WAIT: Duration = Duration::from_millis(400);
+
+/// Sockets with local port `local` and remote port `remote` in `state`, as `ss` sees
+/// them. An ephemeral client port alone is not unique: the kernel reuses it for
+/// connections to other destinations (other tests run at the same time).
+fn ss_conn(local: u16, remote: u16, state: &str) -> usize {
+    let filter = format!("( sport = :{local} and dport = :{remote} )");
+    let out = std::process::Command::new("ss")
+        .args(["-Htan", "state", state, &filter])
+        .output()
+        .expect("ss");
+    assert!(out.status.success(), "ss failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
+}
+
+/// The server says its last word and shuts down its write half, then holds the stream
+/// without polling it. The client reads the response and the EOF, and then never closes.
+/// The server socket sits in FIN_WAIT_2 until `fin_wait_timeout` after our FIN; then the
+/// library resets it: gone from FIN_WAIT_2 (and from every connected state) in `ss`, the
+/// client's own socket is reset too, and the reason is `FinWaitTimeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_that_never_sends_fin_is_reset_after_fin_wait_timeout() {
+    let listener = support::listener(
+        Builder::new()
+            .fin_wait_timeout(FIN_WAIT)
+            .close_wait_timeout(None),
+    )
+    .await;
+    let port = listener.local_addr().unwrap().port();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let client_port = client.local_addr().unwrap().port();
+    let (mut server, _) = listener.accept().await.unwrap();
+    let handle = server.handle();
+
+    server.write_all(b"bye\n").await.unwrap();
+    let fin = Instant::now();
+    server.shutdown().await.unwrap();
+    assert_eq!(handle.state(), ConnectionState::LocallyClosed);
+
+    // The client reads the response and our FIN, then does nothing.
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), client.read_to_end(&mut got))
+        .await
+        .expect("client reads EOF")
+        .unwrap();
+    assert_eq!(got, b"bye\n");
+
+    // The kernel's view: our socket in FIN_WAIT_2, the client's in CLOSE_WAIT.
+    wait_for(
+        Duration::from_secs(1),
+        "server socket in FIN_WAIT_2",
+        || ss_count(port, "fin-wait-2") == 1,
+    )
+    .await;
+    assert_eq!(ss_conn(client_port, port, "close-wait"), 1);
+    assert_eq!(
+        handle.snapshot().tcp_info.map(|i| i.state),
+        Some(KernelState::FinWait2)
+    );
+
+    // When the library closed it (its own flag, polled: `ss` itself takes tens of ms on a
+    // busy host), then the kernel's view.
+    wait_for(
+        FIN_WAIT + Duration::from_secs(3),
+        "closed by the library",
+        || handle.close_reason().is_some(),
+    )
+    .await;
+    let since_fin = fin.elapsed();
+    wait_for(
+        Duration::from_secs(2),
+        "server socket gone from FIN_WAIT_2",
+        || ss_count(port, "fin-wait-2") == 0,
+    )
+    .await;
+    eprintln!("FIN_WAIT_2 closed {since_fin:?} after our FIN (timeout {FIN_WAIT:?})");
+    assert!(since_fin >= FIN_WAIT, "closed early: {since_fin:?}");
+    assert!(
+        since_fin <= FIN_WAIT + Duration::from_millis(300),
+        "closed late: {since_fin:?}"
+    );
+    // Reset, not a lingering state: nothing of the server's side is left in the kernel's
+    // tables (no TIME_WAIT either), and the client's socket was reset too.
+    assert_eq!(
+        ss_count(port, "connected"),
+        0,
+        "{}",
+        support::ss_lines(port)
+    );
+    wait_for(Duration::from_secs(1), "client socket reset", || {
+        ss_conn(client_port, port, "connected") == 0
+    })
+    .await;
+    let err = client
+        .write_all(b"too late")
+        .await
+        .expect_err("the client's socket was reset");
+    // Linux reports a reset of a socket in CLOSE_WAIT as EPIPE, elsewhere ECONNRESET.
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+        "{err:?}"
+    );
+
+    assert_eq!(handle.close_reason(), Some(CloseReason::FinWaitTimeout));
+    assert_eq!(handle.state(), ConnectionState::Closed);
+    let stats = listener.stats();
+    assert_eq!(stats.closed(CloseReason::FinWaitTimeout), 1);
+    assert_eq!(stats.closed_total(), 1);
+    drop(server);
+}
+
+/// Control: the client closes promptly after our FIN. The connection ends the normal way
+/// (our socket goes FIN_WAIT_2 -> TIME_WAIT), and the library does nothing: no reason, no
+/// count, even long after `fin_wait_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_that_closes_promptly_is_left_alone() {
+    let listener = support::listener(Builder::new().fin_wait_timeout(FIN_WAIT)).await;
+    let port = listener.local_addr().unwrap().port();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (mut server, _) = listener.accept().await.unwrap();
+    let handle = server.handle();
+
+    server.write_all(b"bye\n").await.unwrap();
+    server.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), client.read_to_end(&mut got))
+        .await
+        .expect("client reads EOF")
+        .unwrap();
+    assert_eq!(got, b"bye\n");
+    drop(client); // the client's FIN
+
+    // The kernel's view: the normal end of a connection we closed first.
+    wait_for(Duration::from_secs(2), "server socket in TIME_WAIT", || {
+        ss_count(port, "time-wait") == 1
+    })
+    .await;
+    wait_for(Duration::from_secs(1), "library saw the peer's FIN", || {
+        handle.state() == ConnectionState::Closed
+    })
+    .await;
+
+    tokio::time::sleep(FIN_WAIT * 2).await;
+    assert_eq!(handle.close_reason(), None);
+    assert_eq!(listener.stats().closed(CloseReason::FinWaitTimeout), 0);
+    assert_eq!(listener.stats().closed_total(), 0);
+    assert_eq!(
+        ss_count(port, "time-wait"),
+        1,
+        "still an ordinary TIME_WAIT"
+    );
+    // The server can still read the client's (empty) rest: a clean EOF, no error.
+    let mut rest = Vec::new();
+    server.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty());
+}
+
+/// The peer's FIN arriving late but within the timeout also ends it normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_fin_within_timeout_is_left_alone() {
+    let listener = support::listener(Builder::new().fin_wait_timeout(FIN_WAIT)).await;
+    let port = listener.local_addr().unwrap().port();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (mut server, _) = listener.accept().await.unwrap();
+    let handle = server.handle();
+    server.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).await.unwrap();
+    wait_for(
+        Duration::from_secs(1),
+        "server socket in FIN_WAIT_2",
+        || ss_count(port, "fin-wait-2") == 1,
+    )
+    .await;
+    tokio::time::sleep(FIN_WAIT / 2).await;
+    client.shutdown().await.unwrap();
+    wait_for(Duration::from_secs(2), "server socket in TIME_WAIT", || {
+        ss_count(port, "time-wait") == 1
+    })
+    .await;
+    tokio::time::sleep(FIN_WAIT).await;
+    assert_eq!(handle.close_reason(), None);
+    assert_eq!(handle.state(), ConnectionState::Closed);
+    assert_eq!(listener.stats().closed_total(), 0);
+    drop((server, client));
+}
+
+/// An orderly close, in either order, is not a failure: when both FINs have been
+/// exchanged while the application still holds the stream, the kernel socket is CLOSE
+/// (its TIME_WAIT lives on in a separate mini-socket) and epoll reports a hang-up, but
+/// nothing was reset and nothing timed out. No close reason, nothing counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orderly_close_in_either_order_has_no_reason() {
+    const N: usize = 20;
+    let listener = support::listener(Builder::new().fin_wait_timeout(FIN_WAIT)).await;
+    let addr = listener.local_addr().unwrap();
+    let mut held = Vec::new();
+    for i in 0..N * 2 {
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let handle = server.handle();
+        let server_first = i % 2 == 0;
+        let mut rest = Vec::new();
+        if server_first {
+            // We close first (FIN_WAIT_2), the client follows at once (TIME_WAIT here).
+            server.shutdown().await.unwrap();
+            client.read_to_end(&mut rest).await.unwrap();
+            client.shutdown().await.unwrap();
+            server.read_to_end(&mut rest).await.unwrap();
+        } else {
+            // The client closes first (CLOSE_WAIT), we read EOF and follow (LAST_ACK).
+            client.shutdown().await.unwrap();
+            server.read_to_end(&mut rest).await.unwrap();
+            server.shutdown().await.unwrap();
+            client.read_to_end(&mut rest).await.unwrap();
+        }
+        assert!(rest.is_empty());
+        held.push((i, server_first, handle, server, client));
+    }
+    let mut wrong = Vec::new();
+    for (i, server_first, handle, _, _) in &held {
+        let order = if *server_first {
+            "server first"
+        } else {
+            "client first"
+        };
+        wait_for(Duration::from_secs(2), "state Closed", || {
+            handle.state() == ConnectionState::Closed
+        })
+        .await;
+        if let Some(reason) = handle.close_reason() {
+            wrong.push(format!("{i} ({order}): {reason}"));
+        }
+    }
+    assert!(wrong.is_empty(), "orderly closes given a reason: {wrong:?}");
+    // Let any late event be processed, then look again.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stats = listener.stats();
+    assert_eq!(stats.closed_total(), 0, "{}", stats.to_json());
+    assert_eq!(stats.open_in(ConnectionState::Closed), 2 * N as u64);
+}
