@@ -33,6 +33,9 @@ pub(crate) struct Conn {
     /// errno the supervisor took from the socket (`SO_ERROR`), surfaced to the
     /// application's next read or write so that no error turns into a clean EOF.
     kernel_error: AtomicI32,
+    /// errno the application's own read or write got from the kernel (it took the
+    /// read-once socket error before the supervisor could), for labelling the close.
+    app_error: AtomicI32,
     pub(crate) socket: SocketGuard,
     changed: Notify,
     abort: Mutex<Option<AbortHandle>>,
@@ -57,6 +60,7 @@ impl Conn {
             flags: AtomicU8::new(0),
             reason: AtomicU8::new(0),
             kernel_error: AtomicI32::new(0),
+            app_error: AtomicI32::new(0),
             socket,
             changed: Notify::new(),
             abort: Mutex::new(None),
@@ -138,6 +142,14 @@ impl Conn {
         }
     }
 
+    /// The errno the application's own I/O got, if any.
+    pub(crate) fn app_error(&self) -> Option<i32> {
+        match self.app_error.load(Relaxed) {
+            0 => None,
+            errno => Some(errno),
+        }
+    }
+
     pub(crate) fn set_kernel_error(&self, errno: i32) {
         let _ = self
             .kernel_error
@@ -147,6 +159,9 @@ impl Conn {
     /// The error the application should see instead of `err` (or instead of EOF when
     /// `err` is `None`), if the library knows better. Only called off the hot path.
     pub(crate) fn explain(&self, err: Option<io::Error>) -> Option<io::Error> {
+        if let Some(errno) = err.as_ref().and_then(io::Error::raw_os_error) {
+            let _ = self.app_error.compare_exchange(0, errno, Relaxed, Relaxed);
+        }
         match self.kernel_error.load(Relaxed) {
             0 => match (err, self.close_reason()) {
                 (Some(e), Some(reason)) => Some(io::Error::new(

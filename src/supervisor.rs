@@ -548,6 +548,9 @@ impl Supervisor {
         if let Some(errno) = errno {
             conn.set_kernel_error(errno);
         }
+        // If the handler's own read or write took the error first, it recorded it. EPIPE
+        // is left out: the application also gets it for writing after its own shutdown.
+        let errno = errno.or_else(|| conn.app_error().filter(|e| *e != libc::EPIPE));
         // `SO_ERROR` is read-once: a handler blocked in read or write is woken by the same
         // kernel event and its syscall may take the error first (measured: a writer to a
         // vanished peer gets ETIMEDOUT itself, then SO_ERROR is 0). The retry counters
