@@ -46,13 +46,14 @@ async fn stuck_handler_close_wait_is_reaped_and_plain_tokio_is_not() {
     )
     .await;
 
-    // The kernel's view: gone from CLOSE_WAIT (and from every state but the client's).
-    wait_for(
-        CLOSE_WAIT + Duration::from_secs(3),
-        "CLOSE_WAIT reaped",
-        || ss_count(port, "close-wait") == 0,
-    )
-    .await;
+    // The client sees the server's FIN: EOF. Its arrival times the reap (an event; each
+    // `ss` call takes tens of ms on a host with many TIME_WAIT sockets).
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(CLOSE_WAIT + Duration::from_secs(3), client.read(&mut buf))
+        .await
+        .expect("client read EOF in time")
+        .unwrap();
+    assert_eq!(n, 0);
     let since_fin = fin_sent.elapsed();
     assert!(
         since_fin <= CLOSE_WAIT + Duration::from_millis(200),
@@ -61,13 +62,11 @@ async fn stuck_handler_close_wait_is_reaped_and_plain_tokio_is_not() {
     );
     assert!(since_fin >= CLOSE_WAIT, "reaped early: {since_fin:?}");
 
-    // The client sees the server's FIN: EOF.
-    let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(2), client.read(&mut buf))
-        .await
-        .expect("client read EOF in time")
-        .unwrap();
-    assert_eq!(n, 0);
+    // The kernel's view: gone from CLOSE_WAIT (and from every state but the client's).
+    wait_for(Duration::from_secs(2), "CLOSE_WAIT reaped", || {
+        ss_count(port, "close-wait") == 0
+    })
+    .await;
 
     assert_eq!(handle.close_reason(), Some(CloseReason::CloseWaitTimeout));
     assert_eq!(handle.state(), ConnectionState::Closed);
