@@ -44,12 +44,7 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(
-        id: u64,
-        peer: SocketAddr,
-        socket: SocketGuard,
-        shared: Arc<Shared>,
-    ) -> Self {
+    pub(crate) fn new(id: u64, peer: SocketAddr, socket: SocketGuard, shared: Arc<Shared>) -> Self {
         shared.counters.enter_state(ConnectionState::Open);
         Self {
             id,

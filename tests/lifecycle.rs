@@ -31,11 +31,17 @@ async fn supervisor_ends_with_the_listener_and_its_last_connection() {
     drop(clients);
     // The connections keep the supervisor (and its epoll) alive while they exist.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(open_fds(), baseline + 1 + 3, "supervisor epoll + 3 streams remain");
+    assert_eq!(
+        open_fds(),
+        baseline + 1 + 3,
+        "supervisor epoll + 3 streams remain"
+    );
 
     drop(streams);
-    wait_for(Duration::from_secs(2), "descriptor count back to baseline", || {
-        open_fds() == baseline
-    })
+    wait_for(
+        Duration::from_secs(2),
+        "descriptor count back to baseline",
+        || open_fds() == baseline,
+    )
     .await;
 }
