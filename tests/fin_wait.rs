@@ -6,28 +6,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{ss_count, wait_for};
+use support::{ss_conn, ss_count, wait_for};
 use tcp_hygiene::{Builder, CloseReason, ConnectionState, KernelState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const FIN_WAIT: Duration = Duration::from_millis(400);
-
-/// Sockets with local port `local` and remote port `remote` in `state`, as `ss` sees
-/// them. An ephemeral client port alone is not unique: the kernel reuses it for
-/// connections to other destinations (other tests run at the same time).
-fn ss_conn(local: u16, remote: u16, state: &str) -> usize {
-    let filter = format!("( sport = :{local} and dport = :{remote} )");
-    let out = std::process::Command::new("ss")
-        .args(["-Htan", "state", state, &filter])
-        .output()
-        .expect("ss");
-    assert!(out.status.success(), "ss failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .count()
-}
 
 /// The server says its last word and shuts down its write half, then holds the stream
 /// without polling it. The client reads the response and the EOF, and then never closes.

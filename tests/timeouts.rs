@@ -7,10 +7,9 @@
 mod support;
 
 use std::io;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::wait_for;
+use support::{ss_conn, wait_for};
 use tcp_hygiene::{Builder, CloseReason, ConnectionHandle, ConnectionState, TcpListener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -22,21 +21,6 @@ const SLACK: Duration = Duration::from_millis(300);
 /// The idle clocks' own bound: closed by `timeout × 1.125` after the last byte.
 fn idle_bound(timeout: Duration) -> Duration {
     timeout + timeout / 8 + SLACK
-}
-
-/// Sockets on `server_port` talking to `client_port` in `state` (an `ss` state filter),
-/// as the kernel reports them.
-fn ss_conn(server_port: u16, client_port: u16, state: &str) -> usize {
-    let filter = format!("( sport = :{server_port} and dport = :{client_port} )");
-    let out = Command::new("ss")
-        .args(["-Htan", "state", state, &filter])
-        .output()
-        .expect("ss");
-    assert!(out.status.success(), "ss failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .count()
 }
 
 /// One accepted connection, held by a handler that never polls it.

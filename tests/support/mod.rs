@@ -25,8 +25,21 @@ pub(crate) async fn listener(builder: &Builder) -> TcpListener {
 /// The number of sockets with local port `port` in `state` (an `ss` state filter such as
 /// `close-wait`, `fin-wait-2`, `established`), as the kernel reports them through `ss`.
 pub(crate) fn ss_count(port: u16, state: &str) -> usize {
+    ss_filter_count(state, &format!("( sport = :{port} )"))
+}
+
+/// Like [`ss_count`] for one connection: local port `local`, remote port `remote`.
+/// (A client's ephemeral port alone would also match strangers' sockets.)
+pub(crate) fn ss_conn(local: u16, remote: u16, state: &str) -> usize {
+    ss_filter_count(
+        state,
+        &format!("( sport = :{local} and dport = :{remote} )"),
+    )
+}
+
+fn ss_filter_count(state: &str, filter: &str) -> usize {
     let out = Command::new("ss")
-        .args(["-Htan", "state", state, &format!("( sport = :{port} )")])
+        .args(["-Htan", "state", state, filter])
         .output()
         .expect("ss must be installed (iproute2); .ci/run installs it");
     assert!(
