@@ -8,7 +8,8 @@ use std::net::TcpStream as StdTcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{example_path, wait_for};
+use support::example::example_binary;
+use support::wait_for;
 use tcp_hygiene::Builder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -37,7 +38,7 @@ fn echo_once(s: &mut StdTcpStream, timeout: Duration) -> bool {
 /// freed, new clients must be served.
 #[test]
 fn emfile_backs_off_without_spinning_and_recovers() {
-    let server = example_path("echo_server");
+    let server = example_binary("echo_server");
     let mut child = Command::new("bash")
         .arg("-c")
         .arg(format!(

@@ -10,7 +10,7 @@
 //! hangs. The control test shows that leak with the supervisor's timeout disabled.
 #![cfg(feature = "axum")]
 
-mod example_server;
+mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -19,7 +19,8 @@ use axum::extract::ConnectInfo;
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
-use example_server::{curl, ss_count, wait_for, Server};
+use support::example::{curl, Server};
+use support::{ss_count, wait_for};
 use tcp_hygiene::{Builder, ConnectionHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -95,7 +96,7 @@ async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Instant {
 /// Bad flags print the usage and exit 2; `--help` prints it and exits 0.
 #[test]
 fn bad_flags_print_usage_and_exit_2() {
-    let binary = example_server::example_binary("axum_server");
+    let binary = support::example::example_binary("axum_server");
     for args in [
         &["--bogus", "1"][..],
         &[],

@@ -8,7 +8,8 @@ use std::net::{Shutdown, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{example_path, ss_count};
+use support::example::example_binary;
+use support::ss_count;
 
 struct Server {
     child: Child,
@@ -17,7 +18,7 @@ struct Server {
 
 impl Server {
     fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(example_path("echo_server"))
+        let mut child = Command::new(example_binary("echo_server"))
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
@@ -72,7 +73,7 @@ fn bad_flags_print_usage_and_exit_2() {
         // Keepalive is in whole seconds in the kernel: the library rejects 1.5 s by name.
         &["--listen", "127.0.0.1:0", "--keepalive", "1500,1000,3"][..],
     ] {
-        let out = Command::new(example_path("echo_server"))
+        let out = Command::new(example_binary("echo_server"))
             .args(args)
             .output()
             .unwrap();

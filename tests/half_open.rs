@@ -428,41 +428,6 @@ async fn stalled_writer_to_peer_that_stopped_reading_is_cut_without_orphan() {
     drop((client, plain_client));
 }
 
-/// Builds `examples/heartbeat.rs` (cargo's lock makes concurrent builds wait for each
-/// other) and returns the path of the binary, next to this test's own profile directory.
-fn heartbeat_binary() -> std::path::PathBuf {
-    // target/<profile>/deps/half_open-<hash>
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target/<profile>");
-    let release = profile_dir.file_name().is_some_and(|n| n == "release");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let mut build = std::process::Command::new(cargo);
-    build.current_dir(env!("CARGO_MANIFEST_DIR")).args([
-        "build",
-        "--quiet",
-        "--example",
-        "heartbeat",
-    ]);
-    if release {
-        build.arg("--release");
-    }
-    let status = build.status().expect("run cargo build --example heartbeat");
-    assert!(
-        status.success(),
-        "cargo build --example heartbeat failed: {status}"
-    );
-    let binary = profile_dir.join("examples").join("heartbeat");
-    assert!(
-        binary.exists(),
-        "{} missing after the build",
-        binary.display()
-    );
-    binary
-}
-
 /// Kills the child process (started by this test) on drop, also on panic.
 struct KillOnDrop(std::process::Child);
 
@@ -481,7 +446,7 @@ impl Drop for KillOnDrop {
 async fn heartbeat_example_drops_vanished_peer_within_budget() {
     let (idle, reply) = (SEC, SEC);
     let budget = idle + reply + SEC;
-    let binary = heartbeat_binary();
+    let binary = support::example::example_binary("heartbeat");
     let pair = NetPair::new();
 
     let child = pair

@@ -3,9 +3,9 @@
 //! with prior knowledge, on 127.0.0.1.
 #![cfg(feature = "hyper")]
 
-mod example_server;
+mod support;
 
-use example_server::{curl, Server};
+use support::example::{curl, Server};
 
 fn start() -> Server {
     Server::start("hyper_server", &[])

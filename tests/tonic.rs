@@ -4,13 +4,13 @@
 //! listener's stats stay reachable through an `Arc`.
 #![cfg(feature = "tonic")]
 
-mod example_server;
+mod support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use example_server::Server;
+use support::example::Server;
 use tcp_hygiene::integration::tonic::Incoming;
 use tcp_hygiene::{Builder, TcpListener};
 use tokio::sync::mpsc;

@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests: real sockets, the kernel's own view.
 #![allow(dead_code)]
 
+pub(crate) mod example;
 pub(crate) mod netns;
 
 use std::process::Command;
@@ -84,24 +85,4 @@ pub(crate) async fn wait_for(
 /// Open descriptors of this process.
 pub(crate) fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").expect("procfs").count()
-}
-
-/// The path of a built example. `cargo test` builds the examples (with the test run's
-/// features) next to the test binaries, in target/<profile>/examples; if it is missing
-/// (e.g. a filtered build), it is built with cargo.
-pub(crate) fn example_path(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    let path = profile_dir.join("examples").join(name);
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--all-features", "--example", name])
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building example {name} failed");
-    }
-    path
 }

@@ -8,7 +8,6 @@
 //! example is already up to date (`cargo test` builds examples before running tests)
 //! that build is a no-op check of a fraction of a second. Cargo has released its build
 //! lock by the time tests run, so the nested build does not deadlock.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -185,42 +184,4 @@ pub(crate) fn curl(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("utf-8 body")
-}
-
-/// The number of sockets with local port `port` in `state` (an `ss` state filter such as
-/// `close-wait`), as the kernel reports them.
-pub(crate) fn ss_count(port: u16, state: &str) -> usize {
-    let out = Command::new("ss")
-        .args(["-Htan", "state", state, &format!("( sport = :{port} )")])
-        .output()
-        .expect("ss must be installed (iproute2)");
-    assert!(
-        out.status.success(),
-        "ss failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .count()
-}
-
-/// Polls `cond` every 5 ms until it holds; returns the time it took, or panics with
-/// `what` after `limit`.
-pub(crate) async fn wait_for(
-    limit: Duration,
-    what: &str,
-    mut cond: impl FnMut() -> bool,
-) -> Duration {
-    let start = Instant::now();
-    loop {
-        if cond() {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() <= limit,
-            "timed out after {limit:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
