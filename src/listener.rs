@@ -4,7 +4,6 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -192,10 +191,6 @@ impl TcpListener {
             SocketGuard::new(std::os::fd::AsRawFd::as_raw_fd(&io)),
             shared.clone(),
         ));
-        if let Err(e) = shared.watcher.register(io.as_fd(), id) {
-            Counters::bump(&shared.counters.fin_watch_failures);
-            tracing::warn!(parent: &conn.span, error = %e, "cannot watch for FIN; relying on reads and timers");
-        }
         let _ = shared.tx.send(Msg::Register(id, Arc::downgrade(&conn)));
         tracing::debug!(parent: &conn.span, "accepted");
         Some(TcpStream::new(io, conn))

@@ -62,7 +62,6 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) counters: Arc<Counters>,
     pub(crate) tx: mpsc::UnboundedSender<Msg>,
-    pub(crate) watcher: Arc<FinWatcher>,
     next_id: AtomicU64,
     /// Connections whose stream is still held.
     pub(crate) open: AtomicUsize,
@@ -86,16 +85,17 @@ impl Shared {
         let (tx, rx) = mpsc::unbounded_channel();
         let supervisor = Supervisor {
             config: config.clone(),
+            counters: counters.clone(),
+            watcher: watcher.clone(),
             conns: HashMap::new(),
             heap: BinaryHeap::new(),
             drain: None,
         };
-        tokio::spawn(supervisor.run(rx, watcher.clone()));
+        tokio::spawn(supervisor.run(rx));
         Ok(Arc::new(Self {
             config,
             counters,
             tx,
-            watcher,
             next_id: AtomicU64::new(1),
             open: AtomicUsize::new(0),
             released: Notify::new(),
@@ -140,6 +140,8 @@ impl Shared {
 
 struct Supervisor {
     config: Config,
+    counters: Arc<Counters>,
+    watcher: Arc<FinWatcher>,
     conns: HashMap<u64, Entry>,
     /// Lazily deleted: an item is live only if it matches its entry's `due`.
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -184,18 +186,17 @@ impl Sample {
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
 impl Supervisor {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>, watcher: Arc<FinWatcher>) {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        let watcher = self.watcher.clone();
         let mut events = Vec::with_capacity(256);
-        let sleep = tokio::time::sleep(Duration::from_secs(3600));
-        tokio::pin!(sleep);
         let mut armed: Option<Instant> = None;
         let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next = self.next_due();
             if next != armed {
-                if let Some(at) = next {
-                    sleep.as_mut().reset(at.into());
+                if let Err(e) = watcher.set_timer(next) {
+                    tracing::error!(error = %e, "cannot arm the supervisor's timer");
                 }
                 armed = next;
             }
@@ -208,8 +209,18 @@ impl Supervisor {
                 result = watcher.next_batch(&mut events) => match result {
                     Ok(()) => {
                         let now = Instant::now();
+                        let mut timer_fired = false;
                         for event in events.drain(..) {
-                            self.on_fin_event(event, now);
+                            if event.id == sys::TIMER {
+                                timer_fired = true;
+                            } else {
+                                self.on_fin_event(event, now);
+                            }
+                        }
+                        if timer_fired {
+                            armed = None;
+                            self.run_due(now);
+                            self.drain_step(now);
                         }
                     }
                     Err(e) => {
@@ -217,12 +228,6 @@ impl Supervisor {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
-                _ = &mut sleep, if armed.is_some() => {
-                    armed = None;
-                    let now = Instant::now();
-                    self.run_due(now);
-                    self.drain_step(now);
-                }
                 _ = sweep.tick(), if sys::NEEDS_SWEEP => self.sweep(Instant::now()),
             }
         }
@@ -284,6 +289,18 @@ impl Supervisor {
                     fate: Fate::Untouched,
                 };
                 self.conns.insert(id, entry);
+                // Watched from here rather than in `accept`: a connection closed before
+                // the supervisor's next turn costs no epoll_ctl at all. A FIN that came
+                // first is reported at once: adding a socket that is already ready
+                // queues its event.
+                match conn.socket.with(|fd| self.watcher.register(fd, id)) {
+                    Some(Err(e)) => {
+                        Counters::bump(&self.counters.fin_watch_failures);
+                        tracing::warn!(parent: &conn.span, error = %e, "cannot watch for FIN; relying on reads and timers");
+                    }
+                    Some(Ok(())) => {}
+                    None => return, // already released
+                }
                 // The flags may have changed before registration reached us.
                 if conn.has(flags::PEER_FIN) {
                     self.peer_fin(&conn, Instant::now());

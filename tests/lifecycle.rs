@@ -24,8 +24,8 @@ async fn supervisor_ends_with_the_listener_and_its_last_connection() {
         clients.push(TcpStream::connect(addr).await.unwrap());
         streams.push(listener.accept().await.unwrap().0);
     }
-    // listener + its epoll + 3 accepted + 3 clients
-    assert!(open_fds() >= baseline + 8, "{} vs {baseline}", open_fds());
+    // listener + its epoll and timerfd + 3 accepted + 3 clients
+    assert!(open_fds() >= baseline + 9, "{} vs {baseline}", open_fds());
 
     drop(listener);
     drop(clients);
@@ -33,8 +33,8 @@ async fn supervisor_ends_with_the_listener_and_its_last_connection() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
         open_fds(),
-        baseline + 1 + 3,
-        "supervisor epoll + 3 streams remain"
+        baseline + 2 + 3,
+        "the supervisor's epoll and timerfd, and 3 streams, remain"
     );
 
     drop(streams);

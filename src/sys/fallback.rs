@@ -16,7 +16,10 @@ use crate::stats::TcpInfo;
 /// Whether the supervisor must sweep connections itself to find peer FINs.
 pub(crate) const NEEDS_SWEEP: bool = true;
 
-/// One readiness report from the watcher (never produced here).
+/// The event id of the supervisor's own timer.
+pub(crate) const TIMER: u64 = u64::MAX;
+
+/// One readiness report from the watcher: here only the timer.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FinEvent {
     pub(crate) id: u64,
@@ -24,21 +27,42 @@ pub(crate) struct FinEvent {
     pub(crate) error: bool,
 }
 
-/// No kernel FIN events on this platform.
+/// No kernel FIN events on this platform; the timer is a tokio `Sleep`.
 #[derive(Debug)]
-pub(crate) struct FinWatcher;
+pub(crate) struct FinWatcher {
+    timer: std::sync::Mutex<Option<std::time::Instant>>,
+}
 
 impl FinWatcher {
     pub(crate) fn new() -> io::Result<Self> {
-        Ok(Self)
+        Ok(Self {
+            timer: std::sync::Mutex::new(None),
+        })
     }
 
     pub(crate) fn register(&self, _socket: BorrowedFd<'_>, _id: u64) -> io::Result<()> {
         Ok(())
     }
 
-    pub(crate) async fn next_batch(&self, _out: &mut Vec<FinEvent>) -> io::Result<()> {
-        std::future::pending().await
+    pub(crate) fn set_timer(&self, at: Option<std::time::Instant>) -> io::Result<()> {
+        *self.timer.lock().unwrap_or_else(|e| e.into_inner()) = at;
+        Ok(())
+    }
+
+    /// Resolves when the timer fires. The supervisor makes a new future after every
+    /// `set_timer`, so the deadline read here is current.
+    pub(crate) async fn next_batch(&self, out: &mut Vec<FinEvent>) -> io::Result<()> {
+        let at = *self.timer.lock().unwrap_or_else(|e| e.into_inner());
+        match at {
+            Some(at) => tokio::time::sleep_until(at.into()).await,
+            None => std::future::pending().await,
+        }
+        out.push(FinEvent {
+            id: TIMER,
+            hangup: false,
+            error: false,
+        });
+        Ok(())
     }
 }
 

@@ -13,6 +13,9 @@ use crate::stats::TcpInfo;
 /// Whether the supervisor must sweep connections itself to find peer FINs.
 pub(crate) const NEEDS_SWEEP: bool = false;
 
+/// The event id of the supervisor's own timer (connection ids start at 1 and count up).
+pub(crate) const TIMER: u64 = u64::MAX;
+
 /// One readiness report from the watcher.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FinEvent {
@@ -26,9 +29,15 @@ pub(crate) struct FinEvent {
 /// A second epoll instance in which every supervised socket is registered for
 /// `EPOLLRDHUP` only, edge-triggered: data arriving never wakes it; a FIN, a reset or a
 /// kernel timeout does. The epoll descriptor itself sits in tokio's reactor.
+///
+/// The supervisor's one deadline is a `timerfd` in the same epoll, reported as an event
+/// with id [`TIMER`]. Keeping it out of tokio's timer wheel means a server with pending
+/// deadlines pays nothing for them each time its runtime parks (measured: ~0.3 µs per
+/// park, +3–5 % on a loopback ping-pong, with a tokio `Sleep` pending).
 #[derive(Debug)]
 pub(crate) struct FinWatcher {
     epoll: AsyncFd<OwnedFd>,
+    timer: OwnedFd,
 }
 
 const BATCH: usize = 256;
@@ -42,10 +51,53 @@ impl FinWatcher {
         }
         // SAFETY: `fd` is a freshly created descriptor that nothing else owns.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: plain syscall; the result is checked before use.
+        let tfd = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if tfd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `tfd` is a freshly created descriptor that nothing else owns.
+        let timer = unsafe { OwnedFd::from_raw_fd(tfd) };
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: TIMER,
+        };
+        // SAFETY: both descriptors are open and `event` is a valid epoll_event.
+        let rc = unsafe { libc::epoll_ctl(fd, libc::EPOLL_CTL_ADD, tfd, &mut event) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
         // SAFETY: `owned` is open and owned by the AsyncFd for its whole life; its
         // `as_raw_fd` always returns the same descriptor.
         let epoll = unsafe { AsyncFd::register_with_interest(owned, Interest::READABLE)? };
-        Ok(Self { epoll })
+        Ok(Self { epoll, timer })
+    }
+
+    /// Arms the timer to fire once at `at` (at once if it is past), or disarms it.
+    /// Never fires early: the timer is relative to a clock read after `at` was computed.
+    pub(crate) fn set_timer(&self, at: Option<std::time::Instant>) -> io::Result<()> {
+        let mut spec: libc::itimerspec = disarmed_timer();
+        if let Some(at) = at {
+            // A zero it_value disarms, so "now" is one nanosecond.
+            let left = at
+                .saturating_duration_since(std::time::Instant::now())
+                .max(std::time::Duration::from_nanos(1));
+            spec.it_value.tv_sec = left.as_secs() as libc::time_t;
+            spec.it_value.tv_nsec = left.subsec_nanos() as libc::c_long;
+        }
+        // SAFETY: `timer` is an open timerfd and `spec` a valid itimerspec.
+        let rc = unsafe {
+            libc::timerfd_settime(self.timer.as_raw_fd(), 0, &spec, std::ptr::null_mut())
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// Watches `socket` for the peer's FIN (and errors), reporting it as `id`.
@@ -76,7 +128,7 @@ impl FinWatcher {
     pub(crate) async fn next_batch(&self, out: &mut Vec<FinEvent>) -> io::Result<()> {
         loop {
             let mut guard = self.epoll.readable().await?;
-            match guard.try_io(|epoll| drain(epoll.get_ref(), out)) {
+            match guard.try_io(|epoll| drain(epoll.get_ref(), &self.timer, out)) {
                 Ok(result) => return result,
                 Err(_would_block) => continue,
             }
@@ -84,7 +136,12 @@ impl FinWatcher {
     }
 }
 
-fn drain(epoll: &OwnedFd, out: &mut Vec<FinEvent>) -> io::Result<()> {
+fn disarmed_timer() -> libc::itimerspec {
+    // SAFETY: itimerspec is plain old data; all zeroes is a disarmed timer.
+    unsafe { mem::zeroed() }
+}
+
+fn drain(epoll: &OwnedFd, timer: &OwnedFd, out: &mut Vec<FinEvent>) -> io::Result<()> {
     let mut events: [libc::epoll_event; BATCH] = [libc::epoll_event { events: 0, u64: 0 }; BATCH];
     // SAFETY: `events` has room for BATCH entries; timeout 0 never blocks.
     let n = unsafe {
@@ -107,6 +164,12 @@ fn drain(epoll: &OwnedFd, out: &mut Vec<FinEvent>) -> io::Result<()> {
         return Err(io::ErrorKind::WouldBlock.into());
     }
     for event in &events[..n as usize] {
+        if event.u64 == TIMER {
+            let mut expirations = [0u8; 8];
+            // SAFETY: reads at most 8 bytes into an 8-byte buffer; EAGAIN (already read)
+            // is harmless.
+            let _ = unsafe { libc::read(timer.as_raw_fd(), expirations.as_mut_ptr().cast(), 8) };
+        }
         let flags = event.events as i32;
         out.push(FinEvent {
             id: event.u64,
