@@ -154,14 +154,31 @@ struct Entry {
     due: Option<Instant>,
     local_fin_at: Option<Instant>,
     first_byte_pending: bool,
-    idle: Option<IdleClock>,
-    read_idle: Option<IdleClock>,
-    write_idle: Option<IdleClock>,
-    close_wait: Option<IdleClock>,
+    /// Boxed: most connections run none of these clocks (all off by default, and
+    /// `close_wait` only after a FIN), and unboxed they would be most of the entry.
+    clocks: Option<Box<Clocks>>,
     /// No rule applies any more (closed, or both FINs exchanged).
     retired: bool,
     /// What a drain did to this connection.
     fate: Fate,
+}
+
+/// The inactivity clocks of one connection.
+#[derive(Default)]
+struct Clocks {
+    idle: Option<IdleClock>,
+    read_idle: Option<IdleClock>,
+    write_idle: Option<IdleClock>,
+    close_wait: Option<IdleClock>,
+}
+
+impl Clocks {
+    fn deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
+        [self.idle, self.read_idle, self.write_idle, self.close_wait]
+            .into_iter()
+            .flatten()
+            .map(|c| c.deadline())
+    }
 }
 
 /// The activity counters as of now: the application's and, on Linux, the kernel's.
@@ -276,15 +293,19 @@ impl Supervisor {
                 let c = &self.config.inner;
                 let since = conn.accepted_at;
                 let clock = |t: Option<Duration>| t.map(|t| IdleClock::new(t, 0, since));
+                let clocks = Clocks {
+                    idle: clock(c.idle_timeout),
+                    read_idle: clock(c.read_idle_timeout),
+                    write_idle: clock(c.write_idle_timeout),
+                    close_wait: None,
+                };
+                let any = clocks.deadlines().next().is_some();
                 let entry = Entry {
                     conn: weak,
                     due: None,
                     local_fin_at: None,
                     first_byte_pending: c.first_byte_timeout.is_some(),
-                    idle: clock(c.idle_timeout),
-                    read_idle: clock(c.read_idle_timeout),
-                    write_idle: clock(c.write_idle_timeout),
-                    close_wait: None,
+                    clocks: any.then(|| Box::new(clocks)),
                     retired: false,
                     fate: Fate::Untouched,
                 };
@@ -349,13 +370,10 @@ impl Supervisor {
             c.fin_wait_timeout
                 .zip(entry.local_fin_at)
                 .map(|(t, at)| at + t),
-            entry.idle.map(|c| c.deadline()),
-            entry.read_idle.map(|c| c.deadline()),
-            entry.write_idle.map(|c| c.deadline()),
-            entry.close_wait.map(|c| c.deadline()),
         ]
         .into_iter()
         .flatten()
+        .chain(entry.clocks.iter().flat_map(|c| c.deadlines()))
         .min()
     }
 
@@ -417,7 +435,9 @@ impl Supervisor {
                 );
             }
         }
-        if let Some(clock) = entry.close_wait.as_mut() {
+        let mut no_clocks = Clocks::default();
+        let clocks = entry.clocks.as_deref_mut().unwrap_or(&mut no_clocks);
+        if let Some(clock) = clocks.close_wait.as_mut() {
             merge(
                 clock.check(sample.write, now),
                 CloseReason::CloseWaitTimeout,
@@ -430,7 +450,7 @@ impl Supervisor {
                 merge(at_or_expired(at + t), CloseReason::FinWaitTimeout);
             }
         }
-        if let Some(clock) = entry.write_idle.as_mut() {
+        if let Some(clock) = clocks.write_idle.as_mut() {
             // Only a writer with bytes waiting can be stalled.
             let waiting = sample.info.is_none_or(|i| i.has_pending_send());
             let verdict = if waiting {
@@ -440,10 +460,10 @@ impl Supervisor {
             };
             merge(verdict, CloseReason::WriteIdleTimeout);
         }
-        if let Some(clock) = entry.read_idle.as_mut() {
+        if let Some(clock) = clocks.read_idle.as_mut() {
             merge(clock.check(sample.read, now), CloseReason::ReadIdleTimeout);
         }
-        if let Some(clock) = entry.idle.as_mut() {
+        if let Some(clock) = clocks.idle.as_mut() {
             merge(
                 clock.check(sample.read.wrapping_add(sample.write), now),
                 CloseReason::IdleTimeout,
@@ -533,9 +553,12 @@ impl Supervisor {
         let Some(entry) = self.conns.get_mut(&conn.id) else {
             return;
         };
-        if let (Some(t), None) = (self.config.close_wait_timeout(), entry.close_wait) {
-            let sample = Sample::take(conn);
-            entry.close_wait = Some(IdleClock::new(t, sample.write, now));
+        if let Some(t) = self.config.close_wait_timeout() {
+            let clocks = entry.clocks.get_or_insert_with(Box::default);
+            if clocks.close_wait.is_none() {
+                let sample = Sample::take(conn);
+                clocks.close_wait = Some(IdleClock::new(t, sample.write, now));
+            }
         }
         let due = self.earliest_for(conn.id, now);
         self.schedule(conn.id, due);
