@@ -21,10 +21,7 @@ async fn stuck_handler_close_wait_is_reaped_and_plain_tokio_is_not() {
     // tcp-hygiene
     let listener = support::listener(Builder::new().close_wait_timeout(CLOSE_WAIT)).await;
     let port = listener.local_addr().unwrap().port();
-    let mut client = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (held, _) = listener.accept().await.unwrap();
+    let (mut client, held) = support::connect_pair(&listener).await;
     let handle = held.handle();
 
     // Control: plain tokio.
@@ -104,10 +101,7 @@ async fn streaming_to_half_closed_client_is_not_cut_off_then_reaped() {
 
     let listener = support::listener(Builder::new().close_wait_timeout(TIMEOUT)).await;
     let port = listener.local_addr().unwrap().port();
-    let mut client = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (mut server, _) = listener.accept().await.unwrap();
+    let (mut client, mut server) = support::connect_pair(&listener).await;
     let handle = server.handle();
 
     // The client half-closes at once, then only reads.

@@ -27,11 +27,8 @@ async fn peer_that_never_sends_fin_is_reset_after_fin_wait_timeout() {
     )
     .await;
     let port = listener.local_addr().unwrap().port();
-    let mut client = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
+    let (mut client, mut server) = support::connect_pair(&listener).await;
     let client_port = client.local_addr().unwrap().port();
-    let (mut server, _) = listener.accept().await.unwrap();
     let handle = server.handle();
 
     server.write_all(b"bye\n").await.unwrap();
@@ -121,10 +118,7 @@ async fn peer_that_never_sends_fin_is_reset_after_fin_wait_timeout() {
 async fn peer_that_closes_promptly_is_left_alone() {
     let listener = support::listener(Builder::new().fin_wait_timeout(FIN_WAIT)).await;
     let port = listener.local_addr().unwrap().port();
-    let mut client = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (mut server, _) = listener.accept().await.unwrap();
+    let (mut client, mut server) = support::connect_pair(&listener).await;
     let handle = server.handle();
 
     server.write_all(b"bye\n").await.unwrap();
@@ -167,10 +161,7 @@ async fn peer_that_closes_promptly_is_left_alone() {
 async fn peer_fin_within_timeout_is_left_alone() {
     let listener = support::listener(Builder::new().fin_wait_timeout(FIN_WAIT)).await;
     let port = listener.local_addr().unwrap().port();
-    let mut client = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (mut server, _) = listener.accept().await.unwrap();
+    let (mut client, mut server) = support::connect_pair(&listener).await;
     let handle = server.handle();
     server.shutdown().await.unwrap();
     let mut got = Vec::new();

@@ -8,7 +8,10 @@
 // `--cfg tcp_hygiene_fallback` builds the portable version on Linux too, so that it is
 // compiled and tested where CI runs.
 #[cfg_attr(all(target_os = "linux", not(tcp_hygiene_fallback)), path = "linux.rs")]
-#[cfg_attr(any(not(target_os = "linux"), tcp_hygiene_fallback), path = "fallback.rs")]
+#[cfg_attr(
+    any(not(target_os = "linux"), tcp_hygiene_fallback),
+    path = "fallback.rs"
+)]
 mod imp;
 
 pub(crate) use imp::*;

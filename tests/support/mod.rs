@@ -23,6 +23,17 @@ pub(crate) async fn listener(builder: &Builder) -> TcpListener {
     builder.bind("127.0.0.1:0").await.expect("bind")
 }
 
+/// A loopback client connected to `listener`, and the server side it accepted.
+pub(crate) async fn connect_pair(
+    listener: &TcpListener,
+) -> (tokio::net::TcpStream, tcp_hygiene::TcpStream) {
+    let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    (client, server)
+}
+
 /// The number of sockets with local port `port` in `state` (an `ss` state filter such as
 /// `close-wait`, `fin-wait-2`, `established`), as the kernel reports them through `ss`.
 pub(crate) fn ss_count(port: u16, state: &str) -> usize {
