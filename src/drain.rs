@@ -21,8 +21,9 @@ use crate::supervisor::{DrainRequest, Msg};
 pub struct DrainReport {
     /// Connections open when the drain began.
     pub connections: usize,
-    /// Ended on their own (the application dropped the stream) without the library
-    /// acting on them.
+    /// Ended before the hard deadline without being half-closed by the drain: the
+    /// application dropped the stream (including after a timeout or kernel failure
+    /// during the drain).
     pub finished: usize,
     /// Idle at the soft deadline: the library half-closed them (FIN to the peer) and
     /// they ended before the hard deadline.
@@ -123,4 +124,8 @@ where
     let conn = stream.conn_arc();
     let task = tokio::spawn(handler(stream));
     conn.set_abort_handle(task.abort_handle());
+    // The supervisor may have closed it before the handle was stored.
+    if conn.has(crate::state::flags::CLOSED) {
+        conn.abort_task();
+    }
 }

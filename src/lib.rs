@@ -50,7 +50,8 @@
 //!   the supervisor, one timer for all connections.
 //! - On Linux, the peer's FIN (and resets, keepalive and user-timeout failures) arrive
 //!   as `EPOLLRDHUP` events from a second epoll instance, confirmed with `TCP_INFO`. On
-//!   other Unix systems the supervisor sweeps idle connections every 100 ms instead.
+//!   other Unix systems the supervisor sweeps the connections that have not sent FIN every
+//!   100 ms instead.
 //! - Closing from outside is `shutdown(Both)` (graceful) or `connect(AF_UNSPEC)`
 //!   (abortive, Linux): the application's reads then return EOF (or the error) and its
 //!   writes fail; the descriptor is freed when the application drops the stream. The

@@ -107,7 +107,9 @@ impl TcpListener {
     /// soon as one of this listener's connections is released; they are counted in
     /// [`Stats`] and logged once per episode. Neither kind is returned, so the accept
     /// loop never spins and never dies of them. When `max_connections` is reached this
-    /// waits, without accepting, until a connection is released.
+    /// waits, without accepting, until a connection is released (with several tasks
+    /// calling `accept` at once, the limit can be passed by up to their number minus one;
+    /// one accept loop, as in `serve`, axum and tonic, holds it exactly).
     ///
     /// # Errors
     ///
@@ -286,6 +288,7 @@ fn classify(e: &io::Error) -> AcceptError {
             | libc::ENETDOWN
             | libc::EHOSTDOWN
             | libc::ENONET
+            | libc::ENOPROTOOPT
             | libc::EOPNOTSUPP,
         ) => AcceptError::PerConnection,
         Some(_) => AcceptError::Fatal,

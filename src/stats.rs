@@ -69,8 +69,9 @@ pub struct Stats {
     /// Socket options (keepalive, `TCP_USER_TIMEOUT`, nodelay, linger) that failed on an
     /// accepted socket. The connection continues without them.
     pub socket_option_failures: u64,
-    /// Sockets that could not be registered with the kernel FIN watcher; their FINs are
-    /// only seen when the application reads EOF.
+    /// Sockets that could not be registered with the kernel FIN watcher: their FINs and
+    /// kernel failures go unseen by the supervisor (the application still sees them as
+    /// EOF or errors); timeouts that do not need a FIN still apply.
     pub fin_watch_failures: u64,
     /// Failed `accept` calls of any kind (all were skipped or retried).
     pub accept_errors: u64,

@@ -24,9 +24,11 @@ use crate::state::{CloseReason, ConnectionState};
 /// notes EOF and `poll_shutdown`; everything else (deadlines, FIN detection, closing)
 /// happens in the supervisor, which keeps working when nobody polls this stream.
 ///
-/// When the supervisor closes the connection, pending and later reads return EOF (or
-/// the kernel's error, e.g. `TimedOut` after a keepalive failure) and writes fail with
-/// an [`io::Error`] that carries a [`Closed`](crate::error::Closed) naming the reason.
+/// When the supervisor closes the connection for a timeout, pending and later reads
+/// return EOF and writes fail with an [`io::Error`] that carries a
+/// [`Closed`](crate::error::Closed) naming the reason. When the kernel ended it (reset,
+/// keepalive or user timeout), reads and writes return the kernel's error (e.g.
+/// `TimedOut`, `ConnectionReset`), even if the supervisor took it from the socket first.
 /// The descriptor itself is freed when this stream is dropped.
 pub struct TcpStream {
     // Field order matters: the registration is dropped (released) before `io` closes

@@ -284,6 +284,17 @@ impl Supervisor {
                 }
             }
         }
+        // Rescheduling leaves the old item behind (deleted lazily when it reaches the
+        // top). Far-off items (say `max_connection_age`) of connections long gone would
+        // pile up with churn, so rebuild from the live deadlines now and then: amortised
+        // O(1) per push.
+        if self.heap.len() > 2 * self.conns.len() + 64 {
+            self.heap = self
+                .conns
+                .iter()
+                .filter_map(|(id, e)| e.due.map(|at| Reverse((at, *id))))
+                .collect();
+        }
     }
 
     fn on_msg(&mut self, msg: Msg) {
@@ -334,7 +345,14 @@ impl Supervisor {
             }
             Msg::LocalFin(id) => {
                 let now = Instant::now();
-                if let Some(entry) = self.conns.get_mut(&id) {
+                let both_done = self
+                    .conns
+                    .get(&id)
+                    .and_then(|e| e.conn.upgrade())
+                    .is_some_and(|c| c.has(flags::PEER_FIN));
+                if both_done {
+                    self.retire(id);
+                } else if let Some(entry) = self.conns.get_mut(&id) {
                     if entry.local_fin_at.is_none() {
                         entry.local_fin_at = Some(now);
                         let due = self.earliest_for(id, now);
@@ -486,17 +504,11 @@ impl Supervisor {
     fn live(&mut self, id: u64) -> Option<Arc<Conn>> {
         let conn = self.conns.get(&id)?.conn.upgrade();
         match conn {
-            Some(conn) if conn.is_released() => {
-                self.conns.remove(&id);
-                None
-            }
-            Some(conn) if !conn.has(flags::CLOSED) => Some(conn),
-            Some(_) => {
+            Some(conn) if !conn.is_released() && !conn.has(flags::CLOSED) => Some(conn),
+            // Released or gone: its `Released` message is queued and removes the entry
+            // (and counts it for a drain); removing it here would lose that count.
+            _ => {
                 self.retire(id);
-                None
-            }
-            None => {
-                self.conns.remove(&id);
                 None
             }
         }
@@ -571,7 +583,7 @@ impl Supervisor {
         let info = conn.tcp_info();
         let kernel_closed = info.is_some_and(|i| i.state == KernelState::Close);
         if event.error || (event.hangup && kernel_closed) {
-            self.kernel_failure(&conn, info, now);
+            self.kernel_failure(&conn, info);
         } else if info.is_none_or(|i| i.state.peer_fin_received()) {
             self.peer_fin(&conn, now);
         }
@@ -579,7 +591,7 @@ impl Supervisor {
 
     /// The kernel ended the connection: reset by the peer, keepalive or user timeout, or
     /// (no error) the normal end after both FINs.
-    fn kernel_failure(&mut self, conn: &Conn, info: Option<TcpInfo>, now: Instant) {
+    fn kernel_failure(&mut self, conn: &Conn, info: Option<TcpInfo>) {
         let error = conn
             .socket
             .with(|fd| SockRef::from(&fd).take_error())
@@ -612,8 +624,10 @@ impl Supervisor {
         let our_fin_acked = info.is_some_and(|i| i.bytes_acked > written);
         if errno.is_none() && !timed_out && (our_fin_acked || conn.has(flags::LOCAL_FIN)) {
             // No error: both FINs went through (TIME_WAIT took the socket over, or
-            // LAST_ACK ended). The normal end of a connection, not a failure.
-            self.peer_fin(conn, now);
+            // LAST_ACK ended). The normal end of a connection, not a failure, and
+            // nothing is left to enforce (no further kernel event will come).
+            conn.set_flag(flags::PEER_FIN);
+            self.retire(conn.id);
             return;
         }
         let outstanding = info.is_some_and(|i| written > i.bytes_acked);
@@ -683,7 +697,12 @@ impl Supervisor {
                         .socket
                         .with(|fd| SockRef::from(&fd).shutdown(std::net::Shutdown::Write));
                     conn.set_flag(flags::LOCAL_FIN);
+                    entry.local_fin_at = Some(now);
                     entry.fate = Fate::HalfClosed;
+                    if conn.has(flags::PEER_FIN) {
+                        entry.retired = true;
+                        entry.due = None;
+                    }
                     tracing::info!(parent: &conn.span, "drain: idle at the soft deadline, half-closed");
                 }
             }

@@ -193,3 +193,27 @@ async fn streaming_to_half_closed_client_is_not_cut_off_then_reaped() {
     assert_eq!(closed.reason(), CloseReason::CloseWaitTimeout);
     drop(server);
 }
+
+/// Both FINs exchanged, with our shutdown made behind the stream's back (on the socket
+/// itself, so the stream never sees it): the kernel ends the connection normally and the
+/// library must not later count it as a lingering CLOSE_WAIT.
+#[tokio::test]
+async fn normal_close_is_never_counted_as_close_wait() {
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    let listener = support::listener(Builder::new().close_wait_timeout(TIMEOUT)).await;
+    let (mut client, mut server) = support::connect_pair(&listener).await;
+    let handle = server.handle();
+    client.shutdown().await.unwrap();
+    let mut buf = [0u8; 8];
+    assert_eq!(server.read(&mut buf).await.unwrap(), 0);
+    socket2::SockRef::from(server.get_ref())
+        .shutdown(std::net::Shutdown::Write)
+        .unwrap();
+    assert_eq!(client.read(&mut buf).await.unwrap(), 0);
+    drop(client);
+    // Hold the stream well past the timeout.
+    tokio::time::sleep(TIMEOUT * 3).await;
+    assert_eq!(handle.close_reason(), None);
+    assert_eq!(listener.stats().closed_total(), 0);
+    drop(server);
+}

@@ -151,3 +151,54 @@ async fn drain_with_no_connections_returns_at_once() {
     // No longer accepting: the port is closed.
     assert!(TcpStream::connect(addr).await.is_err());
 }
+
+/// Many connections whose clients all leave at once during a drain: each is counted as
+/// finished, and the drain returns as soon as the last is gone, not at the hard deadline.
+/// (The supervisor must not forget a connection before its release is counted.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drain_counts_every_connection_that_ends_on_its_own() {
+    const N: usize = 400;
+    let listener = support::listener(&Builder::new()).await;
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (accepted_tx, mut accepted_rx) = mpsc::unbounded_channel::<()>();
+    let server = tokio::spawn(listener.serve_with_shutdown(
+        move |mut stream| {
+            let _ = accepted_tx.send(());
+            async move {
+                let mut buf = [0u8; 64];
+                while let Ok(1..) = stream.read(&mut buf).await {}
+            }
+        },
+        async move {
+            let _ = stop_rx.await;
+        },
+        Duration::from_secs(10),
+        Duration::from_secs(20),
+    ));
+    let mut clients = Vec::with_capacity(N);
+    for _ in 0..N {
+        clients.push(TcpStream::connect(addr).await.unwrap());
+        accepted_rx.recv().await.unwrap();
+    }
+    stop_tx.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    drop(clients);
+    let report = tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("drain returns once every connection has ended")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        (
+            report.connections,
+            report.finished,
+            report.idle_closed,
+            report.forced
+        ),
+        (N, N, 0, 0),
+        "{report:?}"
+    );
+}
