@@ -531,6 +531,17 @@ impl Supervisor {
         force_abort: bool,
     ) {
         self.retire(conn.id);
+        // Already over without us (both FINs exchanged behind the stream's back, or a
+        // failure the watcher could not report): nothing to close, nothing to count.
+        // `getpeername` fails with ENOTCONN once the kernel has closed the socket.
+        let ended = conn
+            .socket
+            .with(|fd| SockRef::from(&fd).peer_addr().is_err())
+            .unwrap_or(true);
+        if ended {
+            tracing::debug!(parent: &conn.span, reason = %reason, "deadline passed after the connection had ended");
+            return;
+        }
         if !conn.mark_closed(reason) {
             return;
         }
