@@ -159,8 +159,11 @@ impl Supervisor {
                 }
                 armed = next;
             }
+            // Unbiased: a flood of accept/release messages must not starve FIN events
+            // and the timer. Order does not matter here: a socket is registered with the
+            // watcher only while its Register message is handled, so its events cannot
+            // come first.
             tokio::select! {
-                biased;
                 msg = rx.recv() => match msg {
                     Some(msg) => self.on_msg(msg),
                     None => break,
