@@ -237,16 +237,7 @@ async fn no_wrong_socket_is_closed_under_descriptor_reuse() {
                     let mut c = TcpStream::connect(addr).await.unwrap();
                     c.write_all(b"S").await.unwrap();
                     c.shutdown().await.unwrap();
-                    let mut rest = Vec::new();
-                    match tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut rest))
-                        .await
-                    {
-                        Ok(Ok(0)) => {}
-                        other => errors
-                            .lock()
-                            .unwrap()
-                            .push(format!("stuck client: {other:?}")),
-                    }
+                    expect_server_close(&mut c, "stuck client", &errors).await;
                 });
             }
             // Silent clients: half wait for first_byte_timeout, half give up around it.
@@ -263,16 +254,7 @@ async fn no_wrong_socket_is_closed_under_descriptor_reuse() {
                         tokio::time::sleep(give_up).await;
                         return;
                     }
-                    let mut rest = Vec::new();
-                    match tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut rest))
-                        .await
-                    {
-                        Ok(Ok(0)) => {}
-                        other => errors
-                            .lock()
-                            .unwrap()
-                            .push(format!("silent client: {other:?}")),
-                    }
+                    expect_server_close(&mut c, "silent client", &errors).await;
                 });
             }
             // Churn: connect, one echo, the server drops the stream.
@@ -439,4 +421,18 @@ async fn no_wrong_socket_is_closed_under_descriptor_reuse() {
     eprintln!("no socket or epoll beyond the baseline (after {waited:?})");
     let server_wrong = server.wrong.lock().unwrap().len();
     assert_eq!(server_wrong, 0);
+}
+
+/// The server must close this client's connection (EOF, nothing more to read) within 5 s;
+/// anything else is recorded in `errors`.
+async fn expect_server_close(
+    c: &mut TcpStream,
+    what: &str,
+    errors: &std::sync::Mutex<Vec<String>>,
+) {
+    let mut rest = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut rest)).await {
+        Ok(Ok(0)) => {}
+        other => errors.lock().unwrap().push(format!("{what}: {other:?}")),
+    }
 }

@@ -50,8 +50,15 @@ pub(crate) fn ss_conn(local: u16, remote: u16, state: &str) -> usize {
 }
 
 fn ss_filter_count(state: &str, filter: &str) -> usize {
-    let out = Command::new("ss")
-        .args(["-Htan", "state", state, filter])
+    let mut ss = Command::new("ss");
+    ss.args(["-Htan", "state", state, filter]);
+    ss_output(ss).len()
+}
+
+/// Runs an `ss` command (here, or in a namespace) and returns its non-empty lines;
+/// panics if it cannot run or fails.
+pub(crate) fn ss_output(mut ss: Command) -> Vec<String> {
+    let out = ss
         .output()
         .expect("ss must be installed (iproute2); .ci/run installs it");
     assert!(
@@ -62,7 +69,8 @@ fn ss_filter_count(state: &str, filter: &str) -> usize {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .count()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// All server-side sockets on `port` that are not listening, as `ss` lines.

@@ -244,20 +244,11 @@ impl NetPair {
     /// Listening sockets are left out.
     pub(crate) fn server_ss(&self, port: u16, state: &str) -> Vec<String> {
         let filter = format!("( sport = :{port} )");
-        let out = self
-            .server_command("ss")
-            .args(["-Htan", "state", state, &filter])
-            .output()
-            .expect("run ss in the server namespace");
-        assert!(
-            out.status.success(),
-            "ss failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.trim().is_empty() && !l.starts_with("LISTEN"))
-            .map(str::to_owned)
+        let mut ss = self.server_command("ss");
+        ss.args(["-Htan", "state", state, &filter]);
+        super::ss_output(ss)
+            .into_iter()
+            .filter(|l| !l.starts_with("LISTEN"))
             .collect()
     }
 
