@@ -21,13 +21,19 @@ pub const DEFAULT_KEEPALIVE: Keepalive = Keepalive {
     interval: Duration::from_secs(10),
     retries: 6,
 };
-/// Default for [`Builder::user_timeout`]: 120 seconds, equal to the default keepalive's
-/// worst case, so that neither mechanism cuts the other short.
+/// Default for [`Builder::user_timeout`] when keepalive is off: 120 seconds. With
+/// keepalive on (the default), the default user timeout is the keepalive's
+/// [`worst_case`](Keepalive::worst_case) instead, which for [`DEFAULT_KEEPALIVE`] is also
+/// 120 seconds.
 pub const DEFAULT_USER_TIMEOUT: Duration = Duration::from_secs(120);
 
 // Linux's limits (include/net/tcp.h): MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT.
 const MAX_KEEPALIVE_SECS: u64 = 32_767;
 const MAX_KEEPALIVE_RETRIES: u32 = 127;
+// The shortest timeout: the supervisor's timer and the kernel count no finer.
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+// `TCP_USER_TIMEOUT` is an `int` of milliseconds.
+const MAX_USER_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 
 /// TCP keepalive parameters: after `idle` without traffic the kernel sends a probe every
 /// `interval`, and resets the connection after `retries` unanswered probes.
@@ -71,9 +77,10 @@ impl Keepalive {
     }
 
     /// The longest an idle connection to a vanished peer can survive:
-    /// `idle + interval × retries`.
+    /// `idle + interval × retries` (saturating at `Duration::MAX`).
     pub fn worst_case(&self) -> Duration {
-        self.idle + self.interval * self.retries
+        self.idle
+            .saturating_add(self.interval.saturating_mul(self.retries))
     }
 }
 
@@ -81,9 +88,15 @@ impl Keepalive {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum CloseMode {
-    /// `shutdown(Both)`: the peer gets a FIN, the application's reads return EOF and its
-    /// writes fail. If unsent data is still queued in the kernel the close is abortive
-    /// instead, so that no orphan lingers in `FIN_WAIT_1`. The default.
+    /// `shutdown(Write)`: the peer gets our FIN after every byte already written, never a
+    /// reset, also if it sends more meanwhile; the application's reads return EOF (a
+    /// parked read is woken) and its writes fail. `fin_wait_timeout` then bounds the wait
+    /// for the peer's FIN, and `write_idle_timeout` a peer that stops taking the queued
+    /// data. The default.
+    ///
+    /// A few rules close abortively whatever the mode, because the peer has stopped
+    /// taking data and nothing more can be delivered: `write_idle_timeout`, and
+    /// `fin_wait_timeout` after our FIN went unanswered.
     #[default]
     Graceful,
     /// Reset (RST), without closing the application's descriptor (on Linux
@@ -95,8 +108,10 @@ pub enum CloseMode {
 
 /// Configures and builds tcp-hygiene listeners.
 ///
-/// Every timeout takes `impl Into<Option<Duration>>`: pass `None` to disable it. The final
-/// methods take `&self`, so one builder can make many listeners.
+/// Every timeout takes `impl Into<Option<Duration>>`: pass `None` to disable it. A timeout
+/// must be at least 1 ms; there is no upper limit (a duration too large for the clock,
+/// such as `Duration::MAX`, means "not in the next 30 years"). The final methods take
+/// `&self`, so one builder can make many listeners.
 ///
 /// # Examples
 ///
@@ -127,6 +142,8 @@ pub(crate) struct Inner {
     pub(crate) max_connection_age: Option<Duration>,
     pub(crate) keepalive: Option<Keepalive>,
     pub(crate) user_timeout: Option<Duration>,
+    /// Whether `user_timeout` was set by the user; if not, it follows the keepalive.
+    pub(crate) user_timeout_set: bool,
     pub(crate) nodelay: bool,
     pub(crate) linger: Option<Duration>,
     pub(crate) close_mode: CloseMode,
@@ -164,6 +181,7 @@ impl Builder {
                 max_connection_age: None,
                 keepalive: Some(DEFAULT_KEEPALIVE),
                 user_timeout: Some(DEFAULT_USER_TIMEOUT),
+                user_timeout_set: false,
                 nodelay: false,
                 linger: None,
                 close_mode: CloseMode::Graceful,
@@ -185,10 +203,15 @@ impl Builder {
     }
 
     timeout_setter! {
-        /// After we shut down our write half, waits this long for the peer's FIN, then
-        /// resets the connection (`FIN_WAIT_2` that the peer never ends). Linux's
-        /// `tcp_fin_timeout` only covers sockets the application has closed; this covers
-        /// the ones it still holds. Pass `None` to disable. Default is 60 seconds.
+        /// After our FIN, waits this long for the peer's, counted from the later of our
+        /// FIN and the last byte the peer acknowledged (a peer still taking a long
+        /// response is not cut off), then resets the connection: the `FIN_WAIT_2` a peer
+        /// never ends. It follows every FIN we send: the application's `shutdown`, a
+        /// close by the library, the drain's half-close. Linux's `tcp_fin_timeout` only
+        /// covers sockets the application has closed; this covers the ones it still
+        /// holds, and once it drops the stream the socket gets it as `TCP_LINGER2`
+        /// (Linux only; whole seconds rounded up, at most 120 s, the kernel's cap).
+        /// Pass `None` to disable. Default is 60 seconds.
         fin_wait_timeout
     }
 
@@ -209,9 +232,12 @@ impl Builder {
     timeout_setter! {
         /// Closes a connection that has bytes waiting to be sent (queued in the kernel)
         /// and had none acknowledged for this long: a peer that stopped reading, or
-        /// vanished mid-transfer. Such a close is always abortive (RST), since a FIN would
-        /// queue behind the unsent data. On platforms without `TCP_INFO` it measures the
-        /// application's writes instead. Pass `None` to disable. Default is `None`.
+        /// vanished mid-transfer. Such a close is always abortive (RST): the peer takes
+        /// nothing more, and a FIN would queue behind the unsent data. It also bounds the
+        /// sockets the application dropped with data still queued (the library's
+        /// lingering close, or, past it, the kernel's orphan, whose `TCP_USER_TIMEOUT` is
+        /// lowered to it). On platforms without `TCP_INFO` it measures the application's
+        /// writes instead. Pass `None` to disable. Default is `None`.
         write_idle_timeout
     }
 
@@ -228,15 +254,27 @@ impl Builder {
         max_connection_age
     }
 
-    timeout_setter! {
-        /// `TCP_USER_TIMEOUT` (Linux only; ignored elsewhere): the longest sent data may
-        /// stay unacknowledged before the kernel gives up on the connection. It catches the
-        /// peer that vanished while we were sending, which keepalive cannot see, and it
-        /// also caps keepalive: once probing, the kernel gives up when this much time has
-        /// passed since the last acknowledgement. Keep it at least
-        /// [`Keepalive::worst_case`]. Millisecond resolution, at most `i32::MAX` ms.
-        /// Pass `None` to disable. Default is 120 seconds.
-        user_timeout
+    /// `TCP_USER_TIMEOUT` (Linux only; ignored elsewhere): the longest sent data may
+    /// stay unacknowledged before the kernel gives up on the connection. It catches the
+    /// peer that vanished while we were sending, which keepalive cannot see.
+    ///
+    /// It also takes over keepalive's verdict: when it is set, Linux ends a probing
+    /// connection once this much time has passed since the peer was last heard from
+    /// (checked at each probe, after at least one unanswered probe) instead of after
+    /// `retries` probes. So an idle connection to a vanished peer ends at the first probe
+    /// time `idle + k × interval` (k ≥ 1) that is at least this timeout: a shorter user
+    /// timeout ends it after the first unanswered probe, a longer one keeps probing past
+    /// `retries`. Left unset, it follows the keepalive: it equals
+    /// [`Keepalive::worst_case`], so keepalive keeps its own bound and unacknowledged data
+    /// gets the same one.
+    ///
+    /// Millisecond resolution, at most `i32::MAX` ms. Pass `None` to disable. Default is
+    /// the keepalive's worst case (120 seconds with [`DEFAULT_KEEPALIVE`]), or
+    /// [`DEFAULT_USER_TIMEOUT`] (120 seconds) with keepalive off.
+    pub fn user_timeout(&mut self, timeout: impl Into<Option<Duration>>) -> &mut Self {
+        self.inner.user_timeout = timeout.into();
+        self.inner.user_timeout_set = true;
+        self
     }
 
     /// TCP keepalive applied to every accepted socket. Pass `None` to leave the socket's
@@ -254,9 +292,14 @@ impl Builder {
         self
     }
 
-    /// `SO_LINGER` on every accepted socket, in whole seconds; `Some(ZERO)` makes the
-    /// application's own `close` send RST. Pass `None` to leave the kernel's default.
-    /// Default is `None`.
+    /// `SO_LINGER` on every accepted socket. Only `Some(Duration::ZERO)` is accepted: it
+    /// makes dropping a stream abortive (RST, no `TIME_WAIT`, unsent data discarded), and
+    /// the library then leaves such a socket to the kernel when it is dropped. A non-zero
+    /// linger makes `close()` block the thread until the data is sent or the time is up,
+    /// even on a non-blocking socket, which would stall a tokio runtime: it is rejected by
+    /// [`build`](Self::build) (tokio deprecated `set_linger` for the same reason). Pass
+    /// `None` to leave the kernel's default (graceful close in the background). Default is
+    /// `None`.
     pub fn linger(&mut self, linger: impl Into<Option<Duration>>) -> &mut Self {
         self.inner.linger = linger.into();
         self
@@ -309,6 +352,15 @@ impl Builder {
                     "must be greater than zero (pass None to disable)",
                 ));
             }
+            if let Some(t) = value.filter(|t| *t < MIN_TIMEOUT) {
+                return Err(ConfigError::new(
+                    option,
+                    format!(
+                        "must be at least 1 ms, the supervisor's resolution, got {t:?} (pass None \
+                         to disable)"
+                    ),
+                ));
+            }
         }
         if let Some(ka) = c.keepalive {
             whole_seconds("keepalive.idle", ka.idle, MAX_KEEPALIVE_SECS)?;
@@ -323,14 +375,14 @@ impl Builder {
                 ));
             }
         }
-        if let Some(t) = c.user_timeout {
+        if let (Some(t), true) = (c.user_timeout, c.user_timeout_set) {
             if t.is_zero() {
                 return Err(ConfigError::new(
                     "user_timeout",
                     "must be greater than zero (pass None to disable)",
                 ));
             }
-            if t.as_millis() > i32::MAX as u128 {
+            if t > MAX_USER_TIMEOUT {
                 return Err(ConfigError::new(
                     "user_timeout",
                     format!(
@@ -347,12 +399,13 @@ impl Builder {
             }
         }
         if let Some(l) = c.linger {
-            if l.subsec_nanos() != 0 || l.as_secs() > i32::MAX as u64 {
+            if !l.is_zero() {
                 return Err(ConfigError::new(
                     "linger",
                     format!(
-                        "must be a whole number of seconds up to {}, got {l:?}",
-                        i32::MAX
+                        "only Duration::ZERO (reset on drop) is supported, got {l:?}: a non-zero \
+                         SO_LINGER makes close() block the runtime's thread (pass None for a \
+                         graceful close in the background)"
                     ),
                 ));
             }
@@ -369,8 +422,16 @@ impl Builder {
                 "must be at least 1 (pass None for no limit)",
             ));
         }
+        let mut inner = c.clone();
+        if !c.user_timeout_set {
+            inner.user_timeout = Some(match c.keepalive {
+                // Up to 32767 × 128 s: capped to the kernel's field, about 24.8 days.
+                Some(ka) => ka.worst_case().min(MAX_USER_TIMEOUT),
+                None => DEFAULT_USER_TIMEOUT,
+            });
+        }
         Ok(Config {
-            inner: Arc::new(c.clone()),
+            inner: Arc::new(inner),
         })
     }
 
@@ -468,7 +529,9 @@ impl Config {
         self.inner.keepalive
     }
 
-    /// See [`Builder::user_timeout`].
+    /// The `TCP_USER_TIMEOUT` applied: the one set with [`Builder::user_timeout`], or if
+    /// none was set, the keepalive's worst case (or [`DEFAULT_USER_TIMEOUT`] without
+    /// keepalive).
     pub fn user_timeout(&self) -> Option<Duration> {
         self.inner.user_timeout
     }
@@ -538,6 +601,40 @@ mod tests {
             config.keepalive().unwrap().worst_case(),
             Duration::from_secs(120)
         );
+    }
+
+    #[test]
+    fn user_timeout_follows_the_keepalive_unless_set() {
+        let ka = Keepalive::new(Duration::from_secs(1), Duration::from_secs(1), 3);
+        let config = Builder::new().keepalive(ka).build().unwrap();
+        assert_eq!(config.user_timeout(), Some(Duration::from_secs(4)));
+        let config = Builder::new().keepalive(None).build().unwrap();
+        assert_eq!(config.user_timeout(), Some(DEFAULT_USER_TIMEOUT));
+        let config = Builder::new()
+            .keepalive(ka)
+            .user_timeout(Duration::from_secs(9))
+            .build()
+            .unwrap();
+        assert_eq!(config.user_timeout(), Some(Duration::from_secs(9)));
+        let config = Builder::new()
+            .keepalive(ka)
+            .user_timeout(None)
+            .build()
+            .unwrap();
+        assert_eq!(config.user_timeout(), None);
+        // The largest keepalive still fits TCP_USER_TIMEOUT's i32 milliseconds.
+        let max = Keepalive::new(
+            Duration::from_secs(MAX_KEEPALIVE_SECS),
+            Duration::from_secs(MAX_KEEPALIVE_SECS),
+            MAX_KEEPALIVE_RETRIES,
+        );
+        let t = Builder::new()
+            .keepalive(max)
+            .build()
+            .unwrap()
+            .user_timeout()
+            .unwrap();
+        assert!(t.as_millis() <= i32::MAX as u128, "{t:?}");
     }
 
     #[test]

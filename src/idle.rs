@@ -17,6 +17,17 @@ use std::time::{Duration, Instant};
 /// Looks per timeout; bounds lateness to `timeout / STEPS`.
 const STEPS: u32 = 8;
 
+/// Further than any deadline needs to be: about 30 years.
+const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
+
+/// `at + d`, saturating: a duration too large for an `Instant` (say `Duration::MAX` for
+/// "practically never") becomes a deadline 30 years away instead of a panic.
+pub(crate) fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d.min(FAR))
+        .or_else(|| at.checked_add(Duration::from_secs(24 * 60 * 60)))
+        .unwrap_or(at)
+}
+
 /// What the clock says after a look at the counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -61,7 +72,11 @@ impl IdleClock {
     }
 
     fn next_after(&self, now: Instant) -> Instant {
-        (now + self.step()).min(self.quiet_since + self.timeout)
+        later(now, self.step()).min(self.expires_at())
+    }
+
+    fn expires_at(&self) -> Instant {
+        later(self.quiet_since, self.timeout)
     }
 
     fn look_again(&mut self, now: Instant) -> Verdict {
@@ -87,7 +102,7 @@ impl IdleClock {
         if count != self.count {
             self.count = count;
             self.quiet_since = now;
-        } else if now >= self.quiet_since + self.timeout {
+        } else if now >= self.expires_at() {
             return Verdict::Expired;
         }
         self.look_again(now)
@@ -228,6 +243,16 @@ mod tests {
             Verdict::CheckAt(later + T)
         );
         assert_eq!(clock.check(0, later + T), Verdict::Expired);
+    }
+
+    #[test]
+    fn huge_timeouts_saturate_instead_of_overflowing() {
+        let t0 = Instant::now();
+        let mut clock = IdleClock::new(Duration::MAX, 0, t0);
+        assert!(clock.deadline() > t0 + Duration::from_secs(365 * 24 * 60 * 60));
+        assert!(matches!(clock.check(0, t0 + T), Verdict::CheckAt(_)));
+        assert!(matches!(clock.hold(1, t0 + T), Verdict::CheckAt(_)));
+        assert_eq!(later(t0, Duration::MAX), later(t0, FAR));
     }
 
     #[test]

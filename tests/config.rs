@@ -7,6 +7,7 @@ use std::io;
 use std::time::Duration;
 
 use tcp_hygiene::{Builder, ConfigError, Keepalive};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 type Setter = Box<dyn Fn(&mut Builder)>;
 
@@ -84,6 +85,13 @@ fn invalid() -> Vec<(&'static str, &'static str, Setter)> {
             }),
         ),
         (
+            "idle_timeout",
+            "under 1 ms",
+            Box::new(|b: &mut Builder| {
+                b.idle_timeout(Duration::from_micros(999));
+            }),
+        ),
+        (
             "max_connections",
             "zero",
             Box::new(|b: &mut Builder| {
@@ -109,6 +117,13 @@ fn invalid() -> Vec<(&'static str, &'static str, Setter)> {
             "not whole seconds",
             Box::new(|b: &mut Builder| {
                 b.linger(MS(1500));
+            }),
+        ),
+        (
+            "linger",
+            "non-zero (close() would block the runtime)",
+            Box::new(|b: &mut Builder| {
+                b.linger(S(1));
             }),
         ),
         (
@@ -160,7 +175,7 @@ fn config_error(e: &io::Error) -> &ConfigError {
 #[test]
 fn every_invalid_option_is_named_by_build() {
     let cases = invalid();
-    assert!(cases.len() >= 23);
+    assert!(cases.len() >= 25);
     for (option, what, set) in &cases {
         let mut b = Builder::new();
         set(&mut b);
@@ -253,7 +268,7 @@ async fn boundary_values_are_accepted_by_builder_and_kernel() {
         .linger(Duration::ZERO)
         .max_connections(1)
         .max_connections_per_ip(1)
-        .close_wait_timeout(Duration::from_nanos(1));
+        .close_wait_timeout(MS(1));
     b.build().expect("limits are valid");
     let listener = support::listener(&b).await;
     let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
@@ -271,4 +286,126 @@ async fn boundary_values_are_accepted_by_builder_and_kernel() {
     assert_eq!(sock.tcp_keepalive_retries().unwrap(), 127);
     assert_eq!(sock.tcp_user_timeout().unwrap(), Some(MS(i32::MAX as u64)));
     assert_eq!(sock.linger().unwrap(), Some(Duration::ZERO));
+}
+
+/// Extreme values for every duration the API takes: each is either rejected by
+/// `build()` with an error naming the option, or accepted and enforced without harm: the
+/// supervisor keeps reaping CLOSE_WAIT afterwards and a drain still adds up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_durations_are_rejected_or_enforced() {
+    let extremes = [
+        ("0", Duration::ZERO),
+        ("1 ns", Duration::from_nanos(1)),
+        ("1 ms", MS(1)),
+        ("i32::MAX ms", MS(i32::MAX as u64)),
+        ("i32::MAX ms + 1", MS(i32::MAX as u64 + 1)),
+        ("u32::MAX s", S(u32::MAX as u64)),
+        ("u64::MAX s", S(u64::MAX)),
+        ("Duration::MAX", Duration::MAX),
+    ];
+    type Set = fn(&mut Builder, Duration);
+    let options: [(&str, Set); 10] = [
+        ("close_wait_timeout", |b, d| _ = b.close_wait_timeout(d)),
+        ("fin_wait_timeout", |b, d| _ = b.fin_wait_timeout(d)),
+        ("idle_timeout", |b, d| _ = b.idle_timeout(d)),
+        ("read_idle_timeout", |b, d| _ = b.read_idle_timeout(d)),
+        ("write_idle_timeout", |b, d| _ = b.write_idle_timeout(d)),
+        ("first_byte_timeout", |b, d| _ = b.first_byte_timeout(d)),
+        ("max_connection_age", |b, d| _ = b.max_connection_age(d)),
+        ("user_timeout", |b, d| _ = b.user_timeout(d)),
+        ("linger", |b, d| _ = b.linger(d)),
+        ("keepalive.idle", |b, d| _ = b.keepalive(ka(d, S(1), 1))),
+    ];
+    let mut accepted = Vec::new();
+    for (option, set) in options {
+        for (what, value) in extremes {
+            let mut b = Builder::new();
+            // The probe below needs CLOSE_WAIT reaped within a second, whatever else is set.
+            if option == "close_wait_timeout" {
+                b.idle_timeout(MS(200));
+            } else {
+                b.close_wait_timeout(MS(200));
+            }
+            set(&mut b, value);
+            match b.build() {
+                Err(e) => {
+                    assert_eq!(e.option(), option, "{option} = {what}: {e}");
+                    continue;
+                }
+                Ok(_) => accepted.push(format!("{option} = {what}")),
+            }
+            let listener = support::listener(&b).await;
+            probe_still_enforcing(&format!("{option} = {what}"), listener, None).await;
+        }
+    }
+    eprintln!("accepted and enforced: {accepted:?}");
+    // Durations given to `drain` itself.
+    for (soft, hard) in [
+        (Duration::ZERO, Duration::ZERO),
+        (Duration::from_nanos(1), Duration::from_nanos(1)),
+        (Duration::MAX, Duration::MAX),
+        (Duration::from_nanos(1), Duration::MAX),
+        (Duration::MAX, Duration::ZERO),
+    ] {
+        let listener = support::listener(Builder::new().close_wait_timeout(MS(200))).await;
+        probe_still_enforcing(
+            &format!("drain({soft:?}, {hard:?})"),
+            listener,
+            Some((soft, hard)),
+        )
+        .await;
+    }
+    // Keepalive's own arithmetic never overflows, whatever it is given.
+    let huge = Keepalive::new(Duration::MAX, Duration::MAX, u32::MAX);
+    assert_eq!(huge.worst_case(), Duration::MAX);
+}
+
+/// Checks that the listener's supervisor still works: a stuck handler's CLOSE_WAIT is
+/// reaped (the client reads EOF or a reset, `ss` shows no CLOSE_WAIT), a parked
+/// `read_idle(d)` of any size is harmless, and a drain (with `drain_with`, started
+/// before the probe) returns a report that adds up.
+async fn probe_still_enforcing(
+    what: &str,
+    listener: tcp_hygiene::TcpListener,
+    drain_with: Option<(Duration, Duration)>,
+) {
+    let port = listener.local_addr().unwrap().port();
+    let (mut client, held) = support::connect_pair(&listener).await;
+    let handle = held.handle();
+    for d in [Duration::ZERO, Duration::from_nanos(1), Duration::MAX] {
+        let _ = tokio::time::timeout(MS(20), handle.read_idle(d)).await;
+    }
+    let (soft, hard) = drain_with.unwrap_or((MS(50), MS(300)));
+    let drain = tokio::spawn(listener.drain(soft, hard));
+    let _ = client.shutdown().await; // may already be closed by the option under test
+    let mut buf = [0u8; 64];
+    let end = tokio::time::timeout(S(3), async {
+        loop {
+            match client.read(&mut buf).await {
+                Ok(0) => return Ok(()),
+                Ok(_) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}: CLOSE_WAIT not reaped; the supervisor stopped?"));
+    if let Err(e) = end {
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{what}: {e:?}");
+    }
+    support::wait_for(S(2), &format!("{what}: no CLOSE_WAIT"), || {
+        support::ss_count(port, "close-wait") == 0
+    })
+    .await;
+    drop(held);
+    let report = tokio::time::timeout(S(3), drain)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: drain did not return"))
+        .unwrap();
+    assert_eq!(report.connections, 1, "{what}: {report:?}");
+    assert_eq!(
+        report.finished + report.idle_closed + report.forced,
+        report.connections,
+        "{what}: {report:?}"
+    );
 }
