@@ -16,7 +16,7 @@ use crate::conn::Conn;
 use crate::stats::{Counters, Stats};
 use crate::stream::TcpStream;
 use crate::supervisor::{Msg, Shared};
-use crate::sys::{self, SocketGuard};
+use crate::sys::{self, AcceptError, SocketGuard};
 
 const BACKOFF_START: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -121,6 +121,7 @@ impl TcpListener {
     /// lost.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         loop {
+            self.shared.check_supervisor()?;
             self.wait_for_slot().await;
             match self.io.accept().await {
                 Ok((io, peer)) => {
@@ -238,7 +239,7 @@ impl TcpListener {
     async fn on_accept_error(&self, e: io::Error) -> io::Result<()> {
         let counters = &self.shared.counters;
         Counters::bump(&counters.accept_errors);
-        match classify(&e) {
+        match AcceptError::of(&e) {
             AcceptError::PerConnection => {
                 tracing::debug!(error = %e, "accept failed for one connection; skipped");
                 Ok(())
@@ -265,70 +266,11 @@ impl TcpListener {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum AcceptError {
-    PerConnection,
-    Resources,
-    Fatal,
-}
-
-fn classify(e: &io::Error) -> AcceptError {
-    match e.raw_os_error() {
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => AcceptError::Resources,
-        Some(
-            libc::ECONNABORTED
-            | libc::ECONNRESET
-            | libc::EPERM
-            | libc::EPROTO
-            | libc::EINTR
-            | libc::EAGAIN
-            | libc::ETIMEDOUT
-            | libc::EHOSTUNREACH
-            | libc::ENETUNREACH
-            | libc::ENETDOWN
-            | libc::EHOSTDOWN
-            | libc::ENONET
-            | libc::ENOPROTOOPT
-            | libc::EOPNOTSUPP,
-        ) => AcceptError::PerConnection,
-        Some(_) => AcceptError::Fatal,
-        None => match e.kind() {
-            io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock => AcceptError::PerConnection,
-            io::ErrorKind::OutOfMemory => AcceptError::Resources,
-            _ => AcceptError::Fatal,
-        },
-    }
-}
-
 impl fmt::Debug for TcpListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TcpListener")
             .field("local_addr", &self.io.local_addr().ok())
             .field("open", &self.shared.open.load(Relaxed))
             .finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accept_errors_are_classified() {
-        let os = io::Error::from_raw_os_error;
-        assert_eq!(classify(&os(libc::EMFILE)), AcceptError::Resources);
-        assert_eq!(classify(&os(libc::ENFILE)), AcceptError::Resources);
-        assert_eq!(classify(&os(libc::ENOBUFS)), AcceptError::Resources);
-        assert_eq!(classify(&os(libc::ENOMEM)), AcceptError::Resources);
-        assert_eq!(
-            classify(&os(libc::ECONNABORTED)),
-            AcceptError::PerConnection
-        );
-        assert_eq!(classify(&os(libc::EPERM)), AcceptError::PerConnection);
-        assert_eq!(classify(&os(libc::EBADF)), AcceptError::Fatal);
-        assert_eq!(classify(&os(libc::EINVAL)), AcceptError::Fatal);
     }
 }

@@ -74,12 +74,26 @@ pub(crate) fn disconnect(socket: BorrowedFd<'_>) -> io::Result<()> {
     SockRef::from(&socket).shutdown(std::net::Shutdown::Both)
 }
 
-pub(crate) fn peer_fin_by_peek(socket: BorrowedFd<'_>) -> bool {
+/// Where the socket stands, by peeking at it. A peek that finds a pending error (a reset)
+/// consumes it: it is returned so that the caller hands it on, never lost as a clean EOF.
+/// A FIN behind unread data goes unseen until the application reads up to it.
+pub(crate) fn probe(socket: BorrowedFd<'_>) -> super::Probe {
     let mut buf = [MaybeUninit::<u8>::uninit(); 1];
-    matches!(
-        SockRef::from(&socket).recv_with_flags(&mut buf, libc::MSG_PEEK | libc::MSG_DONTWAIT),
-        Ok(0)
-    )
+    match SockRef::from(&socket).recv_with_flags(&mut buf, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+        Ok(0) => super::Probe::PeerFin,
+        Ok(_) => super::Probe::Open,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => super::Probe::Open,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => super::Probe::Open,
+        Err(e) => super::Probe::Ended(e.raw_os_error()),
+    }
+}
+
+/// `TCP_LINGER2` is Linux-only: orphans keep the system's own `FIN_WAIT_2` timeout.
+pub(crate) fn set_orphan_fin_wait(
+    _socket: BorrowedFd<'_>,
+    _timeout: std::time::Duration,
+) -> io::Result<()> {
+    Ok(())
 }
 
 /// `TCP_USER_TIMEOUT` is Linux-only: ignored here.

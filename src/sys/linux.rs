@@ -283,9 +283,40 @@ pub(crate) fn disconnect(socket: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
-/// Not used on Linux: FINs arrive as epoll events.
-pub(crate) fn peer_fin_by_peek(_socket: BorrowedFd<'_>) -> bool {
-    false
+/// Where a socket the watcher does not cover stands, from `TCP_INFO` (no side effects).
+pub(crate) fn probe(socket: BorrowedFd<'_>) -> super::Probe {
+    match tcp_info(socket) {
+        Ok(info) if info.state == crate::stats::KernelState::Close => super::Probe::Ended(None),
+        Ok(info) if info.state.peer_fin_received() => super::Probe::PeerFin,
+        _ => super::Probe::Open,
+    }
+}
+
+/// How long the socket may stay in `FIN_WAIT_2` once its descriptor is closed
+/// (`TCP_LINGER2`, whole seconds, rounded up). The kernel caps it at 120 s and never goes
+/// below 3.5 retransmission timeouts.
+pub(crate) fn set_orphan_fin_wait(
+    socket: BorrowedFd<'_>,
+    timeout: std::time::Duration,
+) -> io::Result<()> {
+    let secs = timeout
+        .as_secs()
+        .saturating_add(u64::from(timeout.subsec_nanos() > 0))
+        .clamp(1, 120) as libc::c_int;
+    // SAFETY: `secs` is a valid c_int that lives for the call, and its size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_LINGER2,
+            (&secs as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// `TCP_USER_TIMEOUT`.

@@ -16,8 +16,98 @@ mod imp;
 
 pub(crate) use imp::*;
 
+use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::Mutex;
+
+/// What a look at a socket the kernel watcher does not cover found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// Nothing to report.
+    Open,
+    /// The peer has sent FIN.
+    PeerFin,
+    /// The connection is over (reset, timed out, or both FINs exchanged), with the
+    /// socket error if the look consumed it.
+    Ended(Option<i32>),
+}
+
+/// Bytes the peer sent that the application has not read yet (`FIONREAD`).
+pub(crate) fn unread_bytes(socket: BorrowedFd<'_>) -> io::Result<u64> {
+    Ok(rustix::io::ioctl_fionread(socket)?)
+}
+
+/// The most [`discard_unread`] reads in one call: a socket's receive buffer, at most.
+const DISCARD_LIMIT: usize = 8 << 20;
+
+/// Reads and throws away whatever the peer has sent and nobody will read, without
+/// blocking. Closing a TCP socket with unread data makes Linux send RST instead of FIN,
+/// and the RST also drops everything we had queued for the peer; discarding first keeps
+/// the close graceful. Returns how many bytes were discarded.
+pub(crate) fn discard_unread(socket: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut buf = [MaybeUninit::<u8>::uninit(); 16 * 1024];
+    let mut total = 0;
+    while total < DISCARD_LIMIT {
+        match rustix::net::recv(socket, &mut buf[..], rustix::net::RecvFlags::DONTWAIT) {
+            Ok((_, 0)) => break,
+            Ok((_, n)) => total += n,
+            Err(rustix::io::Errno::AGAIN) => break,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(total)
+}
+
+/// Why `accept` failed, and what the accept loop should do about it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum AcceptError {
+    /// This one connection failed (aborted, reset, refused by a firewall …): skip it.
+    PerConnection,
+    /// Out of descriptors or memory: back off.
+    Resources,
+    /// The listener itself is broken: report it.
+    Fatal,
+}
+
+impl AcceptError {
+    /// Classifies an `accept` error by its errno (the table is per OS: not every system
+    /// has every errno), or by its kind when there is none.
+    pub(crate) fn of(e: &io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => Self::Resources,
+            Some(
+                libc::ECONNABORTED
+                | libc::ECONNRESET
+                | libc::EPERM
+                | libc::EPROTO
+                | libc::EINTR
+                | libc::EAGAIN
+                | libc::ETIMEDOUT
+                | libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::ENETDOWN
+                | libc::EHOSTDOWN
+                | libc::ENOPROTOOPT
+                | libc::EOPNOTSUPP,
+            ) => Self::PerConnection,
+            // Linux's `accept(2)` passes on pending network errors, ENONET among them;
+            // the BSDs and macOS have no ENONET.
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Some(libc::ENONET) => Self::PerConnection,
+            Some(_) => Self::Fatal,
+            None => match e.kind() {
+                io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::Interrupted
+                | io::ErrorKind::WouldBlock => Self::PerConnection,
+                io::ErrorKind::OutOfMemory => Self::Resources,
+                _ => Self::Fatal,
+            },
+        }
+    }
+}
 
 /// The supervisor's access to a socket whose descriptor the application owns.
 ///
@@ -51,5 +141,29 @@ impl SocketGuard {
     /// Forgets the descriptor; called by the owner right before it closes it.
     pub(crate) fn release(&self) {
         *self.fd.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_errors_are_classified() {
+        let os = io::Error::from_raw_os_error;
+        assert_eq!(AcceptError::of(&os(libc::EMFILE)), AcceptError::Resources);
+        assert_eq!(AcceptError::of(&os(libc::ENFILE)), AcceptError::Resources);
+        assert_eq!(AcceptError::of(&os(libc::ENOBUFS)), AcceptError::Resources);
+        assert_eq!(AcceptError::of(&os(libc::ENOMEM)), AcceptError::Resources);
+        assert_eq!(
+            AcceptError::of(&os(libc::ECONNABORTED)),
+            AcceptError::PerConnection
+        );
+        assert_eq!(
+            AcceptError::of(&os(libc::EPERM)),
+            AcceptError::PerConnection
+        );
+        assert_eq!(AcceptError::of(&os(libc::EBADF)), AcceptError::Fatal);
+        assert_eq!(AcceptError::of(&os(libc::EINVAL)), AcceptError::Fatal);
     }
 }
