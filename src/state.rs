@@ -71,10 +71,17 @@ impl fmt::Display for ConnectionState {
 pub(crate) mod flags {
     /// The peer's FIN arrived (seen by the kernel watcher or as EOF on read).
     pub(crate) const PEER_FIN: u8 = 1;
-    /// We shut down our write half.
+    /// We shut down our write half (the application, or the library for it).
     pub(crate) const LOCAL_FIN: u8 = 2;
     /// The library closed the connection, or the kernel ended it (reset, timeout).
     pub(crate) const CLOSED: u8 = 4;
+    /// The library closed the connection gracefully: our FIN follows every queued byte,
+    /// and the stream's reads end at EOF (woken if parked) while its writes fail.
+    pub(crate) const SHUT: u8 = 8;
+    /// The application's own read returned EOF: nothing is left unread.
+    pub(crate) const READ_EOF: u8 = 16;
+    /// The application has dropped the stream; no more gauge updates after it.
+    pub(crate) const RELEASED: u8 = 0x80;
 }
 
 /// Why the library closed a connection. Every close it makes has exactly one.

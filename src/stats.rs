@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::state::{CloseReason, ConnectionState};
@@ -20,6 +20,8 @@ pub(crate) struct Counters {
     pub(crate) accept_resource_errors: AtomicU64,
     pub(crate) accept_backoffs: AtomicU64,
     pub(crate) rejected_per_ip: AtomicU64,
+    /// Set if the supervisor task ended abnormally (a bug): `accept` then fails.
+    pub(crate) supervisor_failed: AtomicBool,
 }
 
 impl Counters {

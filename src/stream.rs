@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::conn::Conn;
 use crate::handle::{ConnectionHandle, PeerClosed};
-use crate::state::{CloseReason, ConnectionState};
+use crate::state::{flags, CloseReason, ConnectionState};
 
 /// A TCP connection accepted by a [`TcpListener`](crate::TcpListener) and watched by its
 /// supervisor.
@@ -41,7 +41,7 @@ struct Registration(Arc<Conn>);
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.0.release();
+        self.0.release(true);
     }
 }
 
@@ -117,6 +117,7 @@ impl TcpStream {
     /// FIN tracking, and it no longer counts toward `max_connections`.
     pub fn into_inner(self) -> tokio::net::TcpStream {
         let TcpStream { registration, io } = self;
+        registration.0.release(false);
         drop(registration);
         io
     }
@@ -140,29 +141,50 @@ impl AsyncRead for TcpStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let conn = &*this.registration.0;
+        if conn.flags() & flags::SHUT != 0 {
+            return shut(conn);
+        }
         let before = buf.filled().len();
         let had_room = buf.remaining() > 0;
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 let n = buf.filled().len() - before;
                 if n > 0 {
-                    this.registration.0.add_read(n);
+                    conn.add_read(n);
                     Poll::Ready(Ok(()))
                 } else if had_room {
-                    on_eof(&this.registration.0)
+                    on_eof(conn)
                 } else {
                     Poll::Ready(Ok(()))
                 }
             }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(explain(&this.registration.0, e))),
-            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Err(explain(conn, e))),
+            Poll::Pending => parked(conn, cx),
         }
     }
+}
+
+/// The read found nothing: remember the waiting task, so that a close by the library
+/// (which shuts down only our write half, so the kernel would not wake it) ends the wait.
+fn parked(conn: &Conn, cx: &Context<'_>) -> Poll<io::Result<()>> {
+    conn.park_read(cx.waker());
+    // A close that happened after the check above found no waker to wake.
+    if conn.flags() & flags::SHUT != 0 {
+        return shut(conn);
+    }
+    Poll::Pending
 }
 
 #[cold]
 fn on_eof(conn: &Conn) -> Poll<io::Result<()>> {
     conn.observed_eof();
+    shut(conn)
+}
+
+/// EOF, unless the kernel reported an error the application must see instead.
+#[cold]
+fn shut(conn: &Conn) -> Poll<io::Result<()>> {
     match conn.explain(None) {
         Some(err) => Poll::Ready(Err(err)),
         None => Poll::Ready(Ok(())),
@@ -174,6 +196,19 @@ fn explain(conn: &Conn, err: io::Error) -> io::Error {
     conn.explain(Some(err)).expect("explain(Some) is Some")
 }
 
+/// Counts what a write reported, or explains its error.
+#[inline]
+fn wrote(conn: &Conn, result: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+    match result {
+        Poll::Ready(Ok(n)) => {
+            conn.add_written(n);
+            Poll::Ready(Ok(n))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(explain(conn, e))),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
 impl AsyncWrite for TcpStream {
     #[inline]
     fn poll_write(
@@ -182,14 +217,8 @@ impl AsyncWrite for TcpStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_write(cx, buf) {
-            Poll::Ready(Ok(n)) => {
-                this.registration.0.add_written(n);
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(explain(&this.registration.0, e))),
-            Poll::Pending => Poll::Pending,
-        }
+        let result = Pin::new(&mut this.io).poll_write(cx, buf);
+        wrote(&this.registration.0, result)
     }
 
     #[inline]
@@ -199,14 +228,8 @@ impl AsyncWrite for TcpStream {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(n)) => {
-                this.registration.0.add_written(n);
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(explain(&this.registration.0, e))),
-            Poll::Pending => Poll::Pending,
-        }
+        let result = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        wrote(&this.registration.0, result)
     }
 
     fn is_write_vectored(&self) -> bool {

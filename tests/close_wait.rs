@@ -217,3 +217,41 @@ async fn normal_close_is_never_counted_as_close_wait() {
     assert_eq!(listener.stats().closed_total(), 0);
     drop(server);
 }
+
+/// The classic bug in its other shape: the handler reads the client's EOF itself, and
+/// then hangs instead of closing. The FIN was seen by the application's own read, not
+/// (only) by the kernel watcher; either must start the CLOSE_WAIT clock. This is the
+/// path a platform without kernel FIN events (and a socket the watcher could not take)
+/// depends on; CI also runs it on the portable implementation.
+#[tokio::test]
+async fn handler_that_reads_eof_then_hangs_is_reaped() {
+    let listener = support::listener(Builder::new().close_wait_timeout(CLOSE_WAIT)).await;
+    let port = listener.local_addr().unwrap().port();
+    let (mut client, mut server) = support::connect_pair(&listener).await;
+    let handle = server.handle();
+    client.write_all(b"request").await.unwrap();
+    client.shutdown().await.unwrap();
+    let fin_sent = Instant::now();
+    let mut got = Vec::new();
+    server.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"request");
+    // Now it hangs, holding the stream.
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(CLOSE_WAIT + Duration::from_secs(3), client.read(&mut buf))
+        .await
+        .expect("reaped: the client reads our FIN")
+        .unwrap();
+    assert_eq!(n, 0);
+    let since_fin = fin_sent.elapsed();
+    assert!(since_fin >= CLOSE_WAIT, "early: {since_fin:?}");
+    assert!(
+        since_fin <= CLOSE_WAIT + CLOSE_WAIT / 8 + Duration::from_millis(300),
+        "late: {since_fin:?}"
+    );
+    wait_for(Duration::from_secs(2), "CLOSE_WAIT reaped", || {
+        ss_count(port, "close-wait") == 0
+    })
+    .await;
+    assert_eq!(handle.close_reason(), Some(CloseReason::CloseWaitTimeout));
+    drop(server);
+}

@@ -202,3 +202,165 @@ async fn drain_counts_every_connection_that_ends_on_its_own() {
         "{report:?}"
     );
 }
+
+/// The soft deadline half-closes only connections idle *between* requests. A handler
+/// that has read its request and is still computing the answer (with a read kept
+/// pending meanwhile, as hyper does to notice a client that leaves) is not idle: it
+/// answers in full. Once it has answered and waits for the next request, it is idle, and
+/// the drain half-closes it then, without waiting for the hard deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_deadline_never_cuts_a_request_in_flight() {
+    const COMPUTE: Duration = Duration::from_millis(400);
+    let soft = Duration::from_millis(100);
+    let hard = Duration::from_secs(5);
+    let listener = support::listener(&Builder::new()).await;
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (got_request_tx, mut got_request_rx) = mpsc::unbounded_channel::<()>();
+    let server = tokio::spawn(listener.serve_with_shutdown(
+        move |mut stream| {
+            let got_request = got_request_tx.clone();
+            async move {
+                let mut buf = [0u8; 64];
+                loop {
+                    // Wait for a request.
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    let _ = got_request.send(());
+                    // Compute the answer, keeping a read pending to notice a client that
+                    // leaves (the client sends nothing meanwhile).
+                    let compute = tokio::time::sleep(COMPUTE);
+                    tokio::pin!(compute);
+                    tokio::select! {
+                        _ = &mut compute => {}
+                        r = stream.read(&mut buf) => if matches!(r, Ok(0) | Err(_)) { return },
+                    }
+                    if stream.write_all(b"answer\n").await.is_err() {
+                        return;
+                    }
+                }
+            }
+        },
+        async move {
+            let _ = stop_rx.await;
+        },
+        soft,
+        hard,
+    ));
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client.write_all(b"request\n").await.unwrap();
+    got_request_rx.recv().await.unwrap();
+    let started = Instant::now();
+    stop_tx.send(()).unwrap();
+    // The whole answer, then the drain's FIN once the connection is idle again.
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), client.read_to_end(&mut got))
+        .await
+        .expect("answer and EOF")
+        .expect("no reset");
+    let eof = started.elapsed();
+    assert_eq!(got, b"answer\n", "the request in flight was answered");
+    assert!(eof >= COMPUTE - Duration::from_millis(50), "{eof:?}");
+    assert!(
+        eof < Duration::from_secs(2),
+        "half-closed when idle, not at the hard deadline: {eof:?}"
+    );
+    drop(client);
+    let report = tokio::time::timeout(Duration::from_secs(3), server)
+        .await
+        .expect("drain returns once the client has gone")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() < hard);
+    assert_eq!(
+        (
+            report.connections,
+            report.finished,
+            report.idle_closed,
+            report.forced
+        ),
+        (1, 0, 1, 0),
+        "{report:?}"
+    );
+}
+
+/// `connections == finished + idle_closed + forced`, exactly, also when many streams are
+/// dropped right around the hard deadline (their releases still queued when it fires),
+/// and a stream dropped before the hard deadline is never counted as forced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn report_adds_up_when_streams_drop_at_the_hard_deadline() {
+    const N: usize = 500;
+    let soft = Duration::from_millis(200);
+    let hard = Duration::from_millis(800);
+    for (case, drop_at) in [
+        (
+            "dropped just before the hard deadline",
+            hard - Duration::from_millis(20),
+        ),
+        ("dropped at the hard deadline", hard),
+    ] {
+        let listener = support::listener(&Builder::new()).await;
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (accepted_tx, mut accepted_rx) = mpsc::unbounded_channel::<()>();
+        let (dropped_tx, mut dropped_rx) = mpsc::unbounded_channel::<Instant>();
+        let (go_tx, go_rx) = tokio::sync::watch::channel::<Option<Instant>>(None);
+        let server = tokio::spawn(listener.serve_with_shutdown(
+            move |stream| {
+                let _ = accepted_tx.send(());
+                let mut go = go_rx.clone();
+                let dropped = dropped_tx.clone();
+                async move {
+                    // Busy (never reads, so never idle): held until `drop_at`.
+                    let at = *go.wait_for(Option::is_some).await.unwrap();
+                    tokio::time::sleep_until((at.unwrap() + drop_at).into()).await;
+                    drop(stream);
+                    let _ = dropped.send(Instant::now());
+                }
+            },
+            async move {
+                let _ = stop_rx.await;
+            },
+            soft,
+            hard,
+        ));
+        let mut clients = Vec::with_capacity(N);
+        for _ in 0..N {
+            clients.push(TcpStream::connect(addr).await.unwrap());
+            accepted_rx.recv().await.unwrap();
+        }
+        let started = Instant::now();
+        go_tx.send(Some(started)).unwrap();
+        stop_tx.send(()).unwrap();
+        let report = tokio::time::timeout(hard + Duration::from_secs(3), server)
+            .await
+            .expect("drain returns")
+            .unwrap()
+            .unwrap();
+        // Tasks aborted by the drain never report; the others dropped their stream at
+        // the instant they report.
+        let mut dropped_before_hard = 0;
+        while let Ok(at) = dropped_rx.try_recv() {
+            if at < started + hard {
+                dropped_before_hard += 1;
+            }
+        }
+        eprintln!(
+            "{case}: {report:?} after {:?}; {dropped_before_hard} dropped before the hard deadline",
+            started.elapsed()
+        );
+        assert_eq!(report.connections, N, "{case}: {report:?}");
+        assert_eq!(
+            report.finished + report.idle_closed + report.forced,
+            N,
+            "{case}: every connection counted once: {report:?}"
+        );
+        assert!(
+            report.forced <= N - dropped_before_hard,
+            "{case}: a stream dropped before the hard deadline was counted as forced: {report:?}"
+        );
+        drop(clients);
+    }
+}

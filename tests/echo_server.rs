@@ -182,3 +182,43 @@ fn max_connections_holds_the_next_client_in_the_backlog() {
     second.read_exact(&mut b).unwrap();
     assert_eq!(&b, b"b");
 }
+
+/// The classic leak behind `serve`, closed by `idle_timeout`: the library aborts the
+/// stuck handler's task, so the socket is an orphan after our FIN; the clients read it
+/// and never close. `fin_wait_timeout` still bounds every one of them.
+#[test]
+fn leaked_connections_closed_for_idleness_do_not_linger_in_fin_wait_2() {
+    let server = Server::start(&[
+        "--leak",
+        "--idle-timeout-ms",
+        "300",
+        "--fin-wait-timeout-ms",
+        "500",
+    ]);
+    let connected = Instant::now();
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let mut c = server.connect();
+        c.write_all(b"ping").unwrap();
+        let mut buf = [0u8; 4];
+        c.read_exact(&mut buf).unwrap();
+        clients.push(c);
+    }
+    for c in &mut clients {
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).unwrap(); // our FIN; no FIN back
+    }
+    // idle 300 ms (+1/8) + fin-wait 500 ms rounded up to 1 s + slack.
+    let took = wait_until(Duration::from_secs(4), "no server socket left", || {
+        ss_count(server.port, "connected") == 0
+    });
+    eprintln!(
+        "FIN_WAIT_2 gone {:?} after connect ({took:?} of waiting)",
+        connected.elapsed()
+    );
+    assert!(
+        connected.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        connected.elapsed()
+    );
+}

@@ -239,3 +239,110 @@ async fn orderly_close_in_either_order_has_no_reason() {
     assert_eq!(stats.closed_total(), 0, "{}", stats.to_json());
     assert_eq!(stats.open_in(ConnectionState::Closed), 2 * N as u64);
 }
+
+/// Every FIN we send is followed by the fin-wait rule, also the one the library sent
+/// itself. Here `idle_timeout` closes a connection whose handler holds the stream and
+/// never polls it; the client takes our FIN and never sends its own. The server socket
+/// must not sit in FIN_WAIT_2 for ever: `fin_wait_timeout` after our FIN it is reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fin_wait_follows_the_librarys_own_close_while_the_stream_is_held() {
+    const IDLE: Duration = Duration::from_millis(300);
+    let listener =
+        support::listener(Builder::new().idle_timeout(IDLE).fin_wait_timeout(FIN_WAIT)).await;
+    let port = listener.local_addr().unwrap().port();
+    let (mut client, server) = support::connect_pair(&listener).await;
+    let client_port = client.local_addr().unwrap().port();
+    let handle = server.handle();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), client.read_to_end(&mut rest))
+        .await
+        .expect("our FIN")
+        .unwrap();
+    let fin = Instant::now();
+    assert_eq!(handle.close_reason(), Some(CloseReason::IdleTimeout));
+    wait_for(
+        Duration::from_secs(1),
+        "server socket in FIN_WAIT_2",
+        || ss_conn(port, client_port, "fin-wait-2") == 1,
+    )
+    .await;
+    let gone = wait_for(
+        FIN_WAIT * 2 + Duration::from_secs(2),
+        "server socket reset out of FIN_WAIT_2",
+        || ss_conn(port, client_port, "connected") == 0,
+    )
+    .await;
+    let since_fin = fin.elapsed();
+    eprintln!(
+        "FIN_WAIT_2 after our own close ended {since_fin:?} after our FIN ({gone:?} of waiting)"
+    );
+    assert!(
+        since_fin + Duration::from_millis(50) >= FIN_WAIT,
+        "early: {since_fin:?}"
+    );
+    assert!(
+        since_fin <= FIN_WAIT + FIN_WAIT / 8 + Duration::from_millis(400),
+        "late: {since_fin:?}"
+    );
+    // The first reason stays; the reset is its last step, not a second close.
+    assert_eq!(handle.close_reason(), Some(CloseReason::IdleTimeout));
+    assert_eq!(listener.stats().closed_total(), 1);
+    drop(server);
+}
+
+/// Once the application has dropped a stream after our FIN, the socket is an orphan and
+/// the kernel's `tcp_fin_timeout` (60 s by default) would decide how long it stays in
+/// FIN_WAIT_2. `fin_wait_timeout` still bounds it (rounded up to whole seconds, the
+/// kernel's unit for `TCP_LINGER2`). Control: plain tokio, same sequence, still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fin_wait_bounds_the_orphan_after_the_application_drops_the_stream() {
+    let host_fin_timeout: u64 = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_fin_timeout")
+        .expect("procfs")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        host_fin_timeout >= 5,
+        "the control needs tcp_fin_timeout >= 5 s"
+    );
+    let listener = support::listener(Builder::new().fin_wait_timeout(FIN_WAIT)).await;
+    let port = listener.local_addr().unwrap().port();
+    let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plain_port = plain.local_addr().unwrap().port();
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        let (client, mut server) = support::connect_pair(&listener).await;
+        server.shutdown().await.unwrap();
+        drop(server);
+        let plain_client = TcpStream::connect(plain.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut plain_server, _) = plain.accept().await.unwrap();
+        plain_server.shutdown().await.unwrap();
+        drop(plain_server);
+        clients.push((client, plain_client));
+    }
+    let dropped = Instant::now();
+    // The clients read our FIN and never answer.
+    for (client, plain_client) in &mut clients {
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        plain_client.read_to_end(&mut rest).await.unwrap();
+    }
+    wait_for(Duration::from_secs(1), "orphans in FIN_WAIT_2", || {
+        ss_count(port, "fin-wait-2") == 10 && ss_count(plain_port, "fin-wait-2") == 10
+    })
+    .await;
+    // FIN_WAIT rounded up to 1 s; the kernel's floor for TCP_LINGER2 is 3.5 × RTO.
+    wait_for(Duration::from_secs(3), "orphans gone", || {
+        ss_count(port, "fin-wait-2") == 0
+    })
+    .await;
+    eprintln!("orphans gone {:?} after the drop", dropped.elapsed());
+    assert_eq!(
+        ss_count(plain_port, "fin-wait-2"),
+        10,
+        "control: plain tokio's orphans wait for tcp_fin_timeout ({host_fin_timeout} s)"
+    );
+    drop(clients);
+}

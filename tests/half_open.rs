@@ -592,3 +592,192 @@ async fn icmp_unreachable_while_writing_is_a_user_timeout() {
     );
     drop((client, server));
 }
+
+/// A custom keepalive with `user_timeout` left at its default gets keepalive's own bound.
+/// When `TCP_USER_TIMEOUT` is set, Linux ends a probing connection by it instead of by
+/// the probe count (`tcp_keepalive_timer`): a fixed 120 s default would stretch
+/// keepalive 1 s / 1 s / 3 from 4 s to 120 s. Handler stuck, peer vanished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_with_the_default_user_timeout_keeps_its_own_bound() {
+    let pair = NetPair::new();
+    let keepalive = Keepalive::new(SEC, SEC, 3);
+    let budget = keepalive.worst_case() + SEC;
+    let (listener, addr) = listen(&pair, Builder::new().keepalive(keepalive));
+    let client = connect(&pair, addr);
+    let (held, _) = listener.accept().await.unwrap();
+    let handle = held.handle();
+    pair.vanish_client();
+    let vanished = Instant::now();
+    wait_for(budget + 5 * SEC, "keepalive failure noticed", || {
+        handle.close_reason().is_some()
+    })
+    .await;
+    let detected = vanished.elapsed();
+    eprintln!(
+        "keepalive 1/1/3, default user timeout: detected after {detected:?} (budget {budget:?})"
+    );
+    assert!(
+        detected <= budget,
+        "detected after {detected:?}, budget {budget:?}"
+    );
+    assert_eq!(handle.close_reason(), Some(CloseReason::KeepaliveFailed));
+    assert!(
+        pair.server_ss(addr.port(), "all").is_empty(),
+        "{}",
+        pair.server_ss_detail(addr.port())
+    );
+    // What was applied: the keepalive's worst case, not the fixed default.
+    assert_eq!(
+        listener.config().user_timeout(),
+        Some(keepalive.worst_case())
+    );
+    drop((client, held));
+}
+
+/// The echo_server's `--keepalive` detects a vanished idle peer within
+/// idle + interval × count + 1 s: the command line gets the same bound as the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_server_keepalive_flag_detects_a_vanished_idle_peer() {
+    let budget = 4 * SEC + SEC;
+    let binary = support::example::example_binary("echo_server");
+    let pair = NetPair::new();
+    let child = pair
+        .server_command(binary.to_str().expect("utf-8 path"))
+        .args(["--listen", &format!("{}:0", pair.server_ip)])
+        .args(["--keepalive", "1000,1000,3"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn echo_server");
+    let mut child = KillOnDrop(child);
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.0.stdout.take().expect("stdout")),
+        &mut first,
+    )
+    .expect("first line");
+    let addr: SocketAddr = first
+        .trim_end()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("first line: {first:?}"))
+        .parse()
+        .expect("IP:PORT");
+    let mut client = connect(&pair, addr);
+    client.write_all(b"ping").await.unwrap();
+    let mut echo = [0u8; 4];
+    client.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"ping");
+    assert_eq!(pair.server_ss(addr.port(), "established").len(), 1);
+    pair.vanish_client();
+    let vanished = Instant::now();
+    wait_for(budget + 5 * SEC, "server socket gone", || {
+        pair.server_ss(addr.port(), "all").is_empty()
+    })
+    .await;
+    let detected = vanished.elapsed();
+    eprintln!("echo_server --keepalive 1000,1000,3: gone {detected:?} after the peer vanished");
+    assert!(
+        detected <= budget,
+        "gone after {detected:?}, budget {budget:?}"
+    );
+    drop(client);
+}
+
+/// A handler that gives up on a stalled peer and drops its stream leaves the kernel with
+/// unsent data, an orphan that no rule covered: it lived for the user timeout (120 s by
+/// default) whatever `write_idle_timeout` said. Now `write_idle_timeout` bounds it too.
+/// And a healthy but slow reader, whose handler also dropped its stream with data
+/// queued, still gets every byte: the bound is on silence, not on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_idle_timeout_bounds_the_orphans_of_dropped_streams() {
+    const STALLED: usize = 20;
+    let write_idle = 2 * SEC;
+    let listener = support::listener(Builder::new().write_idle_timeout(write_idle)).await;
+    let addr = listener.local_addr().unwrap();
+    let port = addr.port();
+    let small_client = || {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket
+    };
+    // Writes until the send buffer is full and a write has been pending for 200 ms.
+    async fn fill(mut server: tcp_hygiene::TcpStream) -> (tcp_hygiene::TcpStream, u64) {
+        let chunk = vec![b'z'; 16 * 1024];
+        let mut written = 0u64;
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(200), server.write(&chunk)).await
+        {
+            written += n as u64;
+        }
+        (server, written)
+    }
+    let mut clients = Vec::new();
+    let mut fills = tokio::task::JoinSet::new();
+    for _ in 0..STALLED {
+        let client = small_client().connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        socket2::SockRef::from(server.get_ref())
+            .set_send_buffer_size(4096)
+            .unwrap();
+        fills.spawn(fill(server));
+        clients.push(client);
+    }
+    while let Some(filled) = fills.join_next().await {
+        let (server, written) = filled.unwrap();
+        assert!(written > 0);
+        drop(server); // the handler gives up; the kernel still holds unsent data
+    }
+    // The healthy one: reads slowly, a little every 100 ms.
+    let slow = small_client().connect(addr).await.unwrap();
+    let (mut server, _) = listener.accept().await.unwrap();
+    let response: Vec<u8> = (0..256 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let expected = response.clone();
+    let writer = tokio::spawn(async move {
+        server.write_all(&response).await.unwrap();
+        drop(server); // queued bytes left to the kernel (and the library)
+    });
+    let slow_reader = tokio::spawn(async move {
+        let mut slow = slow;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) => return Ok(got),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => return Err((e, got.len())),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let dropped = Instant::now();
+    wait_for(SEC, "stalled sockets with queued data", || {
+        support::ss_count(port, "connected") >= STALLED
+    })
+    .await;
+    let budget = write_idle + write_idle / 8 + SEC;
+    wait_for(budget + 10 * SEC, "the stalled orphans are gone", || {
+        support::ss_lines(port)
+            .lines()
+            .filter(|l| l.contains("FIN-WAIT-1") || l.contains("ESTAB"))
+            .count()
+            <= 1
+    })
+    .await;
+    let gone = dropped.elapsed();
+    eprintln!(
+        "stalled orphans gone {gone:?} after the streams were dropped (write idle {write_idle:?})"
+    );
+    assert!(gone <= budget, "{gone:?}, budget {budget:?}");
+    writer.await.unwrap();
+    let got = tokio::time::timeout(60 * SEC, slow_reader)
+        .await
+        .expect("slow reader finishes")
+        .unwrap()
+        .unwrap_or_else(|(e, n)| panic!("the healthy slow reader lost the rest after {n} B: {e}"));
+    assert!(
+        got == expected,
+        "slow reader got {} of {} B",
+        got.len(),
+        expected.len()
+    );
+    drop(clients);
+}

@@ -1,16 +1,22 @@
-//! Draining: half-close idle connections at the soft deadline, close the rest at the
-//! hard one, and count how each ended.
+//! Draining: half-close the connections idle between requests from the soft deadline
+//! on, close the rest at the hard one, and count how each ended.
 
-use std::collections::HashMap;
+use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use socket2::SockRef;
 use tokio::sync::oneshot;
 
-use super::rules::Sample;
 use super::Supervisor;
+use crate::conn::Conn;
 use crate::drain::DrainReport;
+use crate::idle::later;
 use crate::state::{flags, CloseReason};
+use crate::sys;
+
+/// Between the soft and the hard deadline, connections that were busy are looked at
+/// again this often: each is half-closed as soon as it waits for its next request.
+const RECHECK: Duration = Duration::from_millis(20);
 
 /// Asks the supervisor to drain every connection (see `TcpListener::drain`).
 #[derive(Debug)]
@@ -24,108 +30,144 @@ pub(crate) struct DrainRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Fate {
     Untouched,
-    HalfClosed,
+    IdleClosed,
     Forced,
 }
 
 pub(super) struct Drain {
-    pub(super) soft_at: Instant,
-    pub(super) hard_at: Instant,
-    pub(super) soft_done: bool,
-    /// Activity (bytes both ways) of each connection when the drain started.
-    pub(super) baseline: HashMap<u64, u64>,
-    pub(super) report: DrainReport,
-    pub(super) reply: oneshot::Sender<DrainReport>,
+    soft_at: Instant,
+    hard_at: Instant,
+    soft_done: bool,
+    /// When to look again at the connections that were busy, until the hard deadline.
+    recheck_at: Option<Instant>,
+    report: DrainReport,
+    reply: oneshot::Sender<DrainReport>,
+}
+
+impl Drain {
+    /// When the drain needs the supervisor next.
+    pub(super) fn next_step(&self) -> Instant {
+        match (self.soft_done, self.recheck_at) {
+            (false, _) => self.soft_at,
+            (true, Some(at)) => at.min(self.hard_at),
+            (true, None) => self.hard_at,
+        }
+    }
+
+    /// A connection of the drain ended (its stream was released) before the hard
+    /// deadline.
+    pub(super) fn count_released(&mut self, fate: Fate) {
+        match fate {
+            Fate::Untouched => self.report.finished += 1,
+            Fate::IdleClosed => self.report.idle_closed += 1,
+            Fate::Forced => self.report.forced += 1,
+        }
+    }
 }
 
 impl Supervisor {
     pub(super) fn start_drain(&mut self, request: DrainRequest) {
         let now = Instant::now();
+        // Entries whose connection is gone entirely are not counted: their release is
+        // queued and finds no entry.
         self.conns.retain(|_, e| e.conn.strong_count() > 0);
-        let baseline = self
-            .conns
-            .iter()
-            .filter_map(|(id, e)| {
-                let conn = e.conn.upgrade()?;
-                let sample = Sample::take(&conn);
-                Some((*id, sample.read.wrapping_add(sample.write)))
-            })
-            .collect();
         let report = DrainReport {
             connections: self.conns.len(),
             ..DrainReport::default()
         };
         tracing::info!(connections = report.connections, soft = ?request.soft, hard = ?request.hard, "draining");
         self.drain = Some(Drain {
-            soft_at: now + request.soft,
-            hard_at: now + request.hard.max(request.soft),
+            soft_at: later(now, request.soft),
+            hard_at: later(now, request.hard.max(request.soft)),
             soft_done: false,
-            baseline,
+            recheck_at: None,
             report,
             reply: request.reply,
         });
         if self.conns.is_empty() {
             self.finish_drain();
+        } else {
+            self.drain_step(now);
         }
     }
 
-    /// Soft deadline: half-close the connections that moved no byte since the drain
-    /// began. Hard deadline: close the rest and end their tasks.
+    /// From the soft deadline: half-close each connection as soon as it is idle between
+    /// requests. Hard deadline: close the rest and end their tasks.
     pub(super) fn drain_step(&mut self, now: Instant) {
         let Some(drain) = self.drain.as_mut() else {
             return;
         };
-        if !drain.soft_done && now >= drain.soft_at {
-            drain.soft_done = true;
-            let baseline = std::mem::take(&mut drain.baseline);
-            for (id, entry) in self.conns.iter_mut() {
-                let Some(conn) = entry.conn.upgrade() else {
-                    continue;
-                };
-                if conn.has(flags::CLOSED | flags::LOCAL_FIN) {
-                    continue;
-                }
-                let sample = Sample::take(&conn);
-                let idle = baseline.get(id) == Some(&sample.read.wrapping_add(sample.write))
-                    && !sample.info.is_some_and(|i| i.has_pending_send());
-                if idle {
-                    let _ = conn
-                        .socket
-                        .with(|fd| SockRef::from(&fd).shutdown(std::net::Shutdown::Write));
-                    conn.set_flag(flags::LOCAL_FIN);
-                    entry.local_fin_at = Some(now);
-                    entry.fate = Fate::HalfClosed;
-                    if conn.has(flags::PEER_FIN) {
-                        entry.retired = true;
-                        entry.due = None;
-                    }
-                    tracing::info!(parent: &conn.span, "drain: idle at the soft deadline, half-closed");
-                }
-            }
-        }
-        let Some(drain) = self.drain.as_ref() else {
-            return;
-        };
         if now >= drain.hard_at {
-            let ids: Vec<u64> = self.conns.keys().copied().collect();
-            let mut forced = 0;
-            for id in ids {
-                let Some(conn) = self.conns.get(&id).and_then(|e| e.conn.upgrade()) else {
-                    continue;
-                };
-                let info = conn.tcp_info();
-                self.close(&conn, CloseReason::Drained, info, false);
-                conn.abort_task();
-                if let Some(entry) = self.conns.get_mut(&id) {
-                    entry.fate = Fate::Forced;
-                }
-                forced += 1;
-            }
-            if let Some(drain) = self.drain.as_mut() {
-                drain.report.forced = forced;
-            }
-            self.finish_drain();
+            self.drain_hard(now);
+            return;
         }
+        if now < drain.soft_at {
+            return;
+        }
+        drain.soft_done = true;
+        let ids: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, e)| e.fate == Fate::Untouched)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut busy = false;
+        for id in ids {
+            let Some(conn) = self.conns.get(&id).and_then(|e| e.conn.upgrade()) else {
+                continue;
+            };
+            if conn.is_released() || conn.has(flags::CLOSED | flags::LOCAL_FIN) {
+                continue;
+            }
+            if !idle_between_requests(&conn) {
+                busy = true;
+                continue;
+            }
+            // A FIN, the stream's read woken with EOF; the handler finishes by itself.
+            if conn.mark_shut(CloseReason::Drained) {
+                let _ = conn
+                    .socket
+                    .with(|fd| SockRef::from(&fd).shutdown(Shutdown::Write));
+                conn.wake_reader();
+                if let Some(entry) = self.conns.get_mut(&id) {
+                    entry.fate = Fate::IdleClosed;
+                    entry.closed_by_us = true;
+                }
+                self.local_fin(&conn, now);
+                tracing::info!(parent: &conn.span, "drain: idle between requests, half-closed");
+            }
+        }
+        if let Some(drain) = self.drain.as_mut() {
+            drain.recheck_at = busy.then(|| later(now, RECHECK));
+        }
+    }
+
+    /// Every connection still in the table is counted now: by its fate if its stream is
+    /// already gone (its release may still be queued), as forced otherwise.
+    fn drain_hard(&mut self, now: Instant) {
+        let ids: Vec<u64> = self.conns.keys().copied().collect();
+        for id in ids {
+            let Some(entry) = self.conns.get(&id) else {
+                continue;
+            };
+            let fate = entry.fate;
+            let conn = entry.conn.upgrade().filter(|c| !c.is_released());
+            let counted = match conn {
+                Some(conn) => {
+                    self.close(&conn, CloseReason::Drained, now, false);
+                    conn.abort_task();
+                    if let Some(entry) = self.conns.get_mut(&id) {
+                        entry.fate = Fate::Forced;
+                    }
+                    Fate::Forced
+                }
+                None => fate,
+            };
+            if let Some(drain) = self.drain.as_mut() {
+                drain.count_released(counted);
+            }
+        }
+        self.finish_drain();
     }
 
     pub(super) fn finish_drain(&mut self) {
@@ -134,4 +176,20 @@ impl Supervisor {
             let _ = drain.reply.send(drain.report);
         }
     }
+}
+
+/// Idle between requests: the application waits in a read, has nothing buffered to
+/// read, and wrote after the last read that returned data; and nothing it wrote is
+/// still unacknowledged. "Waits in a read" alone means nothing: hyper keeps a read
+/// pending during every request, to notice a client that leaves.
+fn idle_between_requests(conn: &Conn) -> bool {
+    if !conn.waits_for_next_request() {
+        return false;
+    }
+    if conn.tcp_info().is_some_and(|i| i.has_pending_send()) {
+        return false;
+    }
+    conn.socket
+        .with(|fd| sys::unread_bytes(fd).is_ok_and(|n| n == 0))
+        .unwrap_or(false)
 }

@@ -1,5 +1,5 @@
 //! What the kernel tells the supervisor: peer FINs, resets, keepalive and user timeouts
-//! (and, without kernel events, the sweep that stands in for them).
+//! (and, for sockets without kernel events, the sweep that stands in for them).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use super::Supervisor;
 use crate::conn::Conn;
 use crate::state::{flags, CloseReason};
 use crate::stats::{KernelState, TcpInfo};
-use crate::sys::{self, FinEvent};
+use crate::sys::{self, FinEvent, Probe};
 
 pub(super) const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -22,20 +22,22 @@ impl Supervisor {
         let info = conn.tcp_info();
         let kernel_closed = info.is_some_and(|i| i.state == KernelState::Close);
         if event.error || (event.hangup && kernel_closed) {
-            self.kernel_failure(&conn, info);
+            self.kernel_ended(&conn, info, None);
         } else if info.is_none_or(|i| i.state.peer_fin_received()) {
             self.peer_fin(&conn, now);
         }
     }
 
     /// The kernel ended the connection: reset by the peer, keepalive or user timeout, or
-    /// (no error) the normal end after both FINs.
-    pub(super) fn kernel_failure(&mut self, conn: &Conn, info: Option<TcpInfo>) {
-        let error = conn
-            .socket
-            .with(|fd| SockRef::from(&fd).take_error())
-            .and_then(|r| r.ok().flatten());
-        let errno = error.as_ref().and_then(|e| e.raw_os_error());
+    /// (no error) the normal end after both FINs. `taken` is a socket error the caller
+    /// already took from the socket (a peek consumes it).
+    pub(super) fn kernel_ended(&mut self, conn: &Conn, info: Option<TcpInfo>, taken: Option<i32>) {
+        let errno = taken.or_else(|| {
+            conn.socket
+                .with(|fd| SockRef::from(&fd).take_error())
+                .and_then(|r| r.ok().flatten())
+                .and_then(|e| e.raw_os_error())
+        });
         if let Some(errno) = errno {
             conn.set_kernel_error(errno);
         }
@@ -82,15 +84,27 @@ impl Supervisor {
         }
     }
 
+    /// Looks at the connections the kernel watcher does not cover (all of them on
+    /// platforms without kernel FIN events) for a FIN or a failure.
     pub(super) fn sweep(&mut self, now: Instant) {
-        let ids: Vec<u64> = self.conns.keys().copied().collect();
+        let ids: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, e)| !e.watched && !e.retired)
+            .map(|(id, _)| *id)
+            .collect();
         for id in ids {
-            if let Some(conn) = self.live(id) {
-                if !conn.has(flags::PEER_FIN)
-                    && conn.socket.with(sys::peer_fin_by_peek) == Some(true)
-                {
-                    self.peer_fin(&conn, now);
+            let Some(conn) = self.live(id) else { continue };
+            if conn.has(flags::PEER_FIN) {
+                continue;
+            }
+            match conn.socket.with(sys::probe) {
+                Some(Probe::PeerFin) => self.peer_fin(&conn, now),
+                Some(Probe::Ended(errno)) => {
+                    let info = conn.tcp_info();
+                    self.kernel_ended(&conn, info, errno);
                 }
+                Some(Probe::Open) | None => {}
             }
         }
     }

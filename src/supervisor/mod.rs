@@ -4,20 +4,28 @@
 
 mod drain;
 mod kernel;
+mod linger;
 mod rules;
 
 pub(crate) use drain::DrainRequest;
 use drain::{Drain, Fate};
 use kernel::SWEEP_INTERVAL;
+use linger::Lingering;
 use rules::Clocks;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::future::Future;
 use std::net::IpAddr;
+use std::os::fd::OwnedFd;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use pin_project::pin_project;
 use tokio::sync::{mpsc, Notify};
 
 use crate::config::Config;
@@ -32,8 +40,23 @@ use crate::sys::{self, FinWatcher};
 pub(crate) enum Msg {
     Register(u64, Weak<Conn>),
     LocalFin(u64),
-    Released(u64),
+    /// The application read EOF (the watcher may not have seen the FIN).
+    PeerFin(u64),
+    /// The application is done with the stream; with a socket to close for it, if data
+    /// was still on its way.
+    Released(u64, Option<Handover>),
     Drain(DrainRequest),
+}
+
+/// A socket whose application dropped it while data was still on its way to the peer:
+/// the supervisor keeps it open until that data is delivered (a lingering close).
+#[derive(Debug)]
+pub(crate) struct Handover {
+    /// A duplicate of the application's descriptor, taken before it closed its own.
+    pub(crate) fd: OwnedFd,
+    /// Whether our FIN was already sent (the application shut down its write half, or
+    /// the library closed the connection).
+    pub(crate) fin_sent: bool,
 }
 
 /// State shared by a listener, its connections and its supervisor. When the last holder
@@ -52,6 +75,8 @@ pub(crate) struct Shared {
     /// Set when a drain starts; handlers wait on it through `ConnectionHandle::draining`.
     pub(crate) draining: AtomicBool,
     pub(crate) drain_started: Notify,
+    /// Sockets handed to the supervisor for a lingering close and not closed yet.
+    pub(crate) lingering: Arc<AtomicUsize>,
 }
 
 impl Shared {
@@ -63,16 +88,37 @@ impl Shared {
     pub(crate) fn start(config: Config) -> std::io::Result<Arc<Self>> {
         let watcher = Arc::new(FinWatcher::new()?);
         let counters = Arc::new(Counters::default());
+        let lingering = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = mpsc::unbounded_channel();
         let supervisor = Supervisor {
             config: config.clone(),
             counters: counters.clone(),
             watcher: watcher.clone(),
             conns: HashMap::new(),
+            lingering: HashMap::new(),
+            lingering_count: lingering.clone(),
             heap: BinaryHeap::new(),
             drain: None,
+            unwatched: 0,
         };
-        tokio::spawn(supervisor.run(rx));
+        let health = counters.clone();
+        tokio::spawn(async move {
+            if let Err(panic) = (CatchUnwind {
+                inner: supervisor.run(rx),
+            })
+            .await
+            {
+                // A bug, never an input: nothing is enforced from here on, so say so
+                // loudly and make `accept` fail rather than serve unsupervised.
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(panic = %message, "tcp-hygiene supervisor stopped: connections are no longer supervised");
+                health.supervisor_failed.store(true, Relaxed);
+            }
+        });
         Ok(Arc::new(Self {
             config,
             counters,
@@ -83,7 +129,18 @@ impl Shared {
             per_ip: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             drain_started: Notify::new(),
+            lingering,
         }))
+    }
+
+    /// An error for `accept` if the supervisor has stopped (only a bug can do that).
+    pub(crate) fn check_supervisor(&self) -> std::io::Result<()> {
+        if self.counters.supervisor_failed.load(Relaxed) {
+            return Err(std::io::Error::other(
+                "tcp-hygiene: the supervisor task stopped; connections would not be supervised",
+            ));
+        }
+        Ok(())
     }
 
     pub(crate) fn next_id(&self) -> u64 {
@@ -119,27 +176,59 @@ impl Shared {
     }
 }
 
+/// Runs a future and catches a panic in it, so that the task that polls it can report
+/// the panic instead of vanishing silently.
+#[pin_project]
+struct CatchUnwind<F> {
+    #[pin]
+    inner: F,
+}
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn std::any::Any + Send>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.project().inner;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
 struct Supervisor {
     config: Config,
     counters: Arc<Counters>,
     watcher: Arc<FinWatcher>,
     conns: HashMap<u64, Entry>,
+    /// Sockets dropped by their application with data still on its way, kept open until
+    /// it is delivered.
+    lingering: HashMap<u64, Lingering>,
+    lingering_count: Arc<AtomicUsize>,
     /// Lazily deleted: an item is live only if it matches its entry's `due`.
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
     drain: Option<Drain>,
+    /// Connections the kernel watcher could not take; swept instead.
+    unwatched: usize,
 }
 
 /// What the supervisor keeps per connection.
 struct Entry {
     conn: Weak<Conn>,
     due: Option<Instant>,
-    local_fin_at: Option<Instant>,
     first_byte_pending: bool,
     /// Boxed: most connections run none of these clocks (all off by default, and
-    /// `close_wait` only after a FIN), and unboxed they would be most of the entry.
+    /// `close_wait` and `fin_wait` only after a FIN), and unboxed they would be most of
+    /// the entry.
     clocks: Option<Box<Clocks>>,
-    /// No rule applies any more (closed, or both FINs exchanged).
+    /// No rule applies any more (reset, or both FINs exchanged).
     retired: bool,
+    /// The library has closed it gracefully: only the rules that bound our FIN's way out
+    /// (`fin_wait_timeout`, `write_idle_timeout`) still apply.
+    closed_by_us: bool,
+    /// Registered with the kernel watcher (otherwise swept).
+    watched: bool,
     /// What a drain did to this connection.
     fate: Fate,
 }
@@ -151,7 +240,13 @@ impl Supervisor {
         let mut armed: Option<Instant> = None;
         let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Open while the listener or a stream is alive; after that, until the last
+        // lingering close is done.
+        let mut open = true;
         loop {
+            if !open && self.lingering.is_empty() {
+                break;
+            }
             let next = self.next_due();
             if next != armed {
                 if let Err(e) = watcher.set_timer(next) {
@@ -164,9 +259,9 @@ impl Supervisor {
             // watcher only while its Register message is handled, so its events cannot
             // come first.
             tokio::select! {
-                msg = rx.recv() => match msg {
+                msg = rx.recv(), if open => match msg {
                     Some(msg) => self.on_msg(msg),
-                    None => break,
+                    None => open = false,
                 },
                 result = watcher.next_batch(&mut events) => match result {
                     Ok(()) => {
@@ -175,6 +270,8 @@ impl Supervisor {
                         for event in events.drain(..) {
                             if event.id == sys::TIMER {
                                 timer_fired = true;
+                            } else if self.lingering.contains_key(&event.id) {
+                                self.linger_look(event.id, now);
                             } else {
                                 self.on_fin_event(event, now);
                             }
@@ -190,17 +287,14 @@ impl Supervisor {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
-                _ = sweep.tick(), if sys::NEEDS_SWEEP => self.sweep(Instant::now()),
+                _ = sweep.tick(), if sys::NEEDS_SWEEP || self.unwatched > 0 => self.sweep(Instant::now()),
             }
         }
         tracing::debug!("supervisor done: listener and all connections are gone");
     }
 
     fn next_due(&mut self) -> Option<Instant> {
-        let drain = self
-            .drain
-            .as_ref()
-            .map(|d| if d.soft_done { d.hard_at } else { d.soft_at });
+        let drain = self.drain.as_ref().map(Drain::next_step);
         match (self.next_conn_due(), drain) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -209,14 +303,20 @@ impl Supervisor {
 
     fn next_conn_due(&mut self) -> Option<Instant> {
         while let Some(Reverse((at, id))) = self.heap.peek().copied() {
-            match self.conns.get(&id) {
-                Some(entry) if entry.due == Some(at) => return Some(at),
-                _ => {
-                    self.heap.pop();
-                }
+            if self.due_of(id) == Some(at) {
+                return Some(at);
             }
+            self.heap.pop();
         }
         None
+    }
+
+    /// When the connection (or lingering socket) `id` next needs a look.
+    fn due_of(&self, id: u64) -> Option<Instant> {
+        match self.conns.get(&id) {
+            Some(entry) => entry.due,
+            None => self.lingering.get(&id).map(|l| l.due),
+        }
     }
 
     fn schedule(&mut self, id: u64, at: Option<Instant>) {
@@ -229,15 +329,21 @@ impl Supervisor {
                 }
             }
         }
+        self.compact_heap();
+    }
+
+    fn compact_heap(&mut self) {
         // Rescheduling leaves the old item behind (deleted lazily when it reaches the
         // top). Far-off items (say `max_connection_age`) of connections long gone would
         // pile up with churn, so rebuild from the live deadlines now and then: amortised
         // O(1) per push.
-        if self.heap.len() > 2 * self.conns.len() + 64 {
+        if self.heap.len() > 2 * (self.conns.len() + self.lingering.len()) + 64 {
+            let lingering = self.lingering.iter().map(|(id, l)| Reverse((l.due, *id)));
             self.heap = self
                 .conns
                 .iter()
                 .filter_map(|(id, e)| e.due.map(|at| Reverse((at, *id))))
+                .chain(lingering)
                 .collect();
         }
     }
@@ -254,15 +360,17 @@ impl Supervisor {
                     read_idle: clock(c.read_idle_timeout),
                     write_idle: clock(c.write_idle_timeout),
                     close_wait: None,
+                    fin_wait: None,
                 };
                 let any = clocks.deadlines().next().is_some();
                 let entry = Entry {
                     conn: weak,
                     due: None,
-                    local_fin_at: None,
                     first_byte_pending: c.first_byte_timeout.is_some(),
                     clocks: any.then(|| Box::new(clocks)),
                     retired: false,
+                    closed_by_us: false,
+                    watched: !sys::NEEDS_SWEEP,
                     fate: Fate::Untouched,
                 };
                 self.conns.insert(id, entry);
@@ -273,7 +381,11 @@ impl Supervisor {
                 match conn.socket.with(|fd| self.watcher.register(fd, id)) {
                     Some(Err(e)) => {
                         Counters::bump(&self.counters.fin_watch_failures);
-                        tracing::warn!(parent: &conn.span, error = %e, "cannot watch for FIN; relying on reads and timers");
+                        tracing::warn!(parent: &conn.span, error = %e, "cannot watch for FIN; sweeping this connection instead");
+                        if let Some(entry) = self.conns.get_mut(&id) {
+                            entry.watched = false;
+                            self.unwatched += 1;
+                        }
                     }
                     Some(Ok(())) => {}
                     None => return, // already released
@@ -289,33 +401,29 @@ impl Supervisor {
                 self.schedule(id, due);
             }
             Msg::LocalFin(id) => {
-                let now = Instant::now();
-                let both_done = self
-                    .conns
-                    .get(&id)
-                    .and_then(|e| e.conn.upgrade())
-                    .is_some_and(|c| c.has(flags::PEER_FIN));
-                if both_done {
-                    self.retire(id);
-                } else if let Some(entry) = self.conns.get_mut(&id) {
-                    if entry.local_fin_at.is_none() {
-                        entry.local_fin_at = Some(now);
-                        let due = self.earliest_for(id, now);
-                        self.schedule(id, due);
-                    }
+                if let Some(conn) = self.live(id) {
+                    self.local_fin(&conn, Instant::now());
                 }
             }
-            Msg::Released(id) => {
-                let entry = self.conns.remove(&id);
-                if let (Some(drain), Some(entry)) = (self.drain.as_mut(), entry) {
-                    match entry.fate {
-                        Fate::Untouched => drain.report.finished += 1,
-                        Fate::HalfClosed => drain.report.idle_closed += 1,
-                        Fate::Forced => {}
+            Msg::PeerFin(id) => {
+                if let Some(conn) = self.live(id) {
+                    self.peer_fin(&conn, Instant::now());
+                }
+            }
+            Msg::Released(id, handover) => {
+                if let Some(entry) = self.conns.remove(&id) {
+                    if !entry.watched && !sys::NEEDS_SWEEP {
+                        self.unwatched -= 1;
                     }
-                    if self.conns.is_empty() {
-                        self.finish_drain();
+                    if let Some(drain) = self.drain.as_mut() {
+                        drain.count_released(entry.fate);
+                        if self.conns.is_empty() {
+                            self.finish_drain();
+                        }
                     }
+                }
+                if let Some(handover) = handover {
+                    self.linger(id, handover, Instant::now());
                 }
             }
             Msg::Drain(request) => self.start_drain(request),
@@ -328,18 +436,28 @@ impl Supervisor {
                 break;
             }
             self.heap.pop();
-            if self.conns.get(&id).is_some_and(|e| e.due == Some(at)) {
-                self.conns.get_mut(&id).expect("checked").due = None;
-                self.check(id, now);
+            if self.due_of(id) != Some(at) {
+                continue;
+            }
+            match self.conns.get_mut(&id) {
+                Some(entry) => {
+                    entry.due = None;
+                    self.check(id, now);
+                }
+                None => self.linger_look(id, now),
             }
         }
     }
 
     /// The connection if it still needs supervising; forgets it otherwise.
     fn live(&mut self, id: u64) -> Option<Arc<Conn>> {
-        let conn = self.conns.get(&id)?.conn.upgrade();
+        let entry = self.conns.get(&id)?;
+        if entry.retired {
+            return None;
+        }
+        let conn = entry.conn.upgrade();
         match conn {
-            Some(conn) if !conn.is_released() && !conn.has(flags::CLOSED) => Some(conn),
+            Some(conn) if !conn.is_released() => Some(conn),
             // Released or gone: its `Released` message is queued and removes the entry
             // (and counts it for a drain); removing it here would lose that count.
             _ => {

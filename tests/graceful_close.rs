@@ -1,0 +1,365 @@
+//! A graceful close never costs a well-behaved peer a byte: whichever rule closes the
+//! connection (`max_connection_age`, `read_idle_timeout`, the drain's hard deadline,
+//! `close_wait_timeout`), the client receives every byte the server application was told
+//! it wrote, then a clean EOF. Never a reset, also when the client keeps sending while it
+//! downloads, and also once the application has dropped the stream.
+//!
+//! Real loopback sockets; the byte counts are the client's own, checked byte for byte.
+
+mod support;
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use support::{ss_count, wait_for};
+use tcp_hygiene::{Builder, CloseReason, ConnectionHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::oneshot;
+
+const CHUNK: usize = 64 * 1024;
+
+/// Deterministic, position-dependent bytes: a lost, duplicated or reordered chunk shows
+/// up at the first wrong byte.
+fn pattern_byte(i: u64) -> u8 {
+    let x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (x >> 56) as u8 ^ (i as u8)
+}
+
+fn chunk_at(offset: u64, len: usize) -> Vec<u8> {
+    (offset..offset + len as u64).map(pattern_byte).collect()
+}
+
+/// The server application: writes the pattern until a write fails (the library closed
+/// the connection), then returns the stream and how many bytes its writes reported.
+async fn stream_until_error(
+    mut stream: tcp_hygiene::TcpStream,
+) -> (tcp_hygiene::TcpStream, u64, io::Error) {
+    let mut written = 0u64;
+    loop {
+        match stream.write(&chunk_at(written, CHUNK)).await {
+            Ok(n) => written += n as u64,
+            Err(e) => return (stream, written, e),
+        }
+    }
+}
+
+/// What the client saw: every byte in order, then EOF (or the error that ended it).
+struct Received {
+    bytes: u64,
+    end: io::Result<()>,
+    eof_at: Instant,
+}
+
+/// The client: reads everything, checking the pattern; with `chatty`, it also sends a
+/// byte every 10 ms while it reads (an HTTP/2 client's WINDOW_UPDATEs and PINGs do this),
+/// until it sees EOF. With `pause`, it stops reading for a while once it has that many
+/// bytes (a slow consumer, not a dead one).
+async fn client_reads(client: TcpStream, chatty: bool, pause: Option<(u64, Duration)>) -> Received {
+    let (mut rd, mut wr) = client.into_split();
+    let (done_tx, mut done_rx) = oneshot::channel::<()>();
+    let talker = tokio::spawn(async move {
+        if !chatty {
+            return wr;
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if wr.write_all(b"k").await.is_err() {
+                        return wr;
+                    }
+                }
+                _ = &mut done_rx => return wr,
+            }
+        }
+    });
+    let mut buf = vec![0u8; CHUNK];
+    let mut got = 0u64;
+    let end = loop {
+        match rd.read(&mut buf).await {
+            Ok(0) => break Ok(()),
+            Ok(n) => {
+                if let Some(i) = (0..n).find(|&i| buf[i] != pattern_byte(got + i as u64)) {
+                    panic!("byte {} differs", got + i as u64);
+                }
+                got += n as u64;
+                if let Some((after, pause)) = pause {
+                    if got - (n as u64) < after && got >= after {
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    let eof_at = Instant::now();
+    let _ = done_tx.send(());
+    let _ = talker.await;
+    Received {
+        bytes: got,
+        end,
+        eof_at,
+    }
+}
+
+fn assert_every_byte_then_eof(what: &str, got: &Received, written: u64) {
+    eprintln!(
+        "{what}: application wrote {written} B; client received {} B, then {:?}",
+        got.bytes, got.end
+    );
+    if let Err(e) = &got.end {
+        panic!(
+            "{what}: the client got {e:?} after {} of {written} B written",
+            got.bytes
+        );
+    }
+    assert_eq!(
+        got.bytes, written,
+        "{what}: every byte the application wrote, no more, no less"
+    );
+}
+
+/// A streaming server closed by a rule while it writes: the application's write fails,
+/// it drops the stream, and the client still gets every byte it was told it wrote.
+async fn streamed_then_closed(what: &str, builder: &Builder, reason: CloseReason, chatty: bool) {
+    let listener = support::listener(builder).await;
+    let port = listener.local_addr().unwrap().port();
+    let (client, server) = support::connect_pair(&listener).await;
+    let handle = server.handle();
+    let reader = tokio::spawn(client_reads(client, chatty, None));
+    let (server, written, err) =
+        tokio::time::timeout(Duration::from_secs(10), stream_until_error(server))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: the rule never closed the connection"));
+    assert_eq!(handle.close_reason(), Some(reason), "{what}: {err:?}");
+    assert_eq!(
+        handle.snapshot().bytes_written,
+        written,
+        "{what}: the stream's own count"
+    );
+    // The application gives up on the connection, as it would.
+    drop(server);
+    let got = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: the client never saw the end"))
+        .unwrap();
+    assert_every_byte_then_eof(what, &got, written);
+    wait_for(
+        Duration::from_secs(3),
+        "nothing of the server side left but TIME_WAIT",
+        || ss_count(port, "connected") == ss_count(port, "time-wait"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connection_age_delivers_every_byte_then_eof() {
+    streamed_then_closed(
+        "max_connection_age",
+        Builder::new().max_connection_age(Duration::from_millis(500)),
+        CloseReason::MaxConnectionAge,
+        false,
+    )
+    .await;
+}
+
+/// The peer keeps sending while it downloads. Closing with `shutdown(Both)` makes Linux
+/// reset the connection at the peer's next byte and drop everything still queued
+/// (`TCPAbortOnData`); after the application drops the stream, an orphan does the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connection_age_delivers_every_byte_to_a_peer_that_keeps_sending() {
+    streamed_then_closed(
+        "max_connection_age, chatty client",
+        Builder::new().max_connection_age(Duration::from_millis(500)),
+        CloseReason::MaxConnectionAge,
+        true,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_idle_timeout_during_a_download_delivers_every_byte_then_eof() {
+    streamed_then_closed(
+        "read_idle_timeout",
+        Builder::new().read_idle_timeout(Duration::from_millis(500)),
+        CloseReason::ReadIdleTimeout,
+        false,
+    )
+    .await;
+}
+
+/// The drain's hard deadline forces a connection that is still streaming, and aborts its
+/// task (spawned by `serve_with_shutdown`): the client still gets every byte the task
+/// wrote before it was aborted, then EOF.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_hard_deadline_delivers_every_byte_then_eof() {
+    let listener = support::listener(&Builder::new()).await;
+    let addr = listener.local_addr().unwrap();
+    let (handle_tx, mut handle_rx) = tokio::sync::mpsc::unbounded_channel::<ConnectionHandle>();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(listener.serve_with_shutdown(
+        move |stream| {
+            let _ = handle_tx.send(stream.handle());
+            async move {
+                let _ = stream_until_error(stream).await;
+            }
+        },
+        async move {
+            let _ = stop_rx.await;
+        },
+        Duration::from_millis(100),
+        Duration::from_millis(500),
+    ));
+    let client = TcpStream::connect(addr).await.unwrap();
+    let handle = handle_rx.recv().await.unwrap();
+    let reader = tokio::spawn(client_reads(client, false, None));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop_tx.send(()).unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("drain returns")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (report.connections, report.forced),
+        (1, 1),
+        "busy at the soft deadline, forced at the hard one: {report:?}"
+    );
+    assert_eq!(handle.close_reason(), Some(CloseReason::Drained));
+    let written = handle.snapshot().bytes_written;
+    let got = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("the client sees the end")
+        .unwrap();
+    assert_every_byte_then_eof("drain", &got, written);
+}
+
+/// A client half-closes and reads a large response that the server wrote in one go; the
+/// server then holds the stream without polling it. `close_wait_timeout` counts from the
+/// later of our last write and the peer's last acknowledgement, so it fires only when
+/// the client pauses its reading for longer than the timeout, with megabytes still
+/// queued: the FIN must follow them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_wait_timeout_with_a_queued_response_delivers_every_byte_then_eof() {
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    const RESPONSE: usize = 6 << 20;
+    let listener = support::listener(Builder::new().close_wait_timeout(TIMEOUT)).await;
+    let port = listener.local_addr().unwrap().port();
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let client = socket
+        .connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (mut server, _) = listener.accept().await.unwrap();
+    socket2::SockRef::from(server.get_ref())
+        .set_send_buffer_size(RESPONSE)
+        .unwrap();
+    let handle = server.handle();
+    let mut client = client;
+    client.shutdown().await.unwrap();
+    wait_for(Duration::from_secs(2), "server in CLOSE_WAIT", || {
+        ss_count(port, "close-wait") == 1
+    })
+    .await;
+    // After the first megabyte the client pauses for twice the timeout.
+    let reader = tokio::spawn(client_reads(client, false, Some((1 << 20, TIMEOUT * 2))));
+    server.write_all(&chunk_at(0, RESPONSE)).await.unwrap();
+    let last_write = Instant::now();
+    let info = handle.snapshot().tcp_info.expect("TCP_INFO");
+    assert!(
+        info.has_pending_send(),
+        "the response must still be queued for this test to mean anything: {info:?}"
+    );
+    // Held, never polled again.
+    let got = tokio::time::timeout(Duration::from_secs(20), reader)
+        .await
+        .expect("the client sees the end")
+        .unwrap();
+    assert_every_byte_then_eof("close_wait_timeout", &got, RESPONSE as u64);
+    assert!(got.eof_at >= last_write + TIMEOUT);
+    assert_eq!(handle.close_reason(), Some(CloseReason::CloseWaitTimeout));
+    wait_for(Duration::from_secs(2), "CLOSE_WAIT gone", || {
+        ss_count(port, "close-wait") == 0
+    })
+    .await;
+    drop(server);
+}
+
+/// A handler parked in a read when the library closes its connection gracefully gets EOF
+/// at once, although the peer has not closed (the library only shut down the write half,
+/// so the kernel itself would not wake the read). Writes after that fail and say why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_read_returns_eof_when_the_library_closes() {
+    const IDLE: Duration = Duration::from_millis(300);
+    let listener = support::listener(Builder::new().idle_timeout(IDLE)).await;
+    let port = listener.local_addr().unwrap().port();
+    let (mut client, mut server) = support::connect_pair(&listener).await;
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(3), server.read(&mut buf))
+        .await
+        .expect("the parked read is woken")
+        .expect("EOF, not an error");
+    let took = started.elapsed();
+    assert_eq!(n, 0);
+    assert!(took >= IDLE, "{took:?}");
+    assert!(
+        took <= IDLE + IDLE / 8 + Duration::from_millis(300),
+        "{took:?}"
+    );
+    assert_eq!(server.close_reason(), Some(CloseReason::IdleTimeout));
+    // The client got our FIN and has not answered with its own: FIN_WAIT_2 here.
+    assert_eq!(client.read(&mut buf).await.unwrap(), 0);
+    wait_for(Duration::from_secs(2), "server in FIN_WAIT_2", || {
+        ss_count(port, "fin-wait-2") == 1
+    })
+    .await;
+    let err = server
+        .write_all(b"late")
+        .await
+        .expect_err("write after close");
+    let closed = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<tcp_hygiene::error::Closed>())
+        .unwrap_or_else(|| panic!("error does not carry the reason: {err:?}"));
+    assert_eq!(closed.reason(), CloseReason::IdleTimeout);
+    // Reads stay at EOF.
+    assert_eq!(server.read(&mut buf).await.unwrap(), 0);
+}
+
+/// Dropping a stream with bytes the client sent and nobody read makes Linux answer with
+/// RST instead of FIN, and an RST drops whatever the server still had queued. After the
+/// library's close the application reads EOF, so it cannot read that data itself: the
+/// library must discard it before the descriptor is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_request_bytes_do_not_turn_the_close_into_a_reset() {
+    let listener =
+        support::listener(Builder::new().max_connection_age(Duration::from_millis(300))).await;
+    let (mut client, server) = support::connect_pair(&listener).await;
+    // The client sends a request the handler never reads.
+    client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    let reader = tokio::spawn(client_reads(client, false, None));
+    let (server, written, _) = stream_until_error(server).await;
+    drop(server);
+    let got = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("the client sees the end")
+        .unwrap();
+    assert_every_byte_then_eof("unread request", &got, written);
+}
+
+/// `linger(ZERO)` is the user asking for RST on drop: it is honoured, and dropping such a
+/// stream never blocks the runtime.
+#[tokio::test]
+async fn linger_zero_resets_on_drop_without_blocking() {
+    let listener = support::listener(Builder::new().linger(Duration::ZERO)).await;
+    let (mut client, server) = support::connect_pair(&listener).await;
+    let started = Instant::now();
+    drop(server);
+    assert!(started.elapsed() < Duration::from_millis(50));
+    let mut buf = [0u8; 8];
+    let err = client.read(&mut buf).await.expect_err("reset");
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+}

@@ -1,0 +1,37 @@
+//! A peer's reset while the handler is stuck: the library records it (reason
+//! `ResetByPeer`), and the handler's next read reports the reset instead of a clean EOF,
+//! on every platform. On the portable implementation the supervisor finds resets by
+//! peeking at the socket, which consumes a pending `ECONNRESET`: the error it took must
+//! be handed on, never turned into EOF. CI runs this file on both implementations.
+
+mod support;
+
+use std::io::ErrorKind;
+use std::time::Duration;
+
+use support::wait_for;
+use tcp_hygiene::{Builder, CloseReason};
+use tokio::io::AsyncReadExt;
+
+#[tokio::test]
+async fn reset_while_the_handler_is_stuck_is_recorded_and_reported() {
+    let listener = support::listener(&Builder::new()).await;
+    let (client, mut held) = support::connect_pair(&listener).await;
+    let handle = held.handle();
+    // An abortive close: SO_LINGER 0, then close, sends RST.
+    socket2::SockRef::from(&client)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(client);
+    wait_for(Duration::from_secs(2), "the reset noticed", || {
+        handle.close_reason().is_some()
+    })
+    .await;
+    assert_eq!(handle.close_reason(), Some(CloseReason::ResetByPeer));
+    assert_eq!(listener.stats().closed(CloseReason::ResetByPeer), 1);
+    // Some time later the stuck handler looks at its stream: the reset, not EOF.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut buf = [0u8; 8];
+    let err = held.read(&mut buf).await.expect_err("the reset, not EOF");
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err:?}");
+}
