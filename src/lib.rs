@@ -81,7 +81,10 @@ mod supervisor;
 #[allow(unsafe_code)]
 mod sys;
 
-pub use census::{Census, SockStat};
+pub use census::{
+    reap, Census, CensusQuery, Lingering, ListenQueue, PortCensus, Process, ReapFilter,
+    ReapOutcome, ReapReport, SockStat, Source, Victim,
+};
 pub use config::{
     Builder, CloseMode, Config, ConfigError, Keepalive, DEFAULT_CLOSE_WAIT_TIMEOUT,
     DEFAULT_FIN_WAIT_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_USER_TIMEOUT,
