@@ -144,6 +144,8 @@ pub struct Victim {
     pub peer: SocketAddr,
     /// The processes holding it; empty for an orphan or if unknown.
     pub owners: Vec<Process>,
+    /// Whether no descriptor refers to it (its process closed it).
+    pub orphan: bool,
     /// How long it had lingered in its state.
     pub idle: Duration,
     /// What was done.
@@ -154,8 +156,10 @@ impl fmt::Display for Victim {
     /// `CLOSE_WAIT 127.0.0.1:8080 127.0.0.1:51234 owner 4242 python3 idle 12.3 s destroyed`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {} {} owner ", self.state, self.local, self.peer)?;
-        if self.owners.is_empty() {
-            f.write_str("unknown")?;
+        match (self.owners.is_empty(), self.orphan) {
+            (true, true) => f.write_str("none (orphan)")?,
+            (true, false) => f.write_str("unknown")?,
+            (false, _) => {}
         }
         for (i, owner) in self.owners.iter().enumerate() {
             let sep = if i > 0 { "," } else { "" };
@@ -333,6 +337,7 @@ mod linux {
                 local: socket.local,
                 peer: socket.peer,
                 owners: owners.of(socket.inode).collect(),
+                orphan: socket.is_orphan(),
                 idle: socket.lingered.unwrap_or_default(),
                 outcome,
             });
@@ -396,6 +401,7 @@ mod tests {
                 pid: 7,
                 command: "java".into(),
             }],
+            orphan: false,
             idle: Duration::from_millis(12_340),
             outcome,
         };
