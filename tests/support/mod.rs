@@ -1,8 +1,11 @@
 //! Shared helpers for the integration tests: real sockets, the kernel's own view.
 #![allow(dead_code)]
 
+pub(crate) mod census;
 pub(crate) mod example;
 pub(crate) mod netns;
+#[cfg(feature = "cli")]
+pub(crate) mod tool;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
