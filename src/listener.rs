@@ -287,10 +287,12 @@ fn classify(e: &io::Error) -> AcceptError {
             | libc::ENETUNREACH
             | libc::ENETDOWN
             | libc::EHOSTDOWN
-            | libc::ENONET
             | libc::ENOPROTOOPT
             | libc::EOPNOTSUPP,
         ) => AcceptError::PerConnection,
+        // Linux's "machine is not on the network"; the BSDs and macOS have no ENONET.
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        Some(libc::ENONET) => AcceptError::PerConnection,
         Some(_) => AcceptError::Fatal,
         None => match e.kind() {
             io::ErrorKind::ConnectionAborted
