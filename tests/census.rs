@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
-use support::census::{census_view, n, ss_here, ss_view, SsView};
+use support::census::{census_view, loopback_connection, n, ss_here, ss_view, wait_until, SsView};
 use support::netns::{in_netns, NetPair};
 use tcp_hygiene::{Census, CensusQuery, KernelState, SockStat, Source};
 
@@ -21,27 +21,6 @@ use tcp_hygiene::{Census, CensusQuery, KernelState, SockStat, Source};
 const SETTLE: Duration = Duration::from_secs(10);
 /// How long the piles made first have lingered when the census is taken, at least.
 const FIRST_PILES_AGE: Duration = Duration::from_millis(1500);
-
-/// Polls `cond` every 20 ms until it holds; panics with `what` and the last state after
-/// `limit`.
-fn wait_until<T: std::fmt::Debug>(
-    limit: Duration,
-    what: &str,
-    mut probe: impl FnMut() -> (bool, T),
-) {
-    let start = Instant::now();
-    loop {
-        let (ok, seen) = probe();
-        if ok {
-            return;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}; last seen: {seen:#?}"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// The census view equals `ss`'s. Each side is read between two identical `ss` readings,
 /// so a socket changing state meanwhile retries instead of failing; a real difference
@@ -295,12 +274,18 @@ struct LostServerPackets {
     _listener: TcpListener,
 }
 
-fn lost_server_packets() -> LostServerPackets {
+/// A pair of namespaces with pinned neighbours and a blocking listener in the server's.
+fn pinned_pair_listening() -> (NetPair, TcpListener, SocketAddr) {
     let pair = NetPair::new();
     pair.pin_neighbours();
     let listener = pair.listen();
     listener.set_nonblocking(false).unwrap();
     let addr = listener.local_addr().unwrap();
+    (pair, listener, addr)
+}
+
+fn lost_server_packets() -> LostServerPackets {
+    let (pair, listener, addr) = pinned_pair_listening();
     let connections: Vec<(TcpStream, TcpStream)> = (0..4)
         .map(|_| {
             let client = pair.connect(addr);
@@ -402,11 +387,7 @@ struct VanishedClient {
 }
 
 fn vanished_client() -> VanishedClient {
-    let pair = NetPair::new();
-    pair.pin_neighbours();
-    let listener = pair.listen();
-    listener.set_nonblocking(false).unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (pair, listener, addr) = pinned_pair_listening();
     let port = addr.port();
     let mut held = Vec::new();
     let mut servers = Vec::new();
@@ -680,10 +661,8 @@ mod cli {
     /// owners are unknown, which is not an error.
     #[test]
     fn unreadable_owners_are_unknown_not_an_error() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (listener, _client, _server) = loopback_connection("127.0.0.1:0");
         let port = listener.local_addr().unwrap().port();
-        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let _server = listener.accept().unwrap();
         let unprivileged = UnprivilegedTool::new();
         let out = unprivileged.run(&["census", "--json", "--port", &port.to_string()]);
         assert!(

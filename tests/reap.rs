@@ -10,23 +10,21 @@ mod support;
 
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use support::census::{n, ss_here};
+use support::census::{loopback_connection, n, ss_here, wait_for_ss};
 use tcp_hygiene::{reap, KernelState, ReapFilter, ReapOutcome};
 
 /// After a reap the owner keeps its descriptor; its reads return EOF, its first write
 /// fails with ECONNABORTED and the next with EPIPE; the peer gets a RST.
 #[test]
 fn what_the_owner_and_the_peer_see_after_a_reap() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (listener, mut client, mut server) = loopback_connection("127.0.0.1:0");
     let port = listener.local_addr().unwrap().port();
-    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (mut server, _) = listener.accept().unwrap();
     client.shutdown(Shutdown::Write).unwrap();
-    wait_for_ss(port, |v| n(v, "CLOSE_WAIT") == 1);
+    wait_for_ss(port, "CLOSE_WAIT", |v| n(v, "CLOSE_WAIT") == 1);
     let fd_link = format!("/proc/self/fd/{}", server.as_raw_fd());
     let socket_inode = fs::read_link(&fd_link).unwrap();
 
@@ -60,33 +58,16 @@ fn what_the_owner_and_the_peer_see_after_a_reap() {
 /// Nothing lingered long enough, a dry run, and a state outside the four.
 #[test]
 fn reap_leaves_young_sockets_and_dry_runs_alone() {
-    let listener = TcpListener::bind("[::1]:0").unwrap();
+    let (listener, client, _server) = loopback_connection("[::1]:0");
     let port = listener.local_addr().unwrap().port();
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let _server = listener.accept().unwrap();
     client.shutdown(Shutdown::Write).unwrap();
-    wait_for_ss(port, |v| n(v, "CLOSE_WAIT") == 1);
+    wait_for_ss(port, "CLOSE_WAIT", |v| n(v, "CLOSE_WAIT") == 1);
     let young = reap(&ReapFilter::new(port, Duration::from_secs(60))).unwrap();
     assert_eq!((young.matched(), young.younger), (0, 1), "{young}");
     let dry = reap(&ReapFilter::new(port, Duration::ZERO).with_dry_run(true)).unwrap();
     assert_eq!(dry.victims[0].outcome, ReapOutcome::WouldDestroy);
     assert_eq!(dry.to_string(), "reaped 0 of 1 (dry run: would destroy 1)");
     assert_eq!(n(&ss_here(port), "CLOSE_WAIT"), 1);
-}
-
-fn wait_for_ss(port: u16, cond: impl Fn(&support::census::SsView) -> bool) {
-    let start = std::time::Instant::now();
-    loop {
-        let view = ss_here(port);
-        if cond(&view) {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "ss never showed it: {view:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[cfg(feature = "cli")]
@@ -209,7 +190,7 @@ while True:
         let reap_args = ["reap", "--port", &port_arg, "--idle-ms", &idle_arg];
 
         let old = half_closed_clients(server.addr, 10);
-        wait_for_ss(port, |v| n(v, "CLOSE_WAIT") == 10);
+        wait_for_ss(port, "10 CLOSE_WAIT", |v| n(v, "CLOSE_WAIT") == 10);
         let old_made = Instant::now();
         std::thread::sleep(IDLE + Duration::from_secs(1));
         let young = half_closed_clients(server.addr, 5);
@@ -217,7 +198,7 @@ while True:
         let _established: Vec<TcpStream> = (0..3)
             .map(|_| TcpStream::connect(server.addr).unwrap())
             .collect();
-        wait_for_ss(port, |v| {
+        wait_for_ss(port, "15 CLOSE_WAIT and 3 ESTABLISHED", |v| {
             n(v, "CLOSE_WAIT") == 15 && n(v, "ESTABLISHED") == 3
         });
         let all: BTreeSet<u16> = ports(&old).union(&ports(&young)).copied().collect();
@@ -306,11 +287,12 @@ while True:
     /// An orphaned FIN_WAIT_2 (in a time-wait slot, no descriptor) is reaped by state.
     #[test]
     fn reaps_orphaned_fin_wait_2() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (listener, _client, server) = loopback_connection("127.0.0.1:0");
         let port = listener.local_addr().unwrap().port();
-        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        drop(listener.accept().unwrap().0);
-        wait_for_ss(port, |v| n(v, "FIN_WAIT_2") == 1 && v.orphans == 1);
+        drop(server);
+        wait_for_ss(port, "an orphaned FIN_WAIT_2", |v| {
+            n(v, "FIN_WAIT_2") == 1 && v.orphans == 1
+        });
         let out = tool::stdout(&[
             "reap",
             "--port",

@@ -1,7 +1,10 @@
 //! The kernel's view through `ss`, shaped like a census, to compare the two.
 
 use std::collections::BTreeMap;
+use std::net::{TcpListener, TcpStream};
 use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use tcp_hygiene::PortCensus;
 
@@ -70,4 +73,43 @@ pub(crate) fn json_view(port: &serde_json::Value) -> SsView {
 /// The counts one state has in `view` (0 if absent).
 pub(crate) fn n(view: &SsView, state: &str) -> u64 {
     view.states.get(state).copied().unwrap_or(0)
+}
+
+/// Polls `probe` every 20 ms until it says yes; panics with `what` and the last thing it
+/// saw after `limit`. (The sync sibling of [`super::wait_for`], for tests on `std`
+/// sockets.)
+pub(crate) fn wait_until<T: std::fmt::Debug>(
+    limit: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> (bool, T),
+) {
+    let start = Instant::now();
+    loop {
+        let (ok, seen) = probe();
+        if ok {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}; last seen: {seen:#?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits up to 10 s until `ss` for local port `port` satisfies `cond`.
+pub(crate) fn wait_for_ss(port: u16, what: &str, cond: impl Fn(&SsView) -> bool) {
+    wait_until(Duration::from_secs(10), what, || {
+        let view = ss_here(port);
+        (cond(&view), view)
+    });
+}
+
+/// A listener on `bind` (`"127.0.0.1:0"`, `"[::1]:0"`), a client connected to it, and
+/// the server side it accepted.
+pub(crate) fn loopback_connection(bind: &str) -> (TcpListener, TcpStream, TcpStream) {
+    let listener = TcpListener::bind(bind).unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    (listener, client, server)
 }
