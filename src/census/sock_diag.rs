@@ -167,7 +167,10 @@ impl DiagSocket {
     ) -> io::Result<()> {
         loop {
             self.buffer.clear();
-            let size = self.socket.recv(&mut self.buffer, 0)?;
+            let size = match self.socket.recv(&mut self.buffer, 0) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                result => result?,
+            };
             let mut bytes = &self.buffer[..size.min(self.buffer.len())];
             while !bytes.is_empty() {
                 let message = NetlinkMessage::<SockDiagMessage>::deserialize(bytes)
