@@ -63,8 +63,8 @@ fn small_window_client(to: SocketAddr) -> TcpStream {
 /// knows about them.
 struct LoopbackPiles {
     port: u16,
-    /// When the first piles (FIN_WAIT_2, TIME_WAIT, FIN_WAIT_1) were made.
-    first_made: Instant,
+    /// When the first piles (FIN_WAIT_2, TIME_WAIT, FIN_WAIT_1) began to be made.
+    first_started: Instant,
     /// When the CLOSE_WAIT clients, which sent data before those piles, sent their FIN.
     close_wait_fin: Instant,
     _held: Vec<TcpStream>,
@@ -106,7 +106,7 @@ fn loopback_piles(ip: IpAddr) -> LoopbackPiles {
         held.push(server);
         close_wait_clients.push(client);
     }
-    let first_made = Instant::now();
+    let first_started = Instant::now();
     // FIN_WAIT_2: the server shuts down writing (held) or closes (orphaned); the client
     // reads nothing and keeps its side open.
     let server = accept(TcpStream::connect(addr).unwrap(), &mut held);
@@ -132,7 +132,8 @@ fn loopback_piles(ip: IpAddr) -> LoopbackPiles {
         }
     }
     // CLOSE_WAIT, part two.
-    thread::sleep(FIRST_PILES_AGE.saturating_sub(first_made.elapsed()));
+    // From the youngest of them, however long making them took on a loaded machine.
+    thread::sleep(FIRST_PILES_AGE);
     for client in close_wait_clients {
         client.shutdown(Shutdown::Write).unwrap();
         held.push(client);
@@ -150,7 +151,7 @@ fn loopback_piles(ip: IpAddr) -> LoopbackPiles {
     });
     LoopbackPiles {
         port,
-        first_made,
+        first_started,
         close_wait_fin,
         _held: held,
         _listener: listener,
@@ -180,13 +181,13 @@ fn loopback_states_match_ss(ip: IpAddr) {
     let p = census.port(port).unwrap();
     assert_eq!(p.orphans_in(KernelState::FinWait1), 1);
     assert_eq!(p.orphans_in(KernelState::FinWait2), 1);
-    // Every socket with a descriptor is this process's.
+    // Every socket with a descriptor is this process's (and, for an instant, a child
+    // another test forks holds copies until it execs).
     assert!(
         p.processes().iter().any(|o| o.pid == std::process::id()),
         "{:?}",
         p.processes()
     );
-    assert_eq!(p.processes().len(), 1, "{:?}", p.processes());
     assert_eq!(p.owner_unknown(), 0);
     let queue = p.listen().unwrap();
     assert_eq!(
@@ -212,7 +213,7 @@ fn loopback_states_match_ss(ip: IpAddr) {
     );
     // Piles made before: at least that old, from tcp_info (held FIN_WAIT_2, FIN_WAIT_1)
     // and from time-wait timers (orphaned FIN_WAIT_2, TIME_WAIT).
-    let made = piles.first_made.elapsed();
+    let started = piles.first_started.elapsed();
     for state in [
         KernelState::FinWait2,
         KernelState::TimeWait,
@@ -223,9 +224,9 @@ fn loopback_states_match_ss(ip: IpAddr) {
             .unwrap_or_else(|| panic!("no age for {state}"));
         assert_eq!(l.sockets, 2, "{state}");
         assert!(
-            l.newest >= FIRST_PILES_AGE - Duration::from_millis(200)
-                && l.oldest <= made + Duration::from_secs(1),
-            "{state} lingered {l:?}, made {made:?} ago"
+            l.newest >= FIRST_PILES_AGE - Duration::from_millis(50)
+                && l.oldest <= started + Duration::from_millis(100),
+            "{state} lingered {l:?}, made from {started:?} ago"
         );
     }
 
@@ -576,7 +577,8 @@ mod cli {
             .iter()
             .map(|o| o["pid"].as_u64().unwrap())
             .collect();
-        assert_eq!(pids, [u64::from(std::process::id())]);
+        // Our sockets; a child another test forks holds copies until it execs.
+        assert!(pids.contains(&u64::from(std::process::id())), "{pids:?}");
         let diagnosis: Vec<&str> = p["diagnosis"]
             .as_array()
             .unwrap()
