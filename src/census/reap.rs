@@ -1,19 +1,6 @@
 //! Destroying lingering sockets of any process: netlink `SOCK_DESTROY`, what `ss -K` uses,
-//! with a notion of "lingering" that `ss` lacks.
-//!
-//! # What the owner and the peer see
-//!
-//! `SOCK_DESTROY` frees the kernel's TCP state, not the owner's descriptor: the descriptor
-//! stays open until the process closes it (measured on Linux 6.18):
-//!
-//! - the owner's reads return EOF (`Ok(0)`);
-//! - its first write fails with `ECONNABORTED`, later ones with `EPIPE`;
-//! - the peer receives a RST (its reads fail with `ECONNRESET`);
-//! - the socket leaves `ss` at once; the descriptor still counts against the process's
-//!   `RLIMIT_NOFILE` until closed.
-//!
-//! A process that ignores EOF keeps its descriptors, but no longer the kernel's
-//! connection, its buffers or the peer's resources.
+//! with a notion of "lingering" that `ss` lacks. What the owner and the peer see
+//! afterwards is documented on [`reap`], the public face of this module.
 
 use std::fmt;
 use std::io;
@@ -242,7 +229,20 @@ impl fmt::Display for ReapReport {
 /// socket lingered is read as in the [`Census`](crate::Census); sockets whose age is
 /// unknown are never reaped.
 ///
-/// See the [module documentation](self) for what the owner and the peer see afterwards.
+/// # What the owner and the peer see
+///
+/// `SOCK_DESTROY` frees the kernel's TCP state, not the owner's descriptor: the descriptor
+/// stays open until the process closes it (measured on Linux 6.18, tested in
+/// `tests/reap.rs`):
+///
+/// - the owner's reads return EOF (`Ok(0)`);
+/// - its first write fails with `ECONNABORTED`, later ones with `EPIPE`;
+/// - the peer receives a RST (its reads fail with `ECONNRESET`);
+/// - the socket leaves `ss` at once; the descriptor still counts against the process's
+///   `RLIMIT_NOFILE` until closed.
+///
+/// A process that ignores EOF keeps its descriptors, but no longer the kernel's
+/// connection, its buffers or the peer's resources.
 ///
 /// # Errors
 ///

@@ -4,6 +4,7 @@
 pub(crate) mod census;
 pub(crate) mod example;
 pub(crate) mod netns;
+pub(crate) mod piles;
 #[cfg(feature = "cli")]
 pub(crate) mod tool;
 
