@@ -191,7 +191,12 @@ impl CensusQuery {
     fn run_here(&self) -> io::Result<Census> {
         let tables = read_tables(self.port, self.source)?;
         let owners = self.owners.then(|| {
-            let inodes: HashSet<u64> = tables.sockets.iter().map(|s| s.inode).collect();
+            let inodes: HashSet<u64> = tables
+                .sockets
+                .iter()
+                .map(|s| s.inode)
+                .filter(|inode| *inode != 0)
+                .collect();
             Owners::scan(&inodes)
         });
         let mut census = Census::build(&tables.sockets, owners.as_ref());

@@ -314,7 +314,12 @@ mod linux {
             .filter(|s| s.lingered.is_some())
             .partition(|s| s.lingered >= Some(filter.min_idle));
         matched.sort_by_key(|s| std::cmp::Reverse(s.lingered));
-        let owners = Owners::scan(&matched.iter().map(|s| s.inode).collect::<HashSet<_>>());
+        let inodes: HashSet<u64> = matched
+            .iter()
+            .map(|s| s.inode)
+            .filter(|i| *i != 0)
+            .collect();
+        let owners = Owners::scan(&inodes);
         let mut victims = Vec::with_capacity(matched.len());
         for (i, socket) in matched.into_iter().enumerate() {
             let outcome = if filter.limit.is_some_and(|limit| i >= limit) {
