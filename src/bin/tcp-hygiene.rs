@@ -38,7 +38,7 @@ mod linux {
     /// Which TCP sockets pile up on this host, why, and what to do; and a reaper for the
     /// ones that linger.
     #[derive(Debug, Parser)]
-    #[command(version, about)]
+    #[command(version)]
     struct Cli {
         #[command(subcommand)]
         command: Command,
