@@ -8,10 +8,10 @@
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
-use support::census::{census_view, loopback_connection, n, ss_here, ss_view, wait_until, SsView};
+use support::census::{census_view, n, ss_here, ss_view, wait_until, SsView};
 use support::netns::{in_netns, NetPair};
 use support::piles::{
     fill_send_buffer, loopback_piles, lost_server_packets, small_window_client, vanished_client,
@@ -326,8 +326,10 @@ fn sockstat_orphan_is_host_wide_and_tw_counts_orphaned_fin_wait_2() {
 mod cli {
     //! The same piles, counted by the `tcp-hygiene` binary.
 
+    use std::time::Instant;
+
     use super::*;
-    use support::census::json_view;
+    use support::census::{json_view, loopback_connection};
     use support::tool::{self, census_json, json_port, UnprivilegedTool};
 
     fn loopback_json_matches_ss(ip: IpAddr) {

@@ -10,7 +10,7 @@ mod support;
 
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
@@ -76,7 +76,7 @@ mod cli {
 
     use std::collections::BTreeSet;
     use std::io::{BufRead, BufReader};
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
     use std::process::{Child, Command, Stdio};
     use std::time::Instant;
 
