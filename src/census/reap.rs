@@ -256,6 +256,10 @@ impl fmt::Display for ReapReport {
 ///
 /// These stop the reap at the first socket; `ENOENT` and `ESTALE` are reported in the
 /// victim's [`outcome`](Victim::outcome), not as errors.
+///
+/// The cookie names a socket, not its state: one whose owner closes it between the dump
+/// and the destroy (a `CLOSE_WAIT` socket moving to `LAST_ACK`) is destroyed anyway,
+/// which only ends a close the owner had begun.
 pub fn reap(filter: &ReapFilter) -> io::Result<ReapReport> {
     use KernelState::*;
     if !matches!(filter.state, CloseWait | FinWait2 | LastAck | FinWait1) {
