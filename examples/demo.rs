@@ -103,7 +103,7 @@ async fn main() -> std::io::Result<ExitCode> {
         }
     }
 
-    println!("What the kernel shows for each server's port (/proc/net/tcp):");
+    println!("What the kernel shows for each server's port (tcp_hygiene::Census, from sock_diag):");
     println!("{:>5}  {:<47} | tcp-hygiene", "time", "plain tokio");
     let start = Instant::now();
     let (mut plain_now, mut hygiene_now) = (Census::default(), Census::default());

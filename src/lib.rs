@@ -57,6 +57,14 @@
 //!   writes fail; the descriptor is freed when the application drops the stream. The
 //!   supervisor never touches a descriptor the application has already closed.
 //!
+//! # The host's view
+//!
+//! [`Census`] counts every TCP socket on a port (or the host) by state, from the kernel's
+//! netlink sock_diag, with orphans, owning processes, how long each pile has lingered
+//! and a diagnosis of the unusual ones, whichever process owns them; [`reap`] destroys
+//! lingering sockets of any process (`SOCK_DESTROY`). The `cli` feature builds both into
+//! the `tcp-hygiene` operator tool. Linux only.
+//!
 //! # Platform support
 //!
 //! Linux gets everything. Other Unix systems: no `TCP_USER_TIMEOUT`, keepalive idle time
@@ -81,7 +89,10 @@ mod supervisor;
 #[allow(unsafe_code)]
 mod sys;
 
-pub use census::{Census, SockStat};
+pub use census::{
+    reap, Census, CensusQuery, Lingering, ListenQueue, PortCensus, Process, ReapFilter,
+    ReapOutcome, ReapReport, SockStat, Source, Victim,
+};
 pub use config::{
     Builder, CloseMode, Config, ConfigError, Keepalive, DEFAULT_CLOSE_WAIT_TIMEOUT,
     DEFAULT_FIN_WAIT_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_USER_TIMEOUT,

@@ -1,8 +1,12 @@
 //! Shared helpers for the integration tests: real sockets, the kernel's own view.
 #![allow(dead_code)]
 
+pub(crate) mod census;
 pub(crate) mod example;
 pub(crate) mod netns;
+pub(crate) mod piles;
+#[cfg(feature = "cli")]
+pub(crate) mod tool;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -218,18 +218,80 @@ impl NetPair {
     /// The client vanishes: every packet it would send is dropped from now on (no FIN, no
     /// RST, no ACK reaches the server).
     pub(crate) fn vanish_client(&self) {
-        ip(&[
-            "netns",
-            "exec",
-            &self.client_ns,
-            "tc",
-            "qdisc",
-            "add",
-            "dev",
-            &self.client_if,
-            "root",
-            "blackhole",
-        ]);
+        blackhole(&self.client_ns, &self.client_if);
+    }
+
+    /// The server's packets are lost from now on: its SYN-ACKs, FINs and ACKs never reach
+    /// the client, while the client's still arrive. With [`pin_neighbours`](Self::pin_neighbours)
+    /// the client can still start handshakes (it needs no ARP reply).
+    pub(crate) fn blackhole_server(&self) {
+        blackhole(&self.server_ns, &self.server_if);
+    }
+
+    /// Permanent neighbour (ARP) entries on both ends of a direct pair, so that a
+    /// blackholed end — which cannot answer ARP — neither fails a new handshake nor makes
+    /// the other end's neighbour entry fail later. Only for [`new`](Self::new) pairs.
+    pub(crate) fn pin_neighbours(&self) {
+        assert!(
+            self.router_ns.is_none(),
+            "pin_neighbours is for direct pairs"
+        );
+        let mac = |ns: &str, dev: &str| {
+            let out = ip(&["-n", ns, "-o", "link", "show", "dev", dev]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let mut words = text.split_whitespace();
+            words
+                .find(|w| *w == "link/ether")
+                .and_then(|_| words.next())
+                .unwrap_or_else(|| panic!("no MAC address for {dev} in {ns}: {text}"))
+                .to_owned()
+        };
+        let server_mac = mac(&self.server_ns, &self.server_if);
+        let client_mac = mac(&self.client_ns, &self.client_if);
+        for (ns, dev, ip4, lladdr) in [
+            (
+                &self.client_ns,
+                &self.client_if,
+                self.server_ip,
+                &server_mac,
+            ),
+            (
+                &self.server_ns,
+                &self.server_if,
+                self.client_ip,
+                &client_mac,
+            ),
+        ] {
+            let ip4 = ip4.to_string();
+            ip(&[
+                "-n",
+                ns,
+                "neigh",
+                "replace",
+                &ip4,
+                "lladdr",
+                lladdr,
+                "dev",
+                dev,
+                "nud",
+                "permanent",
+            ]);
+        }
+    }
+
+    /// Starts a connection from the client's namespace to `to` and returns at once with
+    /// the socket (nonblocking), whether or not the handshake can complete.
+    pub(crate) fn start_connect(&self, to: SocketAddr) -> Socket {
+        in_netns(&self.client_ns, move || {
+            let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+            socket.set_nonblocking(true)?;
+            match socket.connect(&to.into()) {
+                Ok(()) => Ok(socket),
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(socket),
+                Err(e) => Err(e),
+            }
+        })
+        .unwrap_or_else(|e| panic!("start connecting to {to} from {}: {e}", self.client_ns))
     }
 
     /// A command that runs `program` inside the server's namespace (`ip netns exec`).
@@ -283,6 +345,22 @@ impl Drop for NetPair {
             }
         }
     }
+}
+
+/// Every packet `dev` in namespace `ns` would send is dropped from now on.
+fn blackhole(ns: &str, dev: &str) {
+    ip(&[
+        "netns",
+        "exec",
+        ns,
+        "tc",
+        "qdisc",
+        "add",
+        "dev",
+        dev,
+        "root",
+        "blackhole",
+    ]);
 }
 
 /// Runs `f` on a new thread that has entered the network namespace `ns` and returns its

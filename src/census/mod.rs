@@ -1,0 +1,409 @@
+//! The host's own view of TCP sockets: counts by local port and state, orphans, owning
+//! processes, how long each pile has lingered, accept queues, and a diagnosis of every
+//! unusual pile — what `ss -tan` shows, and what it leaves to the operator to work out.
+//!
+//! It sees every socket, whichever process or library owns it, so it tells a leak that
+//! tcp-hygiene does not manage (a plain tokio listener, a Java service) from one it does.
+//! [`reap`](crate::reap) destroys lingering sockets of any process.
+//!
+//! # Sources
+//!
+//! Netlink sock_diag (`inet_diag`, what `ss` uses): the kernel hands over only the
+//! requested port's sockets, with their `tcp_info`, so a census of one port on a host with
+//! tens of thousands of sockets costs little. If sock_diag is unavailable (no
+//! `inet_diag` module, a sandbox without netlink) the census falls back to
+//! `/proc/net/tcp` and `/proc/net/tcp6`, which have no `tcp_info`: only `TIME_WAIT` and
+//! handshakes then get an age, and listeners no backlog. [`Census::source`] says which
+//! was used.
+//!
+//! # How long a pile has lingered
+//!
+//! The kernel keeps no "entered this state at", so the age comes from what it keeps:
+//! `CLOSE_WAIT` and `FIN_WAIT_2` from `tcpi_last_ack_recv` (the peer's FIN, or the ACK
+//! of ours, was the last thing it sent; `tcpi_last_data_recv` would count from its last
+//! data); `FIN_WAIT_1`, `LAST_ACK` and `CLOSING` from the longer of `tcpi_last_ack_recv`
+//! and `tcpi_last_data_sent` (a vanished peer sends no ACKs, a zero-window peer ACKs our
+//! probes but takes no data); `ESTABLISHED` from the idle time; `TIME_WAIT` and orphaned
+//! `FIN_WAIT_2` from their timers; handshakes from their retransmissions (approximate).
+//! Any ACK counts as the peer being heard, keepalive replies included.
+//!
+//! # Platform support
+//!
+//! Linux only. Elsewhere [`CensusQuery::run`] (and so [`Census::of_local_port`] and
+//! [`Census::host`]) returns an error of kind [`io::ErrorKind::Unsupported`].
+//!
+//! # Blocking
+//!
+//! A census reads kernel tables and `/proc` synchronously (about a millisecond for one
+//! port; the owner lookup reads every process's descriptors). From async code, call it
+//! inside `tokio::task::spawn_blocking` when that matters.
+
+mod diagnosis;
+mod json;
+#[cfg(target_os = "linux")]
+mod netns;
+mod owners;
+mod port;
+mod procfs;
+mod reap;
+#[cfg(target_os = "linux")]
+mod sock_diag;
+mod socket;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::io;
+
+pub use owners::Process;
+pub use port::{Lingering, ListenQueue, PortCensus};
+pub use procfs::SockStat;
+pub use reap::{reap, ReapFilter, ReapOutcome, ReapReport, Victim};
+
+use owners::Owners;
+use port::STATE_ORDER;
+use procfs::ListenCounters;
+use socket::SocketRecord;
+
+use crate::stats::KernelState;
+
+/// Where a census read the kernel's socket tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Source {
+    /// Netlink sock_diag (`inet_diag`), with `tcp_info`.
+    SockDiag,
+    /// `/proc/net/tcp` and `/proc/net/tcp6`.
+    Procfs,
+}
+
+impl Source {
+    /// `"sock_diag"` or `"procfs"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::SockDiag => "sock_diag",
+            Source::Procfs => "procfs",
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a census counts, and where. [`Census::of_local_port`] and [`Census::host`] are
+/// its two common uses; the setters choose the rest. [`run`](Self::run) takes `&self`,
+/// so one query can be run again and again (as `census --watch` does).
+///
+/// # Examples
+///
+/// ```no_run
+/// use tcp_hygiene::{CensusQuery, KernelState};
+///
+/// let census = CensusQuery::new().port(8080).netns("blue".to_owned()).run()?;
+/// println!("{} CLOSE_WAIT", census.count(KernelState::CloseWait));
+/// for line in census.diagnosis() {
+///     println!("{line}");
+/// }
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct CensusQuery {
+    port: Option<u16>,
+    owners: bool,
+    netns: Option<String>,
+    source: Option<Source>,
+}
+
+impl Default for CensusQuery {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CensusQuery {
+    /// Every port, owners looked up, in the caller's network namespace, from sock_diag
+    /// with the `/proc` fallback.
+    pub fn new() -> Self {
+        CensusQuery {
+            port: None,
+            owners: true,
+            netns: None,
+            source: None,
+        }
+    }
+
+    /// Only sockets whose local port is `port`. Pass `None` for every port (the
+    /// default).
+    pub fn port(mut self, port: impl Into<Option<u16>>) -> Self {
+        self.port = port.into();
+        self
+    }
+
+    /// Whether to find the processes holding each socket (by reading every
+    /// `/proc/PID/fd`, like `ss -p`). Default is `true`; turn it off for a cheap census
+    /// polled often. Processes whose descriptors cannot be read count as "owner unknown",
+    /// never as an error.
+    pub fn owners(mut self, owners: bool) -> Self {
+        self.owners = owners;
+        self
+    }
+
+    /// Count inside network namespace `netns`: a name from `ip netns add`
+    /// (`/var/run/netns/NAME`) or a path such as `/proc/PID/ns/net`. Entering it needs
+    /// `CAP_SYS_ADMIN`. Pass `None` for the caller's own namespace (the default).
+    pub fn netns(mut self, netns: impl Into<Option<String>>) -> Self {
+        self.netns = netns.into();
+        self
+    }
+
+    /// Read the socket tables from `source` only, with no fallback. Pass `None` for
+    /// sock_diag with the `/proc` fallback (the default).
+    pub fn source(mut self, source: impl Into<Option<Source>>) -> Self {
+        self.source = source.into();
+        self
+    }
+
+    /// Takes the census.
+    ///
+    /// # Errors
+    ///
+    /// Not Linux ([`io::ErrorKind::Unsupported`]); the namespace cannot be entered;
+    /// neither source can be read (or the chosen one, with [`source`](Self::source)).
+    pub fn run(&self) -> io::Result<Census> {
+        if !cfg!(target_os = "linux") {
+            return Err(unsupported());
+        }
+        match &self.netns {
+            None => self.run_here(),
+            #[cfg(target_os = "linux")]
+            Some(name) => {
+                let query = self.clone();
+                netns::run_in(name, move || query.run_here())
+            }
+            #[cfg(not(target_os = "linux"))]
+            Some(_) => Err(unsupported()),
+        }
+    }
+
+    fn run_here(&self) -> io::Result<Census> {
+        let tables = read_tables(self.port, self.source)?;
+        let owners = self.owners.then(|| {
+            let inodes: HashSet<u64> = tables
+                .sockets
+                .iter()
+                .map(|s| s.inode)
+                .filter(|inode| *inode != 0)
+                .collect();
+            Owners::scan(&inodes)
+        });
+        let mut census = Census::build(&tables.sockets, owners.as_ref());
+        census.source = Some(tables.source);
+        census.fallback_reason = tables.fallback_reason;
+        census.listen_counters = procfs::listen_counters();
+        census.netns = self.netns.clone();
+        Ok(census)
+    }
+}
+
+fn unsupported() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "the census and the reaper read Linux's socket tables (sock_diag, /proc/net/tcp): Linux only",
+    )
+}
+
+/// The sockets of one reading of the kernel's tables, and where they came from.
+struct Tables {
+    sockets: Vec<SocketRecord>,
+    source: Source,
+    fallback_reason: Option<String>,
+}
+
+/// Reads the socket tables of this thread's namespace: sock_diag, or `/proc` if
+/// sock_diag fails and the caller did not insist on it.
+fn read_tables(port: Option<u16>, preference: Option<Source>) -> io::Result<Tables> {
+    let fin_timeout = procfs::fin_timeout();
+    let mut fallback_reason = None;
+    if preference != Some(Source::Procfs) {
+        #[cfg(target_os = "linux")]
+        let diag = sock_diag::DiagSocket::open().and_then(|mut s| s.dump(port, None, fin_timeout));
+        #[cfg(not(target_os = "linux"))]
+        let diag: io::Result<Vec<SocketRecord>> = Err(unsupported());
+        match diag {
+            Ok(sockets) => {
+                return Ok(Tables {
+                    sockets,
+                    source: Source::SockDiag,
+                    fallback_reason: None,
+                })
+            }
+            Err(e) if preference == Some(Source::SockDiag) => return Err(e),
+            Err(e) => fallback_reason = Some(format!("sock_diag: {e}")),
+        }
+    }
+    Ok(Tables {
+        sockets: procfs::dump(port, fin_timeout)?,
+        source: Source::Procfs,
+        fallback_reason,
+    })
+}
+
+/// TCP sockets by local port and state, as the kernel reports them, with orphans,
+/// owners, lingering times, accept queues and a diagnosis.
+///
+/// # Examples
+///
+/// ```no_run
+/// use tcp_hygiene::{Census, KernelState};
+///
+/// let census = Census::of_local_port(8080)?;
+/// if census.count(KernelState::CloseWait) > 100 {
+///     for line in census.diagnosis() {
+///         eprintln!("{line}");
+///     }
+/// }
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Census {
+    ports: BTreeMap<u16, PortCensus>,
+    source: Option<Source>,
+    fallback_reason: Option<String>,
+    listen_counters: Option<ListenCounters>,
+    netns: Option<String>,
+}
+
+impl Census {
+    /// Groups `sockets` by local port. `owners` is `None` when owners were not looked up.
+    fn build(sockets: &[SocketRecord], owners: Option<&Owners>) -> Census {
+        let mut by_port: BTreeMap<u16, Vec<&SocketRecord>> = BTreeMap::new();
+        for socket in sockets {
+            by_port.entry(socket.local.port()).or_default().push(socket);
+        }
+        Census {
+            ports: by_port
+                .into_iter()
+                .map(|(port, sockets)| (port, PortCensus::build(port, &sockets, owners)))
+                .collect(),
+            ..Census::default()
+        }
+    }
+
+    /// The sockets whose local port is `port` (IPv4 and IPv6, listening sockets
+    /// included), with owners: `CensusQuery::new().port(port).run()`.
+    ///
+    /// # Errors
+    ///
+    /// See [`CensusQuery::run`].
+    pub fn of_local_port(port: u16) -> io::Result<Self> {
+        CensusQuery::new().port(port).run()
+    }
+
+    /// Every TCP socket of the caller's network namespace, with owners:
+    /// `CensusQuery::new().run()`.
+    ///
+    /// # Errors
+    ///
+    /// See [`CensusQuery::run`].
+    pub fn host() -> io::Result<Self> {
+        CensusQuery::new().run()
+    }
+
+    /// Sockets in `state`, over every port counted.
+    pub fn count(&self, state: KernelState) -> u64 {
+        self.ports.values().map(|p| p.count(state)).sum()
+    }
+
+    /// Connections counted, over every port; listening sockets are left out.
+    pub fn total(&self) -> u64 {
+        self.ports.values().map(PortCensus::total).sum()
+    }
+
+    /// Orphans over every port (see [`PortCensus::orphans`]).
+    pub fn orphans(&self) -> u64 {
+        self.ports.values().map(PortCensus::orphans).sum()
+    }
+
+    /// Each local port with at least one socket, in ascending order.
+    pub fn ports(&self) -> impl Iterator<Item = &PortCensus> {
+        self.ports.values()
+    }
+
+    /// Local port `port`, if it has sockets.
+    pub fn port(&self, port: u16) -> Option<&PortCensus> {
+        self.ports.get(&port)
+    }
+
+    /// Every port's diagnosis lines (see [`PortCensus::diagnosis`]), then the
+    /// namespace's: `ListenOverflows` if accept queues have overflowed.
+    pub fn diagnosis(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .ports
+            .values()
+            .flat_map(PortCensus::diagnosis)
+            .collect();
+        lines.extend(self.host_diagnosis());
+        lines
+    }
+
+    /// The namespace-wide diagnosis lines only.
+    pub fn host_diagnosis(&self) -> Vec<String> {
+        diagnosis::host_lines(self.listen_counters)
+    }
+
+    /// `ListenOverflows` of the namespace (`/proc/net/netstat`, since boot or since the
+    /// namespace was created): handshakes dropped because an accept queue was full.
+    /// `None` if unreadable.
+    pub fn listen_overflows(&self) -> Option<u64> {
+        self.listen_counters.map(|c| c.overflows)
+    }
+
+    /// `ListenDrops` of the namespace: every drop at a listener, overflows included.
+    pub fn listen_drops(&self) -> Option<u64> {
+        self.listen_counters.map(|c| c.drops)
+    }
+
+    /// Where the socket tables were read; `None` for a census not read from the kernel
+    /// ([`Census::default`]).
+    pub fn source(&self) -> Option<Source> {
+        self.source
+    }
+
+    /// Why sock_diag was not used, when the census fell back to `/proc`.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback_reason.as_deref()
+    }
+
+    /// The network namespace counted, if not the caller's.
+    pub fn netns(&self) -> Option<&str> {
+        self.netns.as_deref()
+    }
+}
+
+impl fmt::Display for Census {
+    /// `STATE=n` for every state present, in the census's order (`none` if empty).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut any = false;
+        for state in STATE_ORDER {
+            let n = self.count(state);
+            if n > 0 {
+                if any {
+                    f.write_str(" ")?;
+                }
+                any = true;
+                write!(f, "{state}={n}")?;
+            }
+        }
+        if !any {
+            f.write_str("none")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,437 @@
+//! Destroying lingering sockets of any process: netlink `SOCK_DESTROY`, what `ss -K` uses,
+//! with a notion of "lingering" that `ss` lacks. What the owner and the peer see
+//! afterwards is documented on [`reap`], the public face of this module.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::diagnosis::human;
+use super::owners::Process;
+use crate::stats::KernelState;
+
+/// Which sockets [`reap`] destroys: those on local `port`, in `state`, that have lingered
+/// at least `min_idle`.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tcp_hygiene::{reap, KernelState, ReapFilter};
+///
+/// let filter = ReapFilter::new(8080, Duration::from_secs(60))
+///     .with_state(KernelState::FinWait2)
+///     .with_limit(100)
+///     .with_dry_run(true);
+/// let report = reap(&filter)?;
+/// for victim in &report.victims {
+///     println!("{victim}");
+/// }
+/// println!("{report}");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct ReapFilter {
+    port: u16,
+    min_idle: Duration,
+    state: KernelState,
+    dry_run: bool,
+    limit: Option<usize>,
+    netns: Option<String>,
+}
+
+impl ReapFilter {
+    /// Sockets on local port `port` in `CLOSE_WAIT` that have lingered at least
+    /// `min_idle`; no limit, not a dry run, the caller's network namespace.
+    pub fn new(port: u16, min_idle: Duration) -> Self {
+        ReapFilter {
+            port,
+            min_idle,
+            state: KernelState::CloseWait,
+            dry_run: false,
+            limit: None,
+            netns: None,
+        }
+    }
+
+    /// The state to reap: `CloseWait` (the default), `FinWait2`, `LastAck` or `FinWait1`.
+    /// [`reap`] refuses any other: `ESTABLISHED` and the handshake states are the
+    /// application's business, `TIME_WAIT` ends by itself within 60 s.
+    pub fn with_state(mut self, state: KernelState) -> Self {
+        self.state = state;
+        self
+    }
+
+    /// Report what would be destroyed, destroy nothing. Default is `false`.
+    pub fn with_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Destroy at most `limit` sockets, the oldest first. Pass `None` for no limit (the
+    /// default).
+    pub fn with_limit(mut self, limit: impl Into<Option<usize>>) -> Self {
+        self.limit = limit.into();
+        self
+    }
+
+    /// Reap inside network namespace `netns` (a name from `ip netns add` or a path such
+    /// as `/proc/PID/ns/net`). Pass `None` for the caller's own (the default).
+    pub fn with_netns(mut self, netns: impl Into<Option<String>>) -> Self {
+        self.netns = netns.into();
+        self
+    }
+}
+
+/// What [`reap`] did to one socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReapOutcome {
+    /// Destroyed: the peer got a RST, the kernel freed the connection.
+    Destroyed,
+    /// A dry run: it would have been destroyed.
+    WouldDestroy,
+    /// Not touched: over the limit.
+    OverLimit,
+    /// Gone before it could be destroyed (`ENOENT`): its process closed it meanwhile.
+    Gone,
+    /// Another socket now has its addresses (`ESTALE`: the cookie did not match); that
+    /// socket was left alone.
+    Replaced,
+    /// The kernel refused with another error.
+    Failed(String),
+}
+
+impl fmt::Display for ReapOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReapOutcome::Destroyed => f.write_str("destroyed"),
+            ReapOutcome::WouldDestroy => f.write_str("would destroy (dry run)"),
+            ReapOutcome::OverLimit => f.write_str("left alone (over --limit)"),
+            ReapOutcome::Gone => f.write_str("not destroyed: already gone (ENOENT)"),
+            ReapOutcome::Replaced => {
+                f.write_str("not destroyed: replaced by a newer socket (ESTALE)")
+            }
+            ReapOutcome::Failed(e) => write!(f, "not destroyed: {e}"),
+        }
+    }
+}
+
+/// A socket that matched a [`ReapFilter`], and what was done to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Victim {
+    /// Its state when dumped.
+    pub state: KernelState,
+    /// Its local address.
+    pub local: SocketAddr,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The processes holding it; empty for an orphan or if unknown.
+    pub owners: Vec<Process>,
+    /// Whether no descriptor refers to it (its process closed it).
+    pub orphan: bool,
+    /// How long it had lingered in its state.
+    pub idle: Duration,
+    /// What was done.
+    pub outcome: ReapOutcome,
+}
+
+impl fmt::Display for Victim {
+    /// `CLOSE_WAIT 127.0.0.1:8080 127.0.0.1:51234 owner 4242 python3 idle 12.3 s destroyed`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {} owner ", self.state, self.local, self.peer)?;
+        match (self.owners.is_empty(), self.orphan) {
+            (true, true) => f.write_str("none (orphan)")?,
+            (true, false) => f.write_str("unknown")?,
+            (false, _) => {}
+        }
+        for (i, owner) in self.owners.iter().enumerate() {
+            let sep = if i > 0 { "," } else { "" };
+            write!(f, "{sep}{owner}")?;
+        }
+        write!(f, " idle {} {}", human(self.idle), self.outcome)
+    }
+}
+
+/// What [`reap`] found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReapReport {
+    /// The sockets that matched (port, state, lingered at least `min_idle`), oldest first.
+    pub victims: Vec<Victim>,
+    /// Sockets on the port in the state that had not lingered long enough.
+    pub younger: u64,
+    /// The threshold, for the summary.
+    pub min_idle: Duration,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+}
+
+impl ReapReport {
+    /// Sockets destroyed.
+    pub fn reaped(&self) -> usize {
+        self.count(|o| *o == ReapOutcome::Destroyed)
+    }
+
+    /// Sockets that matched the filter.
+    pub fn matched(&self) -> usize {
+        self.victims.len()
+    }
+
+    /// Sockets the kernel refused to destroy for a reason other than being gone or
+    /// replaced.
+    pub fn failed(&self) -> usize {
+        self.count(|o| matches!(o, ReapOutcome::Failed(_)))
+    }
+
+    fn count(&self, f: impl Fn(&ReapOutcome) -> bool) -> usize {
+        self.victims.iter().filter(|v| f(&v.outcome)).count()
+    }
+}
+
+impl fmt::Display for ReapReport {
+    /// `reaped N of M`, then what else happened.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "reaped {} of {}", self.reaped(), self.matched())?;
+        if self.dry_run {
+            let would = self.count(|o| *o == ReapOutcome::WouldDestroy);
+            write!(f, " (dry run: would destroy {would})")?;
+        }
+        let over = self.count(|o| *o == ReapOutcome::OverLimit);
+        if over > 0 {
+            write!(f, "; {over} over the limit left alone")?;
+        }
+        let gone = self.count(|o| matches!(o, ReapOutcome::Gone | ReapOutcome::Replaced));
+        if gone > 0 {
+            write!(f, "; {gone} gone or replaced meanwhile")?;
+        }
+        if self.failed() > 0 {
+            write!(f, "; {} failed", self.failed())?;
+        }
+        if self.younger > 0 {
+            write!(
+                f,
+                "; {} younger than {} left alone",
+                self.younger,
+                human(self.min_idle)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Destroys the sockets `filter` selects, whichever process holds them, oldest first,
+/// each addressed by the socket cookie of the dump that found it (a socket that has
+/// since been replaced by another with the same addresses is never hit). How long a
+/// socket lingered is read as in the [`Census`](crate::Census); sockets whose age is
+/// unknown are never reaped.
+///
+/// # What the owner and the peer see
+///
+/// `SOCK_DESTROY` frees the kernel's TCP state, not the owner's descriptor: the descriptor
+/// stays open until the process closes it (measured on Linux 6.18, tested in
+/// `tests/reap.rs`):
+///
+/// - the owner's reads return EOF (`Ok(0)`);
+/// - its first write fails with `ECONNABORTED`, later ones with `EPIPE`;
+/// - the peer receives a RST (its reads fail with `ECONNRESET`);
+/// - the socket leaves `ss` at once; the descriptor still counts against the process's
+///   `RLIMIT_NOFILE` until closed.
+///
+/// A process that ignores EOF keeps its descriptors, but no longer the kernel's
+/// connection, its buffers or the peer's resources.
+///
+/// # Errors
+///
+/// - [`io::ErrorKind::PermissionDenied`], "needs CAP_NET_ADMIN (run as root)": the
+///   kernel refused to destroy (dumps and dry runs need no privilege);
+/// - [`io::ErrorKind::Unsupported`], "this kernel lacks CONFIG_INET_DIAG_DESTROY", or not
+///   Linux;
+/// - [`io::ErrorKind::InvalidInput`] for a state other than the four reapable ones;
+/// - the namespace cannot be entered, or sock_diag cannot be used (there is no `/proc`
+///   fallback: destroying needs the socket cookies).
+///
+/// These stop the reap at the first socket; `ENOENT` and `ESTALE` are reported in the
+/// victim's [`outcome`](Victim::outcome), not as errors.
+///
+/// The cookie names a socket, not its state: one whose owner closes it between the dump
+/// and the destroy (a `CLOSE_WAIT` socket moving to `LAST_ACK`) is destroyed anyway,
+/// which only ends a close the owner had begun.
+pub fn reap(filter: &ReapFilter) -> io::Result<ReapReport> {
+    use KernelState::*;
+    if !matches!(filter.state, CloseWait | FinWait2 | LastAck | FinWait1) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "cannot reap {}: only CLOSE_WAIT, FIN_WAIT_2, LAST_ACK and FIN_WAIT_1",
+                filter.state
+            ),
+        ));
+    }
+    linux::reap(filter)
+}
+
+/// The kernel's refusals that hold for every socket, as the errors [`reap`] promises.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn fatal(error: &io::Error) -> Option<io::Error> {
+    match error.raw_os_error()? {
+        libc::EPERM | libc::EACCES => Some(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "needs CAP_NET_ADMIN (run as root)",
+        )),
+        libc::EOPNOTSUPP => Some(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this kernel lacks CONFIG_INET_DIAG_DESTROY",
+        )),
+        _ => None,
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::collections::HashSet;
+    use std::io;
+
+    use super::super::owners::Owners;
+    use super::super::procfs;
+    use super::super::sock_diag::DiagSocket;
+    use super::{fatal, ReapFilter, ReapOutcome, ReapReport, Victim};
+
+    pub(super) fn reap(filter: &ReapFilter) -> io::Result<ReapReport> {
+        match &filter.netns {
+            None => reap_here(filter),
+            Some(name) => {
+                let filter = filter.clone();
+                super::super::netns::run_in(name, move || reap_here(&filter))
+            }
+        }
+    }
+
+    fn reap_here(filter: &ReapFilter) -> io::Result<ReapReport> {
+        let mut diag = DiagSocket::open()?;
+        let sockets = diag.dump(Some(filter.port), Some(filter.state), procfs::fin_timeout())?;
+        let (mut matched, younger): (Vec<_>, Vec<_>) = sockets
+            .into_iter()
+            .filter(|s| s.lingered.is_some())
+            .partition(|s| s.lingered >= Some(filter.min_idle));
+        matched.sort_by_key(|s| std::cmp::Reverse(s.lingered));
+        let inodes: HashSet<u64> = matched
+            .iter()
+            .map(|s| s.inode)
+            .filter(|i| *i != 0)
+            .collect();
+        let owners = Owners::scan(&inodes);
+        let mut victims = Vec::with_capacity(matched.len());
+        for (i, socket) in matched.into_iter().enumerate() {
+            let outcome = if filter.limit.is_some_and(|limit| i >= limit) {
+                ReapOutcome::OverLimit
+            } else if filter.dry_run {
+                ReapOutcome::WouldDestroy
+            } else {
+                match diag.destroy(&socket) {
+                    Ok(()) => ReapOutcome::Destroyed,
+                    Err(e) => match (fatal(&e), e.raw_os_error()) {
+                        (Some(fatal), _) => return Err(fatal),
+                        (None, Some(libc::ENOENT)) => ReapOutcome::Gone,
+                        (None, Some(libc::ESTALE)) => ReapOutcome::Replaced,
+                        (None, _) => ReapOutcome::Failed(e.to_string()),
+                    },
+                }
+            };
+            victims.push(Victim {
+                state: socket.state,
+                local: socket.local,
+                peer: socket.peer,
+                owners: owners.of(socket.inode).collect(),
+                orphan: socket.is_orphan(),
+                idle: socket.lingered.unwrap_or_default(),
+                outcome,
+            });
+        }
+        Ok(ReapReport {
+            victims,
+            younger: younger.len() as u64,
+            min_idle: filter.min_idle,
+            dry_run: filter.dry_run,
+        })
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod linux {
+    use super::{ReapFilter, ReapReport};
+
+    pub(super) fn reap(_: &ReapFilter) -> std::io::Result<ReapReport> {
+        Err(super::super::unsupported())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernels_refusals_say_what_to_do() {
+        let eperm = fatal(&io::Error::from_raw_os_error(libc::EPERM)).unwrap();
+        assert_eq!(eperm.kind(), io::ErrorKind::PermissionDenied);
+        assert_eq!(eperm.to_string(), "needs CAP_NET_ADMIN (run as root)");
+        let unsupported = fatal(&io::Error::from_raw_os_error(libc::EOPNOTSUPP)).unwrap();
+        assert_eq!(
+            unsupported.to_string(),
+            "this kernel lacks CONFIG_INET_DIAG_DESTROY"
+        );
+        assert!(fatal(&io::Error::from_raw_os_error(libc::ENOENT)).is_none());
+        assert!(fatal(&io::Error::from_raw_os_error(libc::ESTALE)).is_none());
+    }
+
+    #[test]
+    fn only_the_four_lingering_states() {
+        for state in [
+            KernelState::Established,
+            KernelState::TimeWait,
+            KernelState::Listen,
+        ] {
+            let filter = ReapFilter::new(1, Duration::ZERO).with_state(state);
+            let err = reap(&filter).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{state}");
+        }
+    }
+
+    #[test]
+    fn the_summary_line() {
+        let victim = |outcome| Victim {
+            state: KernelState::CloseWait,
+            local: "127.0.0.1:8080".parse().unwrap(),
+            peer: "127.0.0.1:50000".parse().unwrap(),
+            owners: vec![Process {
+                pid: 7,
+                command: "java".into(),
+            }],
+            orphan: false,
+            idle: Duration::from_millis(12_340),
+            outcome,
+        };
+        let report = ReapReport {
+            victims: vec![
+                victim(ReapOutcome::Destroyed),
+                victim(ReapOutcome::Gone),
+                victim(ReapOutcome::OverLimit),
+            ],
+            younger: 5,
+            min_idle: Duration::from_secs(3),
+            dry_run: false,
+        };
+        assert_eq!(
+            report.to_string(),
+            "reaped 1 of 3; 1 over the limit left alone; 1 gone or replaced meanwhile; \
+             5 younger than 3.0 s left alone"
+        );
+        assert_eq!(
+            report.victims[0].to_string(),
+            "CLOSE_WAIT 127.0.0.1:8080 127.0.0.1:50000 owner 7 java idle 12.3 s destroyed"
+        );
+    }
+}
