@@ -472,14 +472,14 @@ fn metric(key: &str, value: f64) {
 
 /// What the library sets by default, set by hand on raw sockets.
 fn set_default_options(stream: &TcpStream) {
-    let ka = tcp_hygiene::DEFAULT_KEEPALIVE;
+    let ka = tcp_hygiene::Keepalive::DEFAULT;
     let sock = SockRef::from(stream);
     let keepalive = TcpKeepalive::new()
         .with_time(ka.idle())
         .with_interval(ka.interval())
         .with_retries(ka.retries());
     sock.set_tcp_keepalive(&keepalive).expect("keepalive");
-    sock.set_tcp_user_timeout(Some(tcp_hygiene::DEFAULT_USER_TIMEOUT))
+    sock.set_tcp_user_timeout(Some(tcp_hygiene::Builder::DEFAULT_USER_TIMEOUT))
         .expect("user timeout");
 }
 

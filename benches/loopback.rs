@@ -330,11 +330,12 @@ fn hygiene_builder() -> tcp_hygiene::Builder {
         .write_idle_timeout(TIMEOUT)
         .first_byte_timeout(TIMEOUT)
         .max_connection_age(TIMEOUT * 10)
-        .keepalive(tcp_hygiene::Keepalive::new(
-            KEEPALIVE_IDLE,
-            KEEPALIVE_INTERVAL,
-            KEEPALIVE_RETRIES,
-        ))
+        .keepalive(
+            tcp_hygiene::Keepalive::new()
+                .with_idle(KEEPALIVE_IDLE)
+                .with_interval(KEEPALIVE_INTERVAL)
+                .with_retries(KEEPALIVE_RETRIES),
+        )
         .user_timeout(USER_TIMEOUT)
         .nodelay(true);
     b

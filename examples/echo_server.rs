@@ -79,7 +79,12 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
                     let count = count
                         .parse()
                         .map_err(|_| format!("bad --keepalive count {count:?}"))?;
-                    Some(Keepalive::new(ms(idle)?, ms(interval)?, count))
+                    Some(
+                        Keepalive::new()
+                            .with_idle(ms(idle)?)
+                            .with_interval(ms(interval)?)
+                            .with_retries(count),
+                    )
                 };
                 builder.keepalive(keepalive);
             }

@@ -1,21 +1,33 @@
-//! Lazy inactivity deadlines over activity counters.
+//! Lazy inactivity deadlines.
 //!
-//! The I/O path only bumps a counter. The supervisor looks at the counter now and then:
-//! unchanged since the look that last saw it move means idle since that look; changed
-//! means there was activity at some point since the previous look, so the connection
-//! counts as quiet only from now. A counter cannot say *when* between two looks the
-//! activity happened, so the looks must never be more than `timeout / STEPS` apart
-//! while the clock runs (busy or quiet): with a look only at the deadline, a single byte
-//! just after a look would be noticed a whole timeout later, and the close would come
-//! up to twice the timeout after that byte. With looks `timeout / STEPS` apart, a
-//! connection is closed between `timeout` and `timeout × (1 + 1/STEPS)` after its last
-//! byte (plus the scheduler's delay), never before. The cost is `STEPS` cheap looks per
-//! timeout per connection, from one timer for all of them.
+//! The I/O path only bumps a counter; the supervisor looks when a deadline comes due.
+//! How often it must look depends on what it can learn at a look.
+//!
+//! With the kernel's timestamps (Linux's `TCP_INFO` says how many milliseconds ago data
+//! was last received and sent), a look knows exactly when the connection was last active,
+//! so the next look goes straight to the true deadline: one look per timeout while the
+//! connection is busy, and a silent one is looked at once, when it expires. Looks that
+//! fall due close together are rounded up to a common grid (1/64 of the timeout, at most
+//! a second), so that they share the supervisor's wake-ups. The kernel counts in jiffies,
+//! so its "milliseconds ago" may be a jiffy too many: a margin of 10 ms keeps the verdict
+//! from ever coming early. A connection is closed between `timeout` and
+//! `timeout + 10 ms + timeout/64` after its last byte (plus the scheduler's delay).
+//!
+//! With only a counter, a look cannot say *when* between two looks the activity happened,
+//! so the looks must never be more than `timeout / STEPS` apart while the clock runs
+//! (busy or quiet): with a look only at the deadline, a single byte just after a look
+//! would be noticed a whole timeout later, and the close would come up to twice the
+//! timeout after that byte. With looks `timeout / STEPS` apart, a connection is closed
+//! between `timeout` and `timeout × (1 + 1/STEPS)` after its last byte, never before.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Looks per timeout; bounds lateness to `timeout / STEPS`.
+/// Looks per timeout when only a counter is known; bounds lateness to `timeout / STEPS`.
 const STEPS: u32 = 8;
+
+/// How much a kernel timestamp may overstate the quiet time: a jiffy, at HZ ≥ 100.
+pub(crate) const KERNEL_MARGIN: Duration = Duration::from_millis(10);
 
 /// Further than any deadline needs to be: about 30 years.
 const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
@@ -28,7 +40,24 @@ pub(crate) fn later(at: Instant, d: Duration) -> Instant {
         .unwrap_or(at)
 }
 
-/// What the clock says after a look at the counter.
+/// `at - d`, saturating at `at` itself if the clock cannot go back that far.
+fn earlier(at: Instant, d: Duration) -> Instant {
+    at.checked_sub(d).unwrap_or(at)
+}
+
+/// `at`, rounded up to a multiple of `grain` since a process-wide epoch: deadlines that
+/// fall in the same grain become one wake-up.
+pub(crate) fn coarse(at: Instant, grain: Duration) -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    let grain_ns = grain.as_nanos().max(1);
+    let since = at.saturating_duration_since(epoch).as_nanos();
+    let rounded = since.div_ceil(grain_ns) * grain_ns;
+    let extra = u64::try_from(rounded - since).unwrap_or(0);
+    later(at, Duration::from_nanos(extra))
+}
+
+/// What the clock says after a look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
     /// Idle for at least the timeout.
@@ -59,8 +88,16 @@ impl IdleClock {
         clock
     }
 
-    /// When the clock next needs a look: at most `timeout / STEPS` after the last one,
-    /// and never later than the instant it would expire.
+    /// A clock that will be looked at with the kernel's timestamps
+    /// ([`check_quiet_for`](Self::check_quiet_for)): quiet since `since`, its first look
+    /// due when it would expire.
+    pub(crate) fn with_timestamps(timeout: Duration, since: Instant) -> Self {
+        let mut clock = Self::new(timeout, 0, since);
+        clock.next_look = coarse(clock.expires_at(), clock.grain());
+        clock
+    }
+
+    /// When the clock next needs a look.
     pub(crate) fn deadline(&self) -> Instant {
         self.next_look
     }
@@ -69,6 +106,10 @@ impl IdleClock {
         (self.timeout / STEPS)
             .max(Duration::from_millis(1))
             .min(self.timeout)
+    }
+
+    fn grain(&self) -> Duration {
+        (self.timeout / 64).clamp(Duration::from_millis(1), Duration::from_secs(1))
     }
 
     fn next_after(&self, now: Instant) -> Instant {
@@ -98,6 +139,7 @@ impl IdleClock {
         }
     }
 
+    /// A look that knows only the activity counter.
     pub(crate) fn check(&mut self, count: u64, now: Instant) -> Verdict {
         if count != self.count {
             self.count = count;
@@ -106,6 +148,18 @@ impl IdleClock {
             return Verdict::Expired;
         }
         self.look_again(now)
+    }
+
+    /// A look that knows how long ago the last activity was (the kernel's timestamp):
+    /// the next look is the true deadline, on the grid of `grain`.
+    pub(crate) fn check_quiet_for(&mut self, quiet_for: Duration, now: Instant) -> Verdict {
+        let last = later(earlier(now, quiet_for), KERNEL_MARGIN);
+        self.quiet_since = self.quiet_since.max(last).min(now);
+        if quiet_for >= self.timeout.saturating_add(KERNEL_MARGIN) && now >= self.expires_at() {
+            return Verdict::Expired;
+        }
+        self.next_look = coarse(self.expires_at().max(now), self.grain());
+        Verdict::CheckAt(self.next_look)
     }
 }
 
@@ -168,6 +222,35 @@ mod tests {
         }
     }
 
+    /// Like `run`, with the kernel's timestamp of the last activity (in whole
+    /// milliseconds, possibly a jiffy too many) instead of a counter; also counts looks.
+    fn run_with_timestamps(
+        clock: &mut IdleClock,
+        t0: Instant,
+        activity: &[Duration],
+        overstate: Duration,
+    ) -> (Instant, usize) {
+        let mut now = clock.deadline();
+        let mut looks = 0;
+        loop {
+            looks += 1;
+            let last = activity
+                .iter()
+                .map(|d| t0 + *d)
+                .filter(|at| *at <= now)
+                .max()
+                .unwrap_or(t0);
+            let quiet = Duration::from_millis((now - last).as_millis() as u64) + overstate;
+            match clock.check_quiet_for(quiet, now) {
+                Verdict::CheckAt(at) => {
+                    assert!(at >= now, "never looks back");
+                    now = at.max(now + Duration::from_micros(1));
+                }
+                Verdict::Expired => return (now, looks),
+            }
+        }
+    }
+
     #[test]
     fn sporadic_activity_expires_between_timeout_and_one_step_later() {
         // A single byte just after a look, long before the deadline: the pattern that a
@@ -204,6 +287,24 @@ mod tests {
             let last = t0 + activity.last().copied().unwrap_or(Duration::ZERO);
             assert!(expired >= last + T, "early: {activity:?}");
             assert!(expired <= last + T + STEP, "late: {activity:?}");
+            // The same with the kernel's timestamps: never early (also when they
+            // overstate the quiet time by a jiffy), at most 10 ms + T/64 late, and one
+            // look per activity gap rather than eight per timeout.
+            for overstate in [Duration::ZERO, Duration::from_millis(4)] {
+                let mut clock = IdleClock::new(T, 0, t0);
+                let (expired, looks) = run_with_timestamps(&mut clock, t0, &activity, overstate);
+                assert!(expired >= last + T, "early: {activity:?}");
+                let bound = T + KERNEL_MARGIN + T / 64 + Duration::from_millis(1);
+                assert!(
+                    expired <= last + bound,
+                    "late: {:?} {activity:?}",
+                    expired - last
+                );
+                assert!(
+                    looks <= activity.len() + 3,
+                    "{looks} looks for {activity:?}"
+                );
+            }
         }
     }
 
@@ -252,6 +353,10 @@ mod tests {
         assert!(clock.deadline() > t0 + Duration::from_secs(365 * 24 * 60 * 60));
         assert!(matches!(clock.check(0, t0 + T), Verdict::CheckAt(_)));
         assert!(matches!(clock.hold(1, t0 + T), Verdict::CheckAt(_)));
+        assert!(matches!(
+            clock.check_quiet_for(Duration::MAX, t0 + T),
+            Verdict::CheckAt(_)
+        ));
         assert_eq!(later(t0, Duration::MAX), later(t0, FAR));
     }
 
@@ -262,5 +367,21 @@ mod tests {
         let mut clock = IdleClock::new(t, 0, t0);
         assert_eq!(clock.deadline(), t0 + t);
         assert_eq!(clock.check(0, t0 + t), Verdict::Expired);
+    }
+
+    #[test]
+    fn coarse_rounds_up_to_a_shared_grid() {
+        let t0 = Instant::now();
+        let grain = Duration::from_millis(100);
+        let a = coarse(t0 + Duration::from_millis(1), grain);
+        let b = coarse(t0 + Duration::from_millis(99), grain);
+        assert!(a >= t0 + Duration::from_millis(1));
+        assert!(a - t0 <= Duration::from_millis(101));
+        assert!(
+            b == a || b - a == grain,
+            "{:?}",
+            b.saturating_duration_since(a)
+        );
+        assert_eq!(coarse(a, grain), a, "on the grid already");
     }
 }

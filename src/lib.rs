@@ -76,33 +76,33 @@
 mod census;
 mod config;
 mod conn;
-mod drain;
 pub mod error;
 mod handle;
 mod idle;
 pub mod integration;
 mod listener;
+mod shared;
 mod state;
 mod stats;
 mod stream;
 mod supervisor;
 #[allow(unsafe_code)]
 mod sys;
+mod tcp_info;
 
 pub use census::{
     reap, Census, CensusQuery, Lingering, ListenQueue, PortCensus, Process, ReapFilter,
     ReapOutcome, ReapReport, SockStat, Source, Victim,
 };
-pub use config::{
-    Builder, CloseMode, Config, ConfigError, Keepalive, DEFAULT_CLOSE_WAIT_TIMEOUT,
-    DEFAULT_FIN_WAIT_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_USER_TIMEOUT,
-};
-pub use drain::DrainReport;
+pub use config::{CloseMode, Config, Keepalive};
+pub use error::ConfigError;
 pub use handle::{ConnectionHandle, Draining, PeerClosed, ReadIdle};
-pub use listener::TcpListener;
+pub use listener::{Builder, TcpListener};
 pub use state::{CloseReason, ConnectionState};
-pub use stats::{ConnectionSnapshot, KernelState, Stats, TcpInfo};
+pub use stats::{ConnectionSnapshot, Stats};
 pub use stream::TcpStream;
+pub use supervisor::DrainReport;
+pub use tcp_info::{KernelState, TcpInfo};
 
 /// The README's examples are compiled as doc tests.
 #[cfg(doctest)]

@@ -45,43 +45,12 @@ impl ConnectionState {
     pub(crate) fn index(self) -> usize {
         self as usize
     }
-
-    pub(crate) fn from_flags(flags: u8) -> Self {
-        let peer = flags & flags::PEER_FIN != 0;
-        let local = flags & flags::LOCAL_FIN != 0;
-        if flags & flags::CLOSED != 0 || (peer && local) {
-            ConnectionState::Closed
-        } else if peer {
-            ConnectionState::PeerClosed
-        } else if local {
-            ConnectionState::LocallyClosed
-        } else {
-            ConnectionState::Open
-        }
-    }
 }
 
 impl fmt::Display for ConnectionState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// Bits of the per-connection state word.
-pub(crate) mod flags {
-    /// The peer's FIN arrived (seen by the kernel watcher or as EOF on read).
-    pub(crate) const PEER_FIN: u8 = 1;
-    /// We shut down our write half (the application, or the library for it).
-    pub(crate) const LOCAL_FIN: u8 = 2;
-    /// The library closed the connection, or the kernel ended it (reset, timeout).
-    pub(crate) const CLOSED: u8 = 4;
-    /// The library closed the connection gracefully: our FIN follows every queued byte,
-    /// and the stream's reads end at EOF (woken if parked) while its writes fail.
-    pub(crate) const SHUT: u8 = 8;
-    /// The application's own read returned EOF: nothing is left unread.
-    pub(crate) const READ_EOF: u8 = 16;
-    /// The application has dropped the stream; no more gauge updates after it.
-    pub(crate) const RELEASED: u8 = 0x80;
 }
 
 /// Why the library closed a connection. Every close it makes has exactly one.
@@ -176,24 +145,5 @@ mod tests {
         for (i, state) in ConnectionState::ALL.iter().enumerate() {
             assert_eq!(state.index(), i);
         }
-    }
-
-    #[test]
-    fn state_from_flags() {
-        use flags::*;
-        assert_eq!(ConnectionState::from_flags(0), ConnectionState::Open);
-        assert_eq!(
-            ConnectionState::from_flags(PEER_FIN),
-            ConnectionState::PeerClosed
-        );
-        assert_eq!(
-            ConnectionState::from_flags(LOCAL_FIN),
-            ConnectionState::LocallyClosed
-        );
-        assert_eq!(
-            ConnectionState::from_flags(PEER_FIN | LOCAL_FIN),
-            ConnectionState::Closed
-        );
-        assert_eq!(ConnectionState::from_flags(CLOSED), ConnectionState::Closed);
     }
 }

@@ -4,14 +4,13 @@ use std::fmt;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::conn::Conn;
+use crate::conn::{Conn, ConnRef, Flags};
 use crate::handle::{ConnectionHandle, PeerClosed};
-use crate::state::{flags, CloseReason, ConnectionState};
+use crate::state::{CloseReason, ConnectionState};
 
 /// A TCP connection accepted by a [`TcpListener`](crate::TcpListener) and watched by its
 /// supervisor.
@@ -37,7 +36,7 @@ pub struct TcpStream {
     io: tokio::net::TcpStream,
 }
 
-struct Registration(Arc<Conn>);
+struct Registration(ConnRef);
 
 impl Drop for Registration {
     fn drop(&mut self) {
@@ -46,19 +45,15 @@ impl Drop for Registration {
 }
 
 impl TcpStream {
-    pub(crate) fn new(io: tokio::net::TcpStream, conn: Arc<Conn>) -> Self {
+    pub(crate) fn new(io: tokio::net::TcpStream, conn: ConnRef) -> Self {
         Self {
             registration: Registration(conn),
             io,
         }
     }
 
-    fn conn(&self) -> &Conn {
+    pub(crate) fn conn(&self) -> &Conn {
         &self.registration.0
-    }
-
-    pub(crate) fn conn_arc(&self) -> Arc<Conn> {
-        self.registration.0.clone()
     }
 
     /// A cheap, clonable handle to this connection's state, for code that does not own
@@ -69,17 +64,17 @@ impl TcpStream {
 
     /// The connection's id, unique within its listener.
     pub fn id(&self) -> u64 {
-        self.conn().id
+        self.conn().id()
     }
 
-    /// The peer's address, as returned by `accept` (remembered, so it still answers
-    /// after the connection has closed).
+    /// The peer's address: the kernel's while the connection is up, and the one `accept`
+    /// returned after it has closed (without IPv6 flow information and scope id).
     ///
     /// # Errors
     ///
     /// Never; the `io::Result` mirrors `tokio::net::TcpStream::peer_addr`.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.conn().peer)
+        Ok(self.io.peer_addr().unwrap_or_else(|_| self.conn().peer()))
     }
 
     /// Our local address of this connection (`getsockname`).
@@ -126,8 +121,8 @@ impl TcpStream {
 impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TcpStream")
-            .field("id", &self.conn().id)
-            .field("peer", &self.conn().peer)
+            .field("id", &self.conn().id())
+            .field("peer", &self.conn().peer())
             .field("state", &self.state())
             .finish()
     }
@@ -141,8 +136,8 @@ impl AsyncRead for TcpStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let conn = &*this.registration.0;
-        if conn.flags() & flags::SHUT != 0 {
+        let conn: &Conn = &this.registration.0;
+        if conn.has(Flags::SHUT) {
             return shut(conn);
         }
         let before = buf.filled().len();
@@ -170,7 +165,7 @@ impl AsyncRead for TcpStream {
 fn parked(conn: &Conn, cx: &Context<'_>) -> Poll<io::Result<()>> {
     conn.park_read(cx.waker());
     // A close that happened after the check above found no waker to wake.
-    if conn.flags() & flags::SHUT != 0 {
+    if conn.has(Flags::SHUT) {
         return shut(conn);
     }
     Poll::Pending

@@ -12,7 +12,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 type Setter = Box<dyn Fn(&mut Builder)>;
 
 fn ka(idle: Duration, interval: Duration, retries: u32) -> Keepalive {
-    Keepalive::new(idle, interval, retries)
+    Keepalive::new()
+        .with_idle(idle)
+        .with_interval(interval)
+        .with_retries(retries)
 }
 
 const S: fn(u64) -> Duration = Duration::from_secs;
@@ -356,7 +359,10 @@ async fn extreme_durations_are_rejected_or_enforced() {
         .await;
     }
     // Keepalive's own arithmetic never overflows, whatever it is given.
-    let huge = Keepalive::new(Duration::MAX, Duration::MAX, u32::MAX);
+    let huge = Keepalive::new()
+        .with_idle(Duration::MAX)
+        .with_interval(Duration::MAX)
+        .with_retries(u32::MAX);
     assert_eq!(huge.worst_case(), Duration::MAX);
 }
 

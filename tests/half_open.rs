@@ -45,7 +45,10 @@ fn connect(pair: &NetPair, to: SocketAddr) -> tokio::net::TcpStream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalive_closes_idle_connection_whose_peer_vanished() {
     let pair = NetPair::new();
-    let keepalive = Keepalive::new(SEC, SEC, 3);
+    let keepalive = Keepalive::new()
+        .with_idle(SEC)
+        .with_interval(SEC)
+        .with_retries(3);
     let budget = keepalive.worst_case() + SEC;
 
     let (listener, addr) = listen(
@@ -139,7 +142,12 @@ async fn user_timeout_fails_writer_to_vanished_peer() {
     let (listener, addr) = listen(
         &pair,
         Builder::new()
-            .keepalive(Keepalive::new(SEC, SEC, 3))
+            .keepalive(
+                Keepalive::new()
+                    .with_idle(SEC)
+                    .with_interval(SEC)
+                    .with_retries(3),
+            )
             .user_timeout(user_timeout),
     );
     let mut client = connect(&pair, addr);
@@ -600,7 +608,10 @@ async fn icmp_unreachable_while_writing_is_a_user_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalive_with_the_default_user_timeout_keeps_its_own_bound() {
     let pair = NetPair::new();
-    let keepalive = Keepalive::new(SEC, SEC, 3);
+    let keepalive = Keepalive::new()
+        .with_idle(SEC)
+        .with_interval(SEC)
+        .with_retries(3);
     let budget = keepalive.worst_case() + SEC;
     let (listener, addr) = listen(&pair, Builder::new().keepalive(keepalive));
     let client = connect(&pair, addr);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::port::{Lingering, PortCensus, STATE_ORDER};
 use super::procfs::ListenCounters;
-use crate::stats::KernelState;
+use crate::tcp_info::KernelState;
 
 /// The lines for one port: its unusual states, then a full accept queue.
 pub(crate) fn port_lines(port: &PortCensus) -> Vec<String> {

@@ -64,7 +64,7 @@ use port::STATE_ORDER;
 use procfs::ListenCounters;
 use socket::SocketRecord;
 
-use crate::stats::KernelState;
+use crate::tcp_info::KernelState;
 
 /// Where a census read the kernel's socket tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::diagnosis;
 use super::owners::{Owners, Process};
 use super::socket::SocketRecord;
-use crate::stats::KernelState;
+use crate::tcp_info::KernelState;
 
 /// The states in the order a census shows them: listening, opening, open, then the
 /// passive close (the peer closed first) and the active close (we did).

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use super::socket::{self, SocketRecord, Timer};
-use crate::stats::KernelState;
+use crate::tcp_info::KernelState;
 
 /// `/proc/net/tcp` gives timers in clock ticks (`USER_HZ`), which is 100 on every
 /// architecture Rust supports.

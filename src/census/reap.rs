@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::diagnosis::human;
 use super::owners::Process;
-use crate::stats::KernelState;
+use crate::tcp_info::KernelState;
 
 /// Which sockets [`reap`] destroys: those on local `port`, in `state`, that have lingered
 /// at least `min_idle`.

@@ -24,7 +24,7 @@ use netlink_packet_sock_diag::{SockDiagDestroy, SockDiagMessage};
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr as NetlinkAddr};
 
 use super::socket::{self, SocketRecord, TcpTimes, Timer};
-use crate::stats::KernelState;
+use crate::tcp_info::KernelState;
 
 /// Dump replies are at most 32 KiB per read (the kernel caps them there).
 const RECV_BUFFER: usize = 64 * 1024;

@@ -7,32 +7,18 @@ use std::time::{Duration, Instant};
 use socket2::SockRef;
 use tokio::sync::oneshot;
 
+use super::entry::{Bits, Fate};
+use super::report::DrainReport;
+use super::tx::DrainRequest;
 use super::Supervisor;
-use crate::conn::Conn;
-use crate::drain::DrainReport;
+use crate::conn::{Conn, Flags, PAGE};
 use crate::idle::later;
-use crate::state::{flags, CloseReason};
+use crate::state::CloseReason;
 use crate::sys;
 
 /// Between the soft and the hard deadline, connections that were busy are looked at
 /// again this often: each is half-closed as soon as it waits for its next request.
 const RECHECK: Duration = Duration::from_millis(20);
-
-/// Asks the supervisor to drain every connection (see `TcpListener::drain`).
-#[derive(Debug)]
-pub(crate) struct DrainRequest {
-    pub(crate) soft: Duration,
-    pub(crate) hard: Duration,
-    pub(crate) reply: oneshot::Sender<DrainReport>,
-}
-
-/// What a drain did to a connection; each connection is counted under its last fate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Fate {
-    Untouched,
-    IdleClosed,
-    Forced,
-}
 
 pub(super) struct Drain {
     soft_at: Instant,
@@ -40,6 +26,8 @@ pub(super) struct Drain {
     soft_done: bool,
     /// When to look again at the connections that were busy, until the hard deadline.
     recheck_at: Option<Instant>,
+    /// Connections of the drain not counted yet.
+    remaining: usize,
     report: DrainReport,
     reply: oneshot::Sender<DrainReport>,
 }
@@ -54,25 +42,42 @@ impl Drain {
         }
     }
 
-    /// A connection of the drain ended (its stream was released) before the hard
-    /// deadline.
-    pub(super) fn count_released(&mut self, fate: Fate) {
+    /// Counts a connection of the drain that ended; returns whether it was the last.
+    pub(super) fn count_released(&mut self, fate: Fate) -> bool {
         match fate {
             Fate::Untouched => self.report.finished += 1,
             Fate::IdleClosed => self.report.idle_closed += 1,
             Fate::Forced => self.report.forced += 1,
         }
+        self.remaining = self.remaining.saturating_sub(1);
+        self.remaining == 0
     }
 }
 
 impl Supervisor {
+    /// The slots of every live connection.
+    fn live_indices(&self) -> Vec<u32> {
+        let mut indices = Vec::new();
+        for (p, entries) in self.entries.iter().enumerate() {
+            for (i, entry) in entries.iter().enumerate() {
+                if entry.bits.has(Bits::LIVE) {
+                    indices.push((p * PAGE + i) as u32);
+                }
+            }
+        }
+        indices
+    }
+
     pub(super) fn start_drain(&mut self, request: DrainRequest) {
         let now = Instant::now();
-        // Entries whose connection is gone entirely are not counted: their release is
-        // queued and finds no entry.
-        self.conns.retain(|_, e| e.conn.strong_count() > 0);
+        let indices = self.live_indices();
+        for &index in &indices {
+            let entry = self.entry_mut(index);
+            entry.bits.set(Bits::IN_DRAIN);
+            entry.bits.set_fate(Fate::Untouched);
+        }
         let report = DrainReport {
-            connections: self.conns.len(),
+            connections: indices.len(),
             ..DrainReport::default()
         };
         tracing::info!(connections = report.connections, soft = ?request.soft, hard = ?request.hard, "draining");
@@ -81,10 +86,11 @@ impl Supervisor {
             hard_at: later(now, request.hard.max(request.soft)),
             soft_done: false,
             recheck_at: None,
+            remaining: indices.len(),
             report,
             reply: request.reply,
         });
-        if self.conns.is_empty() {
+        if indices.is_empty() {
             self.finish_drain();
         } else {
             self.drain_step(now);
@@ -105,18 +111,14 @@ impl Supervisor {
             return;
         }
         drain.soft_done = true;
-        let ids: Vec<u64> = self
-            .conns
-            .iter()
-            .filter(|(_, e)| e.fate == Fate::Untouched)
-            .map(|(id, _)| *id)
-            .collect();
         let mut busy = false;
-        for id in ids {
-            let Some(conn) = self.conns.get(&id).and_then(|e| e.conn.upgrade()) else {
+        for index in self.live_indices() {
+            let entry = self.entry(index);
+            if !entry.bits.has(Bits::IN_DRAIN) || entry.bits.fate() != Fate::Untouched {
                 continue;
-            };
-            if conn.is_released() || conn.has(flags::CLOSED | flags::LOCAL_FIN) {
+            }
+            let conn = self.conn(index);
+            if conn.is_released() || conn.has(Flags::CLOSED | Flags::LOCAL_FIN) {
                 continue;
             }
             if !idle_between_requests(&conn) {
@@ -125,16 +127,13 @@ impl Supervisor {
             }
             // A FIN, the stream's read woken with EOF; the handler finishes by itself.
             if conn.mark_shut(CloseReason::Drained) {
-                let _ = conn
-                    .socket
-                    .with(|fd| SockRef::from(&fd).shutdown(Shutdown::Write));
+                let _ = conn.with_fd(|fd| SockRef::from(&fd).shutdown(Shutdown::Write));
                 conn.wake_reader();
-                if let Some(entry) = self.conns.get_mut(&id) {
-                    entry.fate = Fate::IdleClosed;
-                    entry.closed_by_us = true;
-                }
+                let entry = self.entry_mut(index);
+                entry.bits.set_fate(Fate::IdleClosed);
+                entry.bits.set(Bits::CLOSED_BY_US);
                 self.local_fin(&conn, now);
-                tracing::info!(parent: &conn.span, "drain: idle between requests, half-closed");
+                tracing::info!(parent: &self.span(&conn), "drain: idle between requests, half-closed");
             }
         }
         if let Some(drain) = self.drain.as_mut() {
@@ -142,27 +141,26 @@ impl Supervisor {
         }
     }
 
-    /// Every connection still in the table is counted now: by its fate if its stream is
-    /// already gone (its release may still be queued), as forced otherwise.
+    /// Every connection of the drain not counted yet is counted now: by its fate if its
+    /// stream is already gone (its release may still be queued), as forced otherwise.
     fn drain_hard(&mut self, now: Instant) {
-        let ids: Vec<u64> = self.conns.keys().copied().collect();
-        for id in ids {
-            let Some(entry) = self.conns.get(&id) else {
+        for index in self.live_indices() {
+            let entry = self.entry(index);
+            if !entry.bits.has(Bits::IN_DRAIN) {
                 continue;
+            }
+            let fate = entry.bits.fate();
+            let conn = self.conn(index);
+            let counted = if conn.is_released() {
+                fate
+            } else {
+                self.close(&conn, CloseReason::Drained, now, false);
+                self.abort_task(index);
+                Fate::Forced
             };
-            let fate = entry.fate;
-            let conn = entry.conn.upgrade().filter(|c| !c.is_released());
-            let counted = match conn {
-                Some(conn) => {
-                    self.close(&conn, CloseReason::Drained, now, false);
-                    conn.abort_task();
-                    if let Some(entry) = self.conns.get_mut(&id) {
-                        entry.fate = Fate::Forced;
-                    }
-                    Fate::Forced
-                }
-                None => fate,
-            };
+            let entry = self.entry_mut(index);
+            entry.bits.clear(Bits::IN_DRAIN);
+            entry.bits.set_fate(counted);
             if let Some(drain) = self.drain.as_mut() {
                 drain.count_released(counted);
             }
@@ -189,7 +187,6 @@ fn idle_between_requests(conn: &Conn) -> bool {
     if conn.tcp_info().is_some_and(|i| i.has_pending_send()) {
         return false;
     }
-    conn.socket
-        .with(|fd| sys::unread_bytes(fd).is_ok_and(|n| n == 0))
+    conn.with_fd(|fd| sys::unread_bytes(fd).is_ok_and(|n| n == 0))
         .unwrap_or(false)
 }

@@ -1,27 +1,30 @@
 //! What the kernel tells the supervisor: peer FINs, resets, keepalive and user timeouts
 //! (and, for sockets without kernel events, the sweep that stands in for them).
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use socket2::SockRef;
 
+use super::entry::Bits;
 use super::Supervisor;
-use crate::conn::Conn;
-use crate::state::{flags, CloseReason};
-use crate::stats::{KernelState, TcpInfo};
-use crate::sys::{self, FinEvent, Probe};
+use crate::conn::{Conn, Flags};
+use crate::state::CloseReason;
+use crate::sys::{self, Probe};
+use crate::tcp_info::{KernelState, TcpInfo};
 
 pub(super) const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
 impl Supervisor {
-    pub(super) fn on_fin_event(&mut self, event: FinEvent, now: Instant) {
-        let Some(conn) = self.live(event.id) else {
+    /// An event for the socket registered as `key`: a FIN (read hang-up), a hang-up of
+    /// both directions, or an error.
+    pub(super) fn on_socket_event(&mut self, key: u64, hangup: bool, error: bool, now: Instant) {
+        let (index, gen) = (key as u32, (key >> 32) as u32);
+        let Some(conn) = self.live(index).filter(|c| c.gen() == gen) else {
             return;
         };
         let info = conn.tcp_info();
         let kernel_closed = info.is_some_and(|i| i.state == KernelState::Close);
-        if event.error || (event.hangup && kernel_closed) {
+        if error || (hangup && kernel_closed) {
             self.kernel_ended(&conn, info, None);
         } else if info.is_none_or(|i| i.state.peer_fin_received()) {
             self.peer_fin(&conn, now);
@@ -33,17 +36,16 @@ impl Supervisor {
     /// already took from the socket (a peek consumes it).
     pub(super) fn kernel_ended(&mut self, conn: &Conn, info: Option<TcpInfo>, taken: Option<i32>) {
         let errno = taken.or_else(|| {
-            conn.socket
-                .with(|fd| SockRef::from(&fd).take_error())
+            conn.with_fd(|fd| SockRef::from(&fd).take_error())
                 .and_then(|r| r.ok().flatten())
                 .and_then(|e| e.raw_os_error())
         });
         if let Some(errno) = errno {
-            conn.set_kernel_error(errno);
+            conn.set_kernel_errno(errno);
         }
         // If the handler's own read or write took the error first, it recorded it. EPIPE
         // is left out: the application also gets it for writing after its own shutdown.
-        let errno = errno.or_else(|| conn.app_error().filter(|e| *e != libc::EPIPE));
+        let errno = errno.or_else(|| conn.app_errno().filter(|e| *e != libc::EPIPE));
         // `SO_ERROR` is read-once: a handler blocked in read or write is woken by the same
         // kernel event and its syscall may take the error first (measured: a writer to a
         // vanished peer gets ETIMEDOUT itself, then SO_ERROR is 0). The retry counters
@@ -58,17 +60,17 @@ impl Supervisor {
             Some(_) => true,
             None => info.is_some_and(|i| i.retransmits > 0 || i.probes > 0),
         };
-        let written = conn.bytes_written.load(Relaxed);
+        let written = conn.bytes_written();
         // The peer acknowledged one byte more than we wrote: our FIN (measured: a normal
         // close in either order leaves `bytes_acked` = written + 1, a reset leaves it
         // at most `written`). Also covers a shutdown whose LOCAL_FIN flag is not set yet.
         let our_fin_acked = info.is_some_and(|i| i.bytes_acked > written);
-        if errno.is_none() && !timed_out && (our_fin_acked || conn.has(flags::LOCAL_FIN)) {
+        if errno.is_none() && !timed_out && (our_fin_acked || conn.has(Flags::LOCAL_FIN)) {
             // No error: both FINs went through (TIME_WAIT took the socket over, or
             // LAST_ACK ended). The normal end of a connection, not a failure, and
             // nothing is left to enforce (no further kernel event will come).
-            conn.set_flag(flags::PEER_FIN);
-            self.retire(conn.id);
+            conn.set_flag(Flags::PEER_FIN);
+            self.retire(conn.index());
             return;
         }
         let outstanding = info.is_some_and(|i| written > i.bytes_acked);
@@ -77,28 +79,33 @@ impl Supervisor {
             (true, false) => CloseReason::KeepaliveFailed,
             (false, _) => CloseReason::ResetByPeer,
         };
-        self.retire(conn.id);
+        self.retire(conn.index());
         if conn.mark_closed(reason) {
-            let aborted_task = conn.abort_task();
-            tracing::info!(parent: &conn.span, reason = %reason, errno, aborted_task, "connection failed in the kernel");
+            let aborted_task = self.abort_task(conn.index());
+            tracing::info!(parent: &self.span(conn), reason = %reason, errno, aborted_task, "connection failed in the kernel");
         }
     }
 
     /// Looks at the connections the kernel watcher does not cover (all of them on
     /// platforms without kernel FIN events) for a FIN or a failure.
     pub(super) fn sweep(&mut self, now: Instant) {
-        let ids: Vec<u64> = self
-            .conns
-            .iter()
-            .filter(|(_, e)| !e.watched && !e.retired)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            let Some(conn) = self.live(id) else { continue };
-            if conn.has(flags::PEER_FIN) {
+        let mut indices = Vec::new();
+        for (p, entries) in self.entries.iter().enumerate() {
+            for (i, entry) in entries.iter().enumerate() {
+                let swept = sys::NEEDS_SWEEP || entry.bits.has(Bits::UNWATCHED);
+                if swept && entry.bits.has(Bits::LIVE) && !entry.bits.has(Bits::RETIRED) {
+                    indices.push((p * crate::conn::PAGE + i) as u32);
+                }
+            }
+        }
+        for index in indices {
+            let Some(conn) = self.live(index) else {
+                continue;
+            };
+            if conn.has(Flags::PEER_FIN) {
                 continue;
             }
-            match conn.socket.with(sys::probe) {
+            match conn.with_fd(sys::probe) {
                 Some(Probe::PeerFin) => self.peer_fin(&conn, now),
                 Some(Probe::Ended(errno)) => {
                     let info = conn.tcp_info();

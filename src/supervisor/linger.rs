@@ -9,6 +9,7 @@
 //! has sent its FIN and will send nothing more. `write_idle_timeout` and
 //! `fin_wait_timeout` bound it: a peer that stops acknowledging is reset.
 
+use std::cmp::Reverse;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering::Relaxed;
@@ -19,8 +20,8 @@ use socket2::SockRef;
 use super::{Handover, Supervisor};
 use crate::idle::{later, IdleClock, Verdict};
 use crate::state::CloseReason;
-use crate::stats::{Counters, KernelState};
 use crate::sys;
+use crate::tcp_info::KernelState;
 
 /// The first look comes this soon after the handover, and again whenever the peer has
 /// acknowledged something since the last one.
@@ -39,7 +40,9 @@ pub(super) struct Lingering {
 }
 
 impl Supervisor {
-    /// Takes over a socket its application has dropped with data still queued.
+    /// Takes over a socket its application has dropped with data still queued; `id` is
+    /// the key its events keep coming under (its registration outlives the application's
+    /// descriptor, since ours still holds the socket open).
     pub(super) fn linger(&mut self, id: u64, handover: Handover, now: Instant) {
         let Handover { fd, fin_sent } = handover;
         if !fin_sent {
@@ -48,15 +51,15 @@ impl Supervisor {
             let _ = SockRef::from(&fd).shutdown(Shutdown::Write);
         }
         let acked = sys::tcp_info(fd.as_fd()).map_or(0, |i| i.bytes_acked);
-        let c = &self.config.inner;
+        let config = &self.shared.config;
         let clock = |t: Option<Duration>| t.map(|t| IdleClock::new(t, acked, now));
         let lingering = Lingering {
             fd,
             due: now,
             step: FIRST_STEP,
             acked,
-            write_idle: clock(c.write_idle_timeout),
-            fin_wait: clock(c.fin_wait_timeout),
+            write_idle: clock(config.write_idle_timeout()),
+            fin_wait: clock(config.fin_wait_timeout()),
         };
         tracing::debug!(
             id,
@@ -91,7 +94,7 @@ impl Supervisor {
         if !info.has_pending_send() {
             // Everything delivered, our FIN too: the orphan waits in FIN_WAIT_2 for the
             // peer's FIN, bounded by `fin_wait_timeout`.
-            if let Some(t) = self.config.fin_wait_timeout() {
+            if let Some(t) = self.shared.config.fin_wait_timeout() {
                 let _ = sys::set_orphan_fin_wait(fd, t);
             }
             return self.end_linger(id, "delivered");
@@ -112,7 +115,7 @@ impl Supervisor {
         if let Some(reason) = expired {
             // The peer stopped taking data: nothing more can be delivered.
             let _ = sys::disconnect(fd);
-            Counters::bump(&self.counters.closed_by_reason[reason.index()]);
+            self.shared.counters.closed(reason);
             tracing::info!(id, reason = %reason, "lingering close: reset, the peer stopped taking data");
             return self.end_linger(id, "reset");
         }
@@ -123,13 +126,45 @@ impl Supervisor {
             l.step = (l.step * 2).min(MAX_STEP);
         }
         l.due = next;
-        self.heap.push(std::cmp::Reverse((next, id)));
+        let at = self.shared.table.nanos(next);
+        self.linger_heap.push(Reverse((at, id)));
     }
 
     fn end_linger(&mut self, id: u64, how: &'static str) {
         if self.lingering.remove(&id).is_some() {
-            self.lingering_count.fetch_sub(1, Relaxed);
+            self.shared.lingering.fetch_sub(1, Relaxed);
             tracing::debug!(id, how, "lingering close: done");
+        }
+    }
+
+    pub(super) fn next_linger_due(&mut self) -> Option<Instant> {
+        while let Some(Reverse((at, id))) = self.linger_heap.peek().copied() {
+            let due = self
+                .lingering
+                .get(&id)
+                .map(|l| self.shared.table.nanos(l.due));
+            if due == Some(at) {
+                return Some(self.shared.table.instant(at));
+            }
+            self.linger_heap.pop();
+        }
+        None
+    }
+
+    pub(super) fn run_due_lingering(&mut self, now: Instant) {
+        let now_ns = self.shared.table.nanos(now);
+        while let Some(Reverse((at, id))) = self.linger_heap.peek().copied() {
+            if at > now_ns {
+                break;
+            }
+            self.linger_heap.pop();
+            let due = self
+                .lingering
+                .get(&id)
+                .map(|l| self.shared.table.nanos(l.due));
+            if due == Some(at) {
+                self.linger_look(id, now);
+            }
         }
     }
 }

@@ -1,179 +1,84 @@
 //! One task per listener: holds every connection's deadlines (one timer for all), learns
-//! of peer FINs and kernel failures from the FIN watcher, and closes connections from
-//! outside, whether or not their handlers poll.
+//! of peer FINs and kernel failures from the kernel's events, and closes connections
+//! from outside, whether or not their handlers poll.
 
 mod drain;
+mod entry;
 mod kernel;
 mod linger;
+pub(crate) mod report;
 mod rules;
+pub(crate) mod tx;
 
-pub(crate) use drain::DrainRequest;
-use drain::{Drain, Fate};
-use kernel::SWEEP_INTERVAL;
-use linger::Lingering;
-use rules::Clocks;
+pub use report::DrainReport;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::future::Future;
-use std::net::IpAddr;
-use std::os::fd::OwnedFd;
+use std::io;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use pin_project::pin_project;
-use tokio::sync::{mpsc, Notify};
+use tokio::task::AbortHandle;
 
-use crate::config::Config;
-use crate::conn::Conn;
-use crate::idle::IdleClock;
-use crate::state::flags;
-use crate::stats::Counters;
-use crate::sys::{self, FinWatcher};
+use crate::conn::{Conn, Flags, Page, PAGE};
+use crate::shared::Shared;
+use crate::sys::{self, Event, Events};
+use drain::Drain;
+use entry::{Bits, Clocks, Entry};
+use kernel::SWEEP_INTERVAL;
+use linger::Lingering;
+use tx::{Handover, Msg, Rx};
 
-/// Messages from listeners and streams to the supervisor.
-#[derive(Debug)]
-pub(crate) enum Msg {
-    Register(u64, Weak<Conn>),
-    LocalFin(u64),
-    /// The application read EOF (the watcher may not have seen the FIN).
-    PeerFin(u64),
-    /// The application is done with the stream; with a socket to close for it, if data
-    /// was still on its way.
-    Released(u64, Option<Handover>),
-    Drain(DrainRequest),
-}
-
-/// A socket whose application dropped it while data was still on its way to the peer:
-/// the supervisor keeps it open until that data is delivered (a lingering close).
-#[derive(Debug)]
-pub(crate) struct Handover {
-    /// A duplicate of the application's descriptor, taken before it closed its own.
-    pub(crate) fd: OwnedFd,
-    /// Whether our FIN was already sent (the application shut down its write half, or
-    /// the library closed the connection).
-    pub(crate) fin_sent: bool,
-}
-
-/// State shared by a listener, its connections and its supervisor. When the last holder
-/// (listener or connection) drops it, the channel closes and the supervisor ends.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) config: Config,
-    pub(crate) counters: Arc<Counters>,
-    pub(crate) tx: mpsc::UnboundedSender<Msg>,
-    next_id: AtomicU64,
-    /// Connections whose stream is still held.
-    pub(crate) open: AtomicUsize,
-    /// Woken whenever a stream is released (a slot frees up, a descriptor too).
-    pub(crate) released: Notify,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-    /// Set when a drain starts; handlers wait on it through `ConnectionHandle::draining`.
-    pub(crate) draining: AtomicBool,
-    pub(crate) drain_started: Notify,
-    /// Sockets handed to the supervisor for a lingering close and not closed yet.
-    pub(crate) lingering: Arc<AtomicUsize>,
-}
-
-impl Shared {
-    /// Creates the shared state and spawns the supervisor task.
-    ///
-    /// # Panics
-    ///
-    /// Outside a tokio runtime.
-    pub(crate) fn start(config: Config) -> std::io::Result<Arc<Self>> {
-        let watcher = Arc::new(FinWatcher::new()?);
-        let counters = Arc::new(Counters::default());
-        let lingering = Arc::new(AtomicUsize::new(0));
-        let (tx, rx) = mpsc::unbounded_channel();
-        let supervisor = Supervisor {
-            config: config.clone(),
-            counters: counters.clone(),
-            watcher: watcher.clone(),
-            conns: HashMap::new(),
-            lingering: HashMap::new(),
-            lingering_count: lingering.clone(),
-            heap: BinaryHeap::new(),
-            drain: None,
-            unwatched: 0,
-        };
-        let health = counters.clone();
-        tokio::spawn(async move {
-            if let Err(panic) = (CatchUnwind {
-                inner: supervisor.run(rx),
-            })
-            .await
-            {
-                // A bug, never an input: nothing is enforced from here on, so say so
-                // loudly and make `accept` fail rather than serve unsupervised.
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                tracing::error!(panic = %message, "tcp-hygiene supervisor stopped: connections are no longer supervised");
-                health.supervisor_failed.store(true, Relaxed);
-            }
-        });
-        Ok(Arc::new(Self {
-            config,
-            counters,
-            tx,
-            next_id: AtomicU64::new(1),
-            open: AtomicUsize::new(0),
-            released: Notify::new(),
-            per_ip: Mutex::new(HashMap::new()),
-            draining: AtomicBool::new(false),
-            drain_started: Notify::new(),
-            lingering,
-        }))
-    }
-
-    /// An error for `accept` if the supervisor has stopped (only a bug can do that).
-    pub(crate) fn check_supervisor(&self) -> std::io::Result<()> {
-        if self.counters.supervisor_failed.load(Relaxed) {
-            return Err(std::io::Error::other(
-                "tcp-hygiene: the supervisor task stopped; connections would not be supervised",
-            ));
+/// Starts the supervisor of the listener whose state is `shared`, reading `rx`.
+///
+/// # Errors
+///
+/// If the kernel's event queue cannot be created (out of descriptors, say).
+///
+/// # Panics
+///
+/// Outside a tokio runtime.
+pub(crate) fn spawn(shared: Arc<Shared>, rx: Rx) -> io::Result<()> {
+    let supervisor = Supervisor {
+        events: Arc::new(Events::new()?),
+        pages: Vec::new(),
+        entries: Vec::new(),
+        heap: BinaryHeap::new(),
+        lingering: HashMap::new(),
+        linger_heap: BinaryHeap::new(),
+        drain: None,
+        tasks: HashMap::new(),
+        spans: HashMap::new(),
+        unwatched: 0,
+        registered: 0,
+        listener_open: true,
+        shared,
+    };
+    tokio::spawn(async move {
+        let shared = supervisor.shared.clone();
+        if let Err(panic) = (CatchUnwind {
+            inner: supervisor.run(rx),
+        })
+        .await
+        {
+            // A bug, never an input: nothing is enforced from here on, so say so loudly
+            // and make `accept` fail rather than serve unsupervised connections.
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %message, "tcp-hygiene supervisor stopped: connections are no longer supervised");
+            shared.counters.supervisor_failed.store(true, Relaxed);
         }
-        Ok(())
-    }
-
-    pub(crate) fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Relaxed)
-    }
-
-    /// Counts a new connection from `ip`; false if that address is at its limit.
-    pub(crate) fn admit(&self, ip: IpAddr) -> bool {
-        if let Some(limit) = self.config.inner.max_connections_per_ip {
-            let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            let n = map.entry(ip).or_insert(0);
-            if *n >= limit {
-                return false;
-            }
-            *n += 1;
-        }
-        self.open.fetch_add(1, Relaxed);
-        true
-    }
-
-    pub(crate) fn on_release(&self, ip: IpAddr) {
-        if self.config.inner.max_connections_per_ip.is_some() {
-            let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(n) = map.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(&ip);
-                }
-            }
-        }
-        self.open.fetch_sub(1, Relaxed);
-        self.released.notify_waiters();
-    }
+    });
+    Ok(())
 }
 
 /// Runs a future and catches a panic in it, so that the task that polls it can report
@@ -197,83 +102,74 @@ impl<F: Future> Future for CatchUnwind<F> {
     }
 }
 
+/// A deadline in the heap: when (nanoseconds on the table's clock), which slot, and which
+/// of its schedules (items of an older schedule are stale and skipped).
+type Due = Reverse<(u64, u32, u32)>;
+
 struct Supervisor {
-    config: Config,
-    counters: Arc<Counters>,
-    watcher: Arc<FinWatcher>,
-    conns: HashMap<u64, Entry>,
+    shared: Arc<Shared>,
+    events: Arc<Events>,
+    /// The table's pages, as far as registrations have reached.
+    pages: Vec<Arc<Page>>,
+    /// What the supervisor keeps per slot, page by page like the table.
+    entries: Vec<Box<[Entry; PAGE]>>,
+    /// Every connection's next look; lazily deleted.
+    heap: BinaryHeap<Due>,
     /// Sockets dropped by their application with data still on its way, kept open until
-    /// it is delivered.
+    /// it is delivered; by their events key.
     lingering: HashMap<u64, Lingering>,
-    lingering_count: Arc<AtomicUsize>,
-    /// Lazily deleted: an item is live only if it matches its entry's `due`.
-    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    linger_heap: BinaryHeap<Reverse<(u64, u64)>>,
     drain: Option<Drain>,
+    /// Tasks spawned through the library, by slot: aborted when the library closes.
+    tasks: HashMap<u32, AbortHandle>,
+    /// Each connection's tracing span, made the first time it has something to say.
+    spans: HashMap<u32, tracing::Span>,
     /// Connections the kernel watcher could not take; swept instead.
     unwatched: usize,
-}
-
-/// What the supervisor keeps per connection.
-struct Entry {
-    conn: Weak<Conn>,
-    due: Option<Instant>,
-    first_byte_pending: bool,
-    /// Boxed: most connections run none of these clocks (all off by default, and
-    /// `close_wait` and `fin_wait` only after a FIN), and unboxed they would be most of
-    /// the entry.
-    clocks: Option<Box<Clocks>>,
-    /// No rule applies any more (reset, or both FINs exchanged).
-    retired: bool,
-    /// The library has closed it gracefully: only the rules that bound our FIN's way out
-    /// (`fin_wait_timeout`, `write_idle_timeout`) still apply.
-    closed_by_us: bool,
-    /// Registered with the kernel watcher (otherwise swept).
-    watched: bool,
-    /// What a drain did to this connection.
-    fate: Fate,
+    /// Registered and not yet released.
+    registered: usize,
+    listener_open: bool,
 }
 
 impl Supervisor {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
-        let watcher = self.watcher.clone();
-        let mut events = Vec::with_capacity(256);
+    async fn run(mut self, mut rx: Rx) {
+        let events = self.events.clone();
+        let mut batch = Vec::with_capacity(256);
         let mut armed: Option<Instant> = None;
         let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Open while the listener or a stream is alive; after that, until the last
-        // lingering close is done.
-        let mut open = true;
-        loop {
-            if !open && self.lingering.is_empty() {
-                break;
-            }
+        // Ends once the listener is gone, its last connection is too, and so is the last
+        // lingering close.
+        while self.listener_open || self.registered > 0 || !self.lingering.is_empty() {
             let next = self.next_due();
             if next != armed {
-                if let Err(e) = watcher.set_timer(next) {
+                if let Err(e) = events.set_timer(next) {
                     tracing::error!(error = %e, "cannot arm the supervisor's timer");
                 }
                 armed = next;
             }
             // Unbiased: a flood of accept/release messages must not starve FIN events
             // and the timer. Order does not matter here: a socket is registered with the
-            // watcher only while its Register message is handled, so its events cannot
-            // come first.
+            // kernel's events only while its Register message is handled, so its events
+            // cannot come first.
             tokio::select! {
-                msg = rx.recv(), if open => match msg {
+                msg = rx.recv() => match msg {
                     Some(msg) => self.on_msg(msg),
-                    None => open = false,
+                    None => break,
                 },
-                result = watcher.next_batch(&mut events) => match result {
+                result = events.next_batch(&mut batch) => match result {
                     Ok(()) => {
                         let now = Instant::now();
                         let mut timer_fired = false;
-                        for event in events.drain(..) {
-                            if event.id == sys::TIMER {
-                                timer_fired = true;
-                            } else if self.lingering.contains_key(&event.id) {
-                                self.linger_look(event.id, now);
-                            } else {
-                                self.on_fin_event(event, now);
+                        for event in batch.drain(..) {
+                            match event {
+                                Event::Timer => timer_fired = true,
+                                Event::Socket { key, .. } if self.lingering.contains_key(&key) => {
+                                    self.linger_look(key, now);
+                                }
+                                Event::Socket { key, hangup, error } => {
+                                    self.on_socket_event(key, hangup, error, now);
+                                }
                             }
                         }
                         if timer_fired {
@@ -283,196 +179,247 @@ impl Supervisor {
                         }
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, "FIN watcher failed; relying on timers");
+                        tracing::error!(error = %e, "the kernel's event queue failed; relying on timers");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
                 _ = sweep.tick(), if sys::NEEDS_SWEEP || self.unwatched > 0 => self.sweep(Instant::now()),
             }
         }
+        // The pages refer to the shared state and the shared state to the pages: let go,
+        // so that both are freed once the last handle is.
+        self.pages.clear();
+        self.shared.table.clear();
         tracing::debug!("supervisor done: listener and all connections are gone");
     }
 
-    fn next_due(&mut self) -> Option<Instant> {
-        let drain = self.drain.as_ref().map(Drain::next_step);
-        match (self.next_conn_due(), drain) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+    fn on_msg(&mut self, msg: Msg) {
+        let now = Instant::now();
+        match msg {
+            Msg::Register(index) => self.register(index, now),
+            Msg::LocalFin(index) => {
+                if let Some(conn) = self.live(index) {
+                    self.local_fin(&conn, now);
+                }
+            }
+            Msg::PeerFin(index) => {
+                if let Some(conn) = self.live(index) {
+                    self.peer_fin(&conn, now);
+                }
+            }
+            Msg::Wrote(index) => {
+                if let Some(conn) = self.live(index) {
+                    self.wrote(&conn, now);
+                }
+            }
+            Msg::Released(index, handover) => self.released(index, handover, now),
+            Msg::Task(index, gen, task) => self.task(index, gen, task),
+            Msg::Drain(request) => self.start_drain(request),
+            Msg::ListenerClosed => self.listener_open = false,
         }
     }
 
+    // ------------------------------------------------------------------------------------
+    // Slots and entries.
+
+    /// The connection in slot `index` (its page must be known).
+    fn conn(&self, index: u32) -> Conn {
+        Conn::new(self.pages[index as usize / PAGE].clone(), index)
+    }
+
+    fn entry(&self, index: u32) -> &Entry {
+        &self.entries[index as usize / PAGE][index as usize % PAGE]
+    }
+
+    fn entry_mut(&mut self, index: u32) -> &mut Entry {
+        &mut self.entries[index as usize / PAGE][index as usize % PAGE]
+    }
+
+    /// Learns of the table's new pages, up to the one of slot `index`.
+    fn know_page(&mut self, index: u32) {
+        if index as usize / PAGE < self.pages.len() {
+            return;
+        }
+        self.pages = self.shared.table.pages();
+        while self.entries.len() < self.pages.len() {
+            self.entries
+                .push(Box::new(std::array::from_fn(|_| Entry::default())));
+        }
+    }
+
+    /// The connection in slot `index` if it still needs supervising.
+    fn live(&self, index: u32) -> Option<Conn> {
+        if index as usize / PAGE >= self.pages.len() {
+            return None;
+        }
+        let entry = self.entry(index);
+        if !entry.bits.has(Bits::LIVE) || entry.bits.has(Bits::RETIRED) {
+            return None;
+        }
+        let conn = self.conn(index);
+        // Released: its `Released` message is queued and ends the entry.
+        (!conn.is_released()).then_some(conn)
+    }
+
+    fn register(&mut self, index: u32, now: Instant) {
+        self.know_page(index);
+        let conn = self.conn(index);
+        let config = self.shared.config.clone();
+        self.registered += 1;
+        let clocks = Clocks::at_accept(&config, &conn, now);
+        let entry = self.entry_mut(index);
+        entry.open(config.first_byte_timeout().is_some(), clocks);
+        // Watched from here rather than in `accept`: a connection closed before the
+        // supervisor's next turn costs no epoll_ctl at all. A FIN that came first is
+        // reported at once: adding a socket that is already ready queues its event.
+        let key = events_key(&conn);
+        match conn.with_fd(|fd| self.events.register(fd, key)) {
+            Some(Err(e)) => {
+                crate::stats::Counters::bump(&self.shared.counters.fin_watch_failures);
+                tracing::warn!(parent: &self.span(&conn), error = %e, "cannot watch for FIN; sweeping this connection instead");
+                self.entry_mut(index).bits.set(Bits::UNWATCHED);
+                self.unwatched += 1;
+            }
+            Some(Ok(())) => {}
+            None => return, // already released: its `Released` message follows
+        }
+        // The flags may have changed before registration reached us.
+        if conn.has(Flags::PEER_FIN) {
+            self.peer_fin(&conn, now);
+        }
+        if conn.has(Flags::LOCAL_FIN) {
+            self.local_fin(&conn, now);
+        }
+        self.reschedule(&conn);
+    }
+
+    fn released(&mut self, index: u32, handover: Option<Handover>, now: Instant) {
+        let conn = self.conn(index);
+        let key = events_key(&conn);
+        let entry = std::mem::take(self.entry_mut(index));
+        // Old heap items of this slot must never match a later occupant's schedule.
+        self.entry_mut(index).sched = entry.sched.wrapping_add(1);
+        if entry.bits.has(Bits::UNWATCHED) {
+            self.unwatched -= 1;
+        }
+        if let Some(drain) = self.drain.as_mut() {
+            if entry.bits.has(Bits::IN_DRAIN) && drain.count_released(entry.bits.fate()) {
+                self.finish_drain();
+            }
+        }
+        self.tasks.remove(&index);
+        self.spans.remove(&index);
+        self.registered -= 1;
+        if let Some(handover) = handover {
+            self.linger(key, handover, now);
+        }
+        conn.unref();
+    }
+
+    fn task(&mut self, index: u32, gen: u32, task: AbortHandle) {
+        let Some(conn) = self.live(index).filter(|c| c.gen() == gen) else {
+            // Its connection ended already; the task ends by itself.
+            return;
+        };
+        if conn.has(Flags::CLOSED) {
+            // Closed before the task was known: end it now.
+            task.abort();
+        } else {
+            self.tasks.insert(index, task);
+        }
+    }
+
+    /// Aborts the task serving the connection, if it was spawned through the library.
+    fn abort_task(&mut self, index: u32) -> bool {
+        self.tasks.remove(&index).map(|t| t.abort()).is_some()
+    }
+
+    /// The connection's span: its id and peer on every event about it.
+    fn span(&mut self, conn: &Conn) -> tracing::Span {
+        self.spans
+            .entry(conn.index())
+            .or_insert_with(|| {
+                tracing::info_span!(parent: None, "tcp_hygiene::conn", id = conn.id(), peer = %conn.peer())
+            })
+            .clone()
+    }
+
+    /// Nothing left to enforce; the entry stays until the stream is released (a drain
+    /// may still need to end its task).
+    fn retire(&mut self, index: u32) {
+        let entry = self.entry_mut(index);
+        entry.bits.set(Bits::RETIRED);
+        entry.sched = entry.sched.wrapping_add(1);
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Scheduling: one heap of deadlines, one timer.
+
+    fn next_due(&mut self) -> Option<Instant> {
+        let drain = self.drain.as_ref().map(Drain::next_step);
+        let conn = self.next_conn_due();
+        let linger = self.next_linger_due();
+        [conn, linger, drain].into_iter().flatten().min()
+    }
+
     fn next_conn_due(&mut self) -> Option<Instant> {
-        while let Some(Reverse((at, id))) = self.heap.peek().copied() {
-            if self.due_of(id) == Some(at) {
-                return Some(at);
+        while let Some(Reverse((at, index, sched))) = self.heap.peek().copied() {
+            if self.is_current(index, sched) {
+                return Some(self.shared.table.instant(at));
             }
             self.heap.pop();
         }
         None
     }
 
-    /// When the connection (or lingering socket) `id` next needs a look.
-    fn due_of(&self, id: u64) -> Option<Instant> {
-        match self.conns.get(&id) {
-            Some(entry) => entry.due,
-            None => self.lingering.get(&id).map(|l| l.due),
-        }
+    fn is_current(&self, index: u32, sched: u32) -> bool {
+        let entry = self.entry(index);
+        entry.sched == sched && entry.bits.has(Bits::LIVE) && !entry.bits.has(Bits::RETIRED)
     }
 
-    fn schedule(&mut self, id: u64, at: Option<Instant>) {
-        if let Some(entry) = self.conns.get_mut(&id) {
-            let at = if entry.retired { None } else { at };
-            if entry.due != at {
-                entry.due = at;
-                if let Some(at) = at {
-                    self.heap.push(Reverse((at, id)));
-                }
-            }
+    /// Sets the connection's next look (none: `None`).
+    fn schedule(&mut self, index: u32, at: Option<Instant>) {
+        let entry = self.entry_mut(index);
+        if entry.bits.has(Bits::RETIRED) {
+            return;
         }
-        self.compact_heap();
-    }
-
-    fn compact_heap(&mut self) {
+        entry.sched = entry.sched.wrapping_add(1);
+        let sched = entry.sched;
+        if let Some(at) = at {
+            let at = self.shared.table.nanos(at);
+            self.heap.push(Reverse((at, index, sched)));
+        }
         // Rescheduling leaves the old item behind (deleted lazily when it reaches the
         // top). Far-off items (say `max_connection_age`) of connections long gone would
-        // pile up with churn, so rebuild from the live deadlines now and then: amortised
+        // pile up with churn, so rebuild from the current items now and then: amortised
         // O(1) per push.
-        if self.heap.len() > 2 * (self.conns.len() + self.lingering.len()) + 64 {
-            let lingering = self.lingering.iter().map(|(id, l)| Reverse((l.due, *id)));
-            self.heap = self
-                .conns
-                .iter()
-                .filter_map(|(id, e)| e.due.map(|at| Reverse((at, *id))))
-                .chain(lingering)
+        if self.heap.len() > 2 * self.registered + 64 {
+            let heap = std::mem::take(&mut self.heap);
+            self.heap = heap
+                .into_iter()
+                .filter(|Reverse((_, index, sched))| self.is_current(*index, *sched))
                 .collect();
         }
     }
 
-    fn on_msg(&mut self, msg: Msg) {
-        match msg {
-            Msg::Register(id, weak) => {
-                let Some(conn) = weak.upgrade() else { return };
-                let c = &self.config.inner;
-                let since = conn.accepted_at;
-                let clock = |t: Option<Duration>| t.map(|t| IdleClock::new(t, 0, since));
-                let clocks = Clocks {
-                    idle: clock(c.idle_timeout),
-                    read_idle: clock(c.read_idle_timeout),
-                    write_idle: clock(c.write_idle_timeout),
-                    close_wait: None,
-                    fin_wait: None,
-                };
-                let any = clocks.deadlines().next().is_some();
-                let entry = Entry {
-                    conn: weak,
-                    due: None,
-                    first_byte_pending: c.first_byte_timeout.is_some(),
-                    clocks: any.then(|| Box::new(clocks)),
-                    retired: false,
-                    closed_by_us: false,
-                    watched: !sys::NEEDS_SWEEP,
-                    fate: Fate::Untouched,
-                };
-                self.conns.insert(id, entry);
-                // Watched from here rather than in `accept`: a connection closed before
-                // the supervisor's next turn costs no epoll_ctl at all. A FIN that came
-                // first is reported at once: adding a socket that is already ready
-                // queues its event.
-                match conn.socket.with(|fd| self.watcher.register(fd, id)) {
-                    Some(Err(e)) => {
-                        Counters::bump(&self.counters.fin_watch_failures);
-                        tracing::warn!(parent: &conn.span, error = %e, "cannot watch for FIN; sweeping this connection instead");
-                        if let Some(entry) = self.conns.get_mut(&id) {
-                            entry.watched = false;
-                            self.unwatched += 1;
-                        }
-                    }
-                    Some(Ok(())) => {}
-                    None => return, // already released
-                }
-                // The flags may have changed before registration reached us.
-                if conn.has(flags::PEER_FIN) {
-                    self.peer_fin(&conn, Instant::now());
-                }
-                if conn.has(flags::LOCAL_FIN) {
-                    self.on_msg(Msg::LocalFin(id));
-                }
-                let due = self.conns.get(&id).and_then(|e| self.earliest(e, since));
-                self.schedule(id, due);
-            }
-            Msg::LocalFin(id) => {
-                if let Some(conn) = self.live(id) {
-                    self.local_fin(&conn, Instant::now());
-                }
-            }
-            Msg::PeerFin(id) => {
-                if let Some(conn) = self.live(id) {
-                    self.peer_fin(&conn, Instant::now());
-                }
-            }
-            Msg::Released(id, handover) => {
-                if let Some(entry) = self.conns.remove(&id) {
-                    if !entry.watched && !sys::NEEDS_SWEEP {
-                        self.unwatched -= 1;
-                    }
-                    if let Some(drain) = self.drain.as_mut() {
-                        drain.count_released(entry.fate);
-                        if self.conns.is_empty() {
-                            self.finish_drain();
-                        }
-                    }
-                }
-                if let Some(handover) = handover {
-                    self.linger(id, handover, Instant::now());
-                }
-            }
-            Msg::Drain(request) => self.start_drain(request),
-        }
-    }
-
     fn run_due(&mut self, now: Instant) {
-        while let Some(Reverse((at, id))) = self.heap.peek().copied() {
-            if at > now {
+        let now_ns = self.shared.table.nanos(now);
+        while let Some(Reverse((at, index, sched))) = self.heap.peek().copied() {
+            if at > now_ns {
                 break;
             }
             self.heap.pop();
-            if self.due_of(id) != Some(at) {
-                continue;
-            }
-            match self.conns.get_mut(&id) {
-                Some(entry) => {
-                    entry.due = None;
-                    self.check(id, now);
-                }
-                None => self.linger_look(id, now),
+            if self.is_current(index, sched) {
+                self.check(index, now);
             }
         }
+        self.run_due_lingering(now);
     }
+}
 
-    /// The connection if it still needs supervising; forgets it otherwise.
-    fn live(&mut self, id: u64) -> Option<Arc<Conn>> {
-        let entry = self.conns.get(&id)?;
-        if entry.retired {
-            return None;
-        }
-        let conn = entry.conn.upgrade();
-        match conn {
-            Some(conn) if !conn.is_released() => Some(conn),
-            // Released or gone: its `Released` message is queued and removes the entry
-            // (and counts it for a drain); removing it here would lose that count.
-            _ => {
-                self.retire(id);
-                None
-            }
-        }
-    }
-
-    /// Nothing left to enforce; the entry stays until the stream is released (a drain
-    /// may still need to end its task).
-    fn retire(&mut self, id: u64) {
-        if let Some(entry) = self.conns.get_mut(&id) {
-            entry.due = None;
-            entry.retired = true;
-        }
-    }
+/// The key a connection's socket is registered under with the kernel's events: its
+/// generation and slot, so that an event for an earlier occupant of the slot is never
+/// taken for the current one's.
+fn events_key(conn: &Conn) -> u64 {
+    conn.id()
 }

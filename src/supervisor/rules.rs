@@ -1,103 +1,73 @@
 //! The rules: idle clocks, deadlines, and closing a connection from outside.
 
 use std::net::Shutdown;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use socket2::SockRef;
 
-use super::{Entry, Supervisor};
+use super::entry::{Bits, Clocks};
+use super::Supervisor;
 use crate::config::CloseMode;
-use crate::conn::Conn;
+use crate::conn::{Conn, Flags};
 use crate::idle::{later, IdleClock, Verdict};
-use crate::state::{flags, CloseReason};
-use crate::stats::TcpInfo;
+use crate::state::CloseReason;
 use crate::sys;
-
-/// The inactivity clocks of one connection.
-#[derive(Default)]
-pub(super) struct Clocks {
-    pub(super) idle: Option<IdleClock>,
-    pub(super) read_idle: Option<IdleClock>,
-    pub(super) write_idle: Option<IdleClock>,
-    pub(super) close_wait: Option<IdleClock>,
-    /// After our FIN: the peer's acknowledgements are the activity.
-    pub(super) fin_wait: Option<IdleClock>,
-}
-
-impl Clocks {
-    pub(super) fn deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
-        [
-            self.idle,
-            self.read_idle,
-            self.write_idle,
-            self.close_wait,
-            self.fin_wait,
-        ]
-        .into_iter()
-        .flatten()
-        .map(|c| c.deadline())
-    }
-}
+use crate::tcp_info::TcpInfo;
 
 /// The activity counters as of now: the application's and, on Linux, the kernel's.
-pub(super) struct Sample {
-    pub(super) read: u64,
-    pub(super) write: u64,
-    pub(super) info: Option<TcpInfo>,
+struct Sample {
+    read: u64,
+    write: u64,
+    info: Option<TcpInfo>,
 }
 
 impl Sample {
-    pub(super) fn take(conn: &Conn) -> Self {
+    fn take(conn: &Conn) -> Self {
         let info = conn.tcp_info();
         let (k_read, k_write) = info.map_or((0, 0), |i| (i.bytes_received, i.bytes_acked));
         Self {
-            read: conn.bytes_read.load(Relaxed).wrapping_add(k_read),
-            write: conn.bytes_written.load(Relaxed).wrapping_add(k_write),
+            read: conn.bytes_read().wrapping_add(k_read),
+            write: conn.bytes_written().wrapping_add(k_write),
             info,
         }
     }
 }
 
 impl Supervisor {
-    /// The earliest instant any rule needs a look, as of the entry's clocks.
-    pub(super) fn earliest(&self, entry: &Entry, accepted_at: Instant) -> Option<Instant> {
-        let c = &self.config.inner;
-        let absolute = if entry.closed_by_us {
+    /// Schedules the connection's next look from its rules as they stand.
+    pub(super) fn reschedule(&mut self, conn: &Conn) {
+        let config = &self.shared.config;
+        let accepted = conn.accepted_at();
+        let entry = self.entry(conn.index());
+        let absolute = if entry.bits.has(Bits::CLOSED_BY_US) {
             [None, None]
         } else {
             [
-                c.max_connection_age.map(|t| later(accepted_at, t)),
-                c.first_byte_timeout
-                    .filter(|_| entry.first_byte_pending)
-                    .map(|t| later(accepted_at, t)),
+                config.max_connection_age().map(|t| later(accepted, t)),
+                config
+                    .first_byte_timeout()
+                    .filter(|_| entry.bits.has(Bits::FIRST_BYTE_PENDING))
+                    .map(|t| later(accepted, t)),
             ]
         };
-        absolute
+        let due = absolute
             .into_iter()
             .flatten()
             .chain(entry.clocks.iter().flat_map(|c| c.deadlines()))
-            .min()
-    }
-
-    /// Schedules the connection's next look from its rules as they stand.
-    pub(super) fn reschedule(&mut self, conn: &Conn) {
-        let due = self
-            .conns
-            .get(&conn.id)
-            .and_then(|e| self.earliest(e, conn.accepted_at));
-        self.schedule(conn.id, due);
+            .min();
+        self.schedule(conn.index(), due);
     }
 
     /// Evaluates every rule of one connection: closes it if one expired, otherwise
     /// schedules the next look.
-    pub(super) fn check(&mut self, id: u64, now: Instant) {
-        let Some(conn) = self.live(id) else { return };
+    pub(super) fn check(&mut self, index: u32, now: Instant) {
+        let Some(conn) = self.live(index) else { return };
         let sample = Sample::take(&conn);
         let peer_done =
-            conn.has(flags::PEER_FIN) || sample.info.is_some_and(|i| i.state.peer_fin_received());
-        let c = self.config.inner.clone();
-        let entry = self.conns.get_mut(&id).expect("live");
+            conn.has(Flags::PEER_FIN) || sample.info.is_some_and(|i| i.state.peer_fin_received());
+        let config = self.shared.config.clone();
+        let accepted = conn.accepted_at();
+        let entry = self.entry_mut(index);
         let mut next: Option<Instant> = None;
         let mut expired: Option<CloseReason> = None;
         let mut merge = |verdict: Verdict, reason: CloseReason| match verdict {
@@ -113,31 +83,42 @@ impl Supervisor {
                 Verdict::CheckAt(at)
             }
         };
+        // With the kernel's timestamps a look knows exactly when the wire was last used;
+        // without, only whether a counter moved.
+        let look =
+            |clock: &mut IdleClock, count: u64, quiet: fn(&TcpInfo) -> std::time::Duration| {
+                match sample.info.as_ref() {
+                    Some(info) => clock.check_quiet_for(quiet(info), now),
+                    None => clock.check(count, now),
+                }
+            };
 
         // Once we have closed it ourselves, only the rules that bound our FIN's way out
         // still apply.
-        let open = !entry.closed_by_us;
-        if let (Some(t), true) = (c.max_connection_age, open) {
+        let open = !entry.bits.has(Bits::CLOSED_BY_US);
+        if let (Some(t), true) = (config.max_connection_age(), open) {
             merge(
-                at_or_expired(later(conn.accepted_at, t)),
+                at_or_expired(later(accepted, t)),
                 CloseReason::MaxConnectionAge,
             );
         }
-        if let (Some(t), true, true) = (c.first_byte_timeout, entry.first_byte_pending, open) {
-            if sample.read > 0 {
-                entry.first_byte_pending = false;
-            } else {
-                merge(
-                    at_or_expired(later(conn.accepted_at, t)),
-                    CloseReason::FirstByteTimeout,
-                );
+        if let (Some(t), true) = (config.first_byte_timeout(), open) {
+            if entry.bits.has(Bits::FIRST_BYTE_PENDING) {
+                if sample.read > 0 {
+                    entry.bits.clear(Bits::FIRST_BYTE_PENDING);
+                } else {
+                    merge(
+                        at_or_expired(later(accepted, t)),
+                        CloseReason::FirstByteTimeout,
+                    );
+                }
             }
         }
         let mut no_clocks = Clocks::default();
         let clocks = entry.clocks.as_deref_mut().unwrap_or(&mut no_clocks);
         if let (Some(clock), true) = (clocks.close_wait.as_mut(), open) {
             merge(
-                clock.check(sample.write, now),
+                look(clock, sample.write, TcpInfo::since_data_sent),
                 CloseReason::CloseWaitTimeout,
             );
         }
@@ -146,9 +127,14 @@ impl Supervisor {
                 merge(clock.check(sample.write, now), CloseReason::FinWaitTimeout);
             }
         }
+        // Only a writer with bytes waiting can be stalled. With nothing queued, stop
+        // looking until the next write (where the kernel can say what is queued).
+        let waiting = sample.info.is_none_or(|i| i.has_pending_send());
+        let stop_watching = clocks.write_idle.is_some() && !waiting && sys::HAS_TCP_INFO;
+        if stop_watching {
+            clocks.write_idle = None;
+        }
         if let Some(clock) = clocks.write_idle.as_mut() {
-            // Only a writer with bytes waiting can be stalled.
-            let waiting = sample.info.is_none_or(|i| i.has_pending_send());
             let verdict = if waiting {
                 clock.check(sample.write, now)
             } else {
@@ -157,11 +143,16 @@ impl Supervisor {
             merge(verdict, CloseReason::WriteIdleTimeout);
         }
         if let (Some(clock), true) = (clocks.read_idle.as_mut(), open) {
-            merge(clock.check(sample.read, now), CloseReason::ReadIdleTimeout);
+            merge(
+                look(clock, sample.read, TcpInfo::since_data_received),
+                CloseReason::ReadIdleTimeout,
+            );
         }
         if let (Some(clock), true) = (clocks.idle.as_mut(), open) {
             merge(
-                clock.check(sample.read.wrapping_add(sample.write), now),
+                look(clock, sample.read.wrapping_add(sample.write), |i| {
+                    i.since_data_received().min(i.since_data_sent())
+                }),
                 CloseReason::IdleTimeout,
             );
         }
@@ -177,7 +168,34 @@ impl Supervisor {
                 );
                 self.close(&conn, reason, now, abortive);
             }
-            None => self.schedule(id, next),
+            None => {
+                self.schedule(index, next);
+                if stop_watching {
+                    // Asked before looking again, so that a write in between is not
+                    // missed.
+                    conn.watch_writes();
+                    if conn.tcp_info().is_some_and(|i| i.has_pending_send()) {
+                        self.wrote(&conn, now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The application wrote to a connection whose `write_idle_timeout` clock was
+    /// stopped (nothing was queued): it runs again until the data is acknowledged.
+    pub(super) fn wrote(&mut self, conn: &Conn, now: Instant) {
+        let Some(t) = self.shared.config.write_idle_timeout() else {
+            return;
+        };
+        let written = Sample::take(conn).write;
+        let clocks = self
+            .entry_mut(conn.index())
+            .clocks
+            .get_or_insert_with(Box::default);
+        if clocks.write_idle.is_none() {
+            clocks.write_idle = Some(IdleClock::new(t, written, now));
+            self.reschedule(conn);
         }
     }
 
@@ -187,8 +205,9 @@ impl Supervisor {
     /// Graceful: `shutdown(Write)`, so the peer gets our FIN after every byte already
     /// queued, and no reset if it sends more meanwhile (`shutdown(Both)` would make Linux
     /// reset the connection at its next byte and drop the queue). The stream's reads end
-    /// at EOF, a parked one woken; its writes fail. `fin_wait_timeout` and
-    /// `write_idle_timeout` keep bounding the socket until the peer answers.
+    /// at EOF, a parked one woken; its writes fail. `fin_wait_timeout` (and
+    /// `write_idle_timeout`) keep bounding the socket until the peer answers; the task is
+    /// ended at once, and if it leaves data queued, the lingering close delivers it.
     ///
     /// Abortive (`abortive`, or [`CloseMode::Abortive`]): a reset that leaves the
     /// descriptor open. Also the last step of a graceful close whose peer never answered
@@ -198,21 +217,21 @@ impl Supervisor {
         // failure the watcher could not report): nothing to close, nothing to count.
         // `getpeername` fails with ENOTCONN once the kernel has closed the socket.
         let ended = conn
-            .socket
-            .with(|fd| SockRef::from(&fd).peer_addr().is_err())
+            .with_fd(|fd| SockRef::from(&fd).peer_addr().is_err())
             .unwrap_or(true);
+        let span = self.span(conn);
         if ended {
-            self.retire(conn.id);
-            tracing::debug!(parent: &conn.span, reason = %reason, "deadline passed after the connection had ended");
+            self.retire(conn.index());
+            tracing::debug!(parent: &span, reason = %reason, "deadline passed after the connection had ended");
             return;
         }
-        let abortive = abortive || self.config.close_mode() == CloseMode::Abortive;
+        let abortive = abortive || self.shared.config.close_mode() == CloseMode::Abortive;
         let result = if abortive {
-            self.retire(conn.id);
+            self.retire(conn.index());
             let first = conn.mark_closed(reason);
-            let result = conn.socket.with(sys::disconnect);
+            let result = conn.with_fd(sys::disconnect);
             if !first {
-                tracing::info!(parent: &conn.span, reason = %reason, "reset after our FIN went unanswered");
+                tracing::info!(parent: &span, reason = %reason, "reset after our FIN went unanswered");
                 return;
             }
             result
@@ -220,23 +239,19 @@ impl Supervisor {
             if !conn.mark_shut(reason) {
                 return;
             }
-            let result = conn
-                .socket
-                .with(|fd| SockRef::from(&fd).shutdown(Shutdown::Write));
+            let result = conn.with_fd(|fd| SockRef::from(&fd).shutdown(Shutdown::Write));
             conn.wake_reader();
-            if let Some(entry) = self.conns.get_mut(&conn.id) {
-                entry.closed_by_us = true;
-            }
+            self.entry_mut(conn.index()).bits.set(Bits::CLOSED_BY_US);
             self.local_fin(conn, now);
             result
         };
-        let aborted_task = conn.abort_task();
+        let aborted_task = self.abort_task(conn.index());
         match result {
             Some(Err(e)) => {
-                tracing::debug!(parent: &conn.span, reason = %reason, error = %e, "close failed (already closed?)");
+                tracing::debug!(parent: &span, reason = %reason, error = %e, "close failed (already closed?)");
             }
             _ => {
-                tracing::info!(parent: &conn.span, reason = %reason, abortive, aborted_task, "closed by tcp-hygiene");
+                tracing::info!(parent: &span, reason = %reason, abortive, aborted_task, "closed by tcp-hygiene");
             }
         }
     }
@@ -244,38 +259,43 @@ impl Supervisor {
     /// Our FIN is out (the application shut down its write half, or the library did):
     /// the fin-wait rule starts, unless the peer's FIN came first.
     pub(super) fn local_fin(&mut self, conn: &Conn, now: Instant) {
-        conn.set_flag(flags::LOCAL_FIN);
-        if conn.has(flags::PEER_FIN) {
+        conn.set_flag(Flags::LOCAL_FIN);
+        if conn.has(Flags::PEER_FIN) {
             // Both directions are done: nothing left to enforce.
-            self.retire(conn.id);
+            self.retire(conn.index());
             return;
         }
-        if let Some(t) = self.config.fin_wait_timeout() {
-            if let Some(entry) = self.conns.get_mut(&conn.id) {
-                let clocks = entry.clocks.get_or_insert_with(Box::default);
-                if clocks.fin_wait.is_none() {
-                    clocks.fin_wait = Some(IdleClock::new(t, Sample::take(conn).write, now));
-                }
+        if let Some(t) = self.shared.config.fin_wait_timeout() {
+            let acked = Sample::take(conn).write;
+            let clocks = self
+                .entry_mut(conn.index())
+                .clocks
+                .get_or_insert_with(Box::default);
+            if clocks.fin_wait.is_none() {
+                clocks.fin_wait = Some(IdleClock::new(t, acked, now));
             }
         }
         self.reschedule(conn);
     }
 
     pub(super) fn peer_fin(&mut self, conn: &Conn, now: Instant) {
-        conn.set_flag(flags::PEER_FIN);
-        if conn.has(flags::LOCAL_FIN) {
+        conn.set_flag(Flags::PEER_FIN);
+        if conn.has(Flags::LOCAL_FIN) {
             // Both directions are done: nothing left to enforce.
-            self.retire(conn.id);
+            self.retire(conn.index());
             return;
         }
-        let Some(entry) = self.conns.get_mut(&conn.id) else {
-            return;
-        };
-        if let Some(t) = self.config.close_wait_timeout() {
-            let clocks = entry.clocks.get_or_insert_with(Box::default);
+        if let Some(t) = self.shared.config.close_wait_timeout() {
+            let written = Sample::take(conn).write;
+            let clocks = self
+                .entry_mut(conn.index())
+                .clocks
+                .get_or_insert_with(Box::default);
             if clocks.close_wait.is_none() {
-                let sample = Sample::take(conn);
-                clocks.close_wait = Some(IdleClock::new(t, sample.write, now));
+                clocks.close_wait = Some(match sys::HAS_TCP_INFO {
+                    true => IdleClock::with_timestamps(t, now),
+                    false => IdleClock::new(t, written, now),
+                });
             }
         }
         self.reschedule(conn);

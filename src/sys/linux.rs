@@ -1,304 +1,199 @@
-//! Linux: `EPOLLRDHUP` watcher, `TCP_INFO`, and disconnect without closing.
-#![allow(unsafe_code)]
+//! Linux: the supervisor's events (an `EPOLLRDHUP` epoll and a timerfd), `TCP_INFO`,
+//! `TCP_LINGER2`, and disconnect without closing.
 
 use std::io;
-use std::mem;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::mem::{self, MaybeUninit};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
 
+use rustix::event::epoll;
+use rustix::time::{
+    timerfd_create, timerfd_settime, Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags,
+    Timespec,
+};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use crate::stats::TcpInfo;
+use super::{Event, Probe};
+use crate::config::Keepalive;
+use crate::tcp_info::{KernelState, TcpInfo};
 
 /// Whether the supervisor must sweep connections itself to find peer FINs.
 pub(crate) const NEEDS_SWEEP: bool = false;
 
-/// The event id of the supervisor's own timer (connection ids start at 1 and count up).
-pub(crate) const TIMER: u64 = u64::MAX;
+/// Whether `TCP_INFO` is there: the kernel's byte counts and timestamps.
+pub(crate) const HAS_TCP_INFO: bool = true;
 
-/// One readiness report from the watcher.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct FinEvent {
-    pub(crate) id: u64,
-    /// `EPOLLHUP`: both directions are shut (reset, timeout, or both FINs).
-    pub(crate) hangup: bool,
-    /// `EPOLLERR`: the socket has a pending error (reset, timeout).
-    pub(crate) error: bool,
-}
+/// The key of the supervisor's own timer in the epoll (connection keys are a generation
+/// in the high half and a slot in the low half, and no slot is `u32::MAX`).
+const TIMER: u64 = u64::MAX;
 
-/// A second epoll instance in which every supervised socket is registered for
-/// `EPOLLRDHUP` only, edge-triggered: data arriving never wakes it; a FIN, a reset or a
-/// kernel timeout does. The epoll descriptor itself sits in tokio's reactor.
+const BATCH: usize = 256;
+
+/// The supervisor's events: a second epoll instance in which every supervised socket is
+/// registered for `EPOLLRDHUP` only, edge-triggered, so that data arriving never wakes it
+/// while a FIN, a reset or a kernel timeout does; and the supervisor's one deadline, a
+/// timerfd in the same epoll. The epoll descriptor itself sits in tokio's reactor.
 ///
-/// The supervisor's one deadline is a `timerfd` in the same epoll, reported as an event
-/// with id [`TIMER`]. Keeping it out of tokio's timer wheel means a server with pending
-/// deadlines pays nothing for them each time its runtime parks (measured: ~0.3 µs per
-/// park, +3–5 % on a loopback ping-pong, with a tokio `Sleep` pending).
+/// Keeping the timer out of tokio's timer wheel means a server with pending deadlines
+/// pays nothing for them each time its runtime parks (measured: ~0.3 µs per park, +3–5 %
+/// on a loopback ping-pong, with a tokio `Sleep` pending).
 #[derive(Debug)]
-pub(crate) struct FinWatcher {
+pub(crate) struct Events {
     epoll: AsyncFd<OwnedFd>,
     timer: OwnedFd,
 }
 
-const BATCH: usize = 256;
-
-impl FinWatcher {
+impl Events {
     pub(crate) fn new() -> io::Result<Self> {
-        // SAFETY: plain syscall; the result is checked before use.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a freshly created descriptor that nothing else owns.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: plain syscall; the result is checked before use.
-        let tfd = unsafe {
-            libc::timerfd_create(
-                libc::CLOCK_MONOTONIC,
-                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-            )
-        };
-        if tfd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `tfd` is a freshly created descriptor that nothing else owns.
-        let timer = unsafe { OwnedFd::from_raw_fd(tfd) };
-        let mut event = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: TIMER,
-        };
-        // SAFETY: both descriptors are open and `event` is a valid epoll_event.
-        let rc = unsafe { libc::epoll_ctl(fd, libc::EPOLL_CTL_ADD, tfd, &mut event) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `owned` is open and owned by the AsyncFd for its whole life; its
-        // `as_raw_fd` always returns the same descriptor.
-        let epoll = unsafe { AsyncFd::register_with_interest(owned, Interest::READABLE)? };
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        let timer = timerfd_create(
+            TimerfdClockId::Monotonic,
+            TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
+        )?;
+        epoll::add(
+            &epoll,
+            &timer,
+            epoll::EventData::new_u64(TIMER),
+            epoll::EventFlags::IN,
+        )?;
+        // SAFETY: the epoll descriptor is ours alone and lives inside the `AsyncFd` until
+        // it is dropped (which deregisters it first); `OwnedFd::as_raw_fd` never changes.
+        let epoll = unsafe { AsyncFd::register_with_interest(epoll, Interest::READABLE)? };
         Ok(Self { epoll, timer })
     }
 
     /// Arms the timer to fire once at `at` (at once if it is past), or disarms it.
     /// Never fires early: the timer is relative to a clock read after `at` was computed.
-    pub(crate) fn set_timer(&self, at: Option<std::time::Instant>) -> io::Result<()> {
-        let mut spec: libc::itimerspec = disarmed_timer();
-        if let Some(at) = at {
+    pub(crate) fn set_timer(&self, at: Option<Instant>) -> io::Result<()> {
+        let value = match at {
             // A zero it_value disarms, so "now" is one nanosecond.
-            let left = at
-                .saturating_duration_since(std::time::Instant::now())
-                .max(std::time::Duration::from_nanos(1));
-            spec.it_value.tv_sec = left.as_secs() as libc::time_t;
-            spec.it_value.tv_nsec = left.subsec_nanos() as libc::c_long;
-        }
-        // SAFETY: `timer` is an open timerfd and `spec` a valid itimerspec.
-        let rc = unsafe {
-            libc::timerfd_settime(self.timer.as_raw_fd(), 0, &spec, std::ptr::null_mut())
+            Some(at) => at
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_nanos(1)),
+            None => Duration::ZERO,
         };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let spec = Itimerspec {
+            it_interval: Timespec::default(),
+            it_value: Timespec {
+                tv_sec: value.as_secs().try_into().unwrap_or(i64::MAX),
+                tv_nsec: value.subsec_nanos().into(),
+            },
+        };
+        timerfd_settime(&self.timer, TimerfdTimerFlags::empty(), &spec)?;
         Ok(())
     }
 
-    /// Watches `socket` for the peer's FIN (and errors), reporting it as `id`.
-    pub(crate) fn register(&self, socket: BorrowedFd<'_>, id: u64) -> io::Result<()> {
-        let mut event = libc::epoll_event {
-            events: (libc::EPOLLRDHUP | libc::EPOLLET) as u32,
-            u64: id,
-        };
-        // SAFETY: both descriptors are open for the duration of the call and `event` is a
-        // valid, initialised epoll_event.
-        let rc = unsafe {
-            libc::epoll_ctl(
-                self.epoll.get_ref().as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                socket.as_raw_fd(),
-                &mut event,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+    /// Watches `socket` for the peer's FIN (and errors), reporting it under `key`.
+    pub(crate) fn register(&self, socket: BorrowedFd<'_>, key: u64) -> io::Result<()> {
+        epoll::add(
+            self.epoll.get_ref(),
+            socket,
+            epoll::EventData::new_u64(key),
+            epoll::EventFlags::RDHUP | epoll::EventFlags::ET,
+        )?;
         Ok(())
     }
 
     /// Waits until at least one event is ready and appends the ready events to `out`.
     ///
     /// Cancellation safe: events are only taken from the kernel inside a synchronous call.
-    pub(crate) async fn next_batch(&self, out: &mut Vec<FinEvent>) -> io::Result<()> {
+    pub(crate) async fn next_batch(&self, out: &mut Vec<Event>) -> io::Result<()> {
         loop {
             let mut guard = self.epoll.readable().await?;
-            match guard.try_io(|epoll| drain(epoll.get_ref(), &self.timer, out)) {
+            match guard.try_io(|epoll| self.take(epoll.get_ref(), out)) {
                 Ok(result) => return result,
                 Err(_would_block) => continue,
             }
         }
     }
-}
 
-fn disarmed_timer() -> libc::itimerspec {
-    // SAFETY: itimerspec is plain old data; all zeroes is a disarmed timer.
-    unsafe { mem::zeroed() }
-}
-
-fn drain(epoll: &OwnedFd, timer: &OwnedFd, out: &mut Vec<FinEvent>) -> io::Result<()> {
-    let mut events: [libc::epoll_event; BATCH] = [libc::epoll_event { events: 0, u64: 0 }; BATCH];
-    // SAFETY: `events` has room for BATCH entries; timeout 0 never blocks.
-    let n = unsafe {
-        libc::epoll_wait(
-            epoll.as_raw_fd(),
-            events.as_mut_ptr(),
-            BATCH as libc::c_int,
-            0,
-        )
-    };
-    if n < 0 {
-        let err = io::Error::last_os_error();
-        if err.kind() == io::ErrorKind::Interrupted {
+    fn take(&self, epoll: &OwnedFd, out: &mut Vec<Event>) -> io::Result<()> {
+        let mut events = [MaybeUninit::<epoll::Event>::uninit(); BATCH];
+        let zero = Timespec::default();
+        let (ready, _) = match epoll::wait(epoll, &mut events[..], Some(&zero)) {
+            Ok(result) => result,
+            Err(rustix::io::Errno::INTR) => return Err(io::ErrorKind::WouldBlock.into()),
+            Err(e) => return Err(e.into()),
+        };
+        if ready.is_empty() {
+            // Tells `try_io` to clear tokio's readiness so the next wait parks.
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        return Err(err);
-    }
-    if n == 0 {
-        // Tells `try_io` to clear tokio's readiness so the next wait parks.
-        return Err(io::ErrorKind::WouldBlock.into());
-    }
-    for event in &events[..n as usize] {
-        if event.u64 == TIMER {
-            let mut expirations = [0u8; 8];
-            // SAFETY: reads at most 8 bytes into an 8-byte buffer; EAGAIN (already read)
-            // is harmless.
-            let _ = unsafe { libc::read(timer.as_raw_fd(), expirations.as_mut_ptr().cast(), 8) };
+        for event in ready.iter() {
+            let (flags, key) = (event.flags, event.data.u64());
+            if key == TIMER {
+                // Already read (EAGAIN) is harmless.
+                let _ = rustix::io::read(&self.timer, &mut [0u8; 8]);
+                out.push(Event::Timer);
+            } else {
+                out.push(Event::Socket {
+                    key,
+                    hangup: flags.contains(epoll::EventFlags::HUP),
+                    error: flags.contains(epoll::EventFlags::ERR),
+                });
+            }
         }
-        let flags = event.events as i32;
-        out.push(FinEvent {
-            id: event.u64,
-            hangup: flags & libc::EPOLLHUP != 0,
-            error: flags & libc::EPOLLERR != 0,
-        });
+        Ok(())
     }
-    Ok(())
 }
 
-/// The kernel's `struct tcp_info` up to `tcpi_data_segs_out` (Linux 4.6+). Older kernels
-/// fill a prefix; the rest stays zero.
-#[repr(C)]
-#[derive(Default)]
-struct RawTcpInfo {
-    state: u8,
-    ca_state: u8,
-    retransmits: u8,
-    probes: u8,
-    backoff: u8,
-    options: u8,
-    wscale: u8,
-    app_limited: u8,
-    rto: u32,
-    ato: u32,
-    snd_mss: u32,
-    rcv_mss: u32,
-    unacked: u32,
-    sacked: u32,
-    lost: u32,
-    retrans: u32,
-    fackets: u32,
-    last_data_sent: u32,
-    last_ack_sent: u32,
-    last_data_recv: u32,
-    last_ack_recv: u32,
-    pmtu: u32,
-    rcv_ssthresh: u32,
-    rtt: u32,
-    rttvar: u32,
-    snd_ssthresh: u32,
-    snd_cwnd: u32,
-    advmss: u32,
-    reordering: u32,
-    rcv_rtt: u32,
-    rcv_space: u32,
-    total_retrans: u32,
-    pacing_rate: u64,
-    max_pacing_rate: u64,
-    bytes_acked: u64,
-    bytes_received: u64,
-    segs_out: u32,
-    segs_in: u32,
-    notsent_bytes: u32,
-    min_rtt: u32,
-    data_segs_in: u32,
-    data_segs_out: u32,
-}
-
-/// `getsockopt(TCP_INFO)`: no side effects, ~0.75 µs.
+/// `getsockopt(TCP_INFO)`: no side effects, ~0.75 µs. Older kernels fill a prefix of
+/// the struct; the rest reads as zero.
 pub(crate) fn tcp_info(socket: BorrowedFd<'_>) -> io::Result<TcpInfo> {
-    let mut raw = RawTcpInfo::default();
-    let mut len = mem::size_of::<RawTcpInfo>() as libc::socklen_t;
-    // SAFETY: `raw` is a plain-old-data buffer of `len` bytes; the kernel writes at most
-    // `len` bytes and updates `len`.
-    let rc = unsafe {
-        libc::getsockopt(
+    let mut len = mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `tcp_info` is plain old data, for which all zeroes is a valid value; the
+    // kernel writes at most `len` bytes into it and updates `len`.
+    let (rc, raw) = unsafe {
+        let mut raw: libc::tcp_info = mem::zeroed();
+        let rc = libc::getsockopt(
             socket.as_raw_fd(),
             libc::IPPROTO_TCP,
             libc::TCP_INFO,
-            (&mut raw as *mut RawTcpInfo).cast(),
+            (&mut raw as *mut libc::tcp_info).cast(),
             &mut len,
-        )
+        );
+        (rc, raw)
     };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(TcpInfo {
-        state: crate::stats::KernelState::from_linux(raw.state),
-        retransmits: raw.retransmits,
-        probes: raw.probes,
-        backoff: raw.backoff,
-        rtt_us: raw.rtt,
-        unacked: raw.unacked,
-        total_retrans: raw.total_retrans,
-        bytes_acked: raw.bytes_acked,
-        bytes_received: raw.bytes_received,
-        notsent_bytes: raw.notsent_bytes,
-        last_data_recv_ms: raw.last_data_recv,
-        last_data_sent_ms: raw.last_data_sent,
+        state: KernelState::from_linux(raw.tcpi_state),
+        retransmits: raw.tcpi_retransmits,
+        probes: raw.tcpi_probes,
+        backoff: raw.tcpi_backoff,
+        rtt_us: raw.tcpi_rtt,
+        unacked: raw.tcpi_unacked,
+        total_retrans: raw.tcpi_total_retrans,
+        bytes_acked: raw.tcpi_bytes_acked,
+        bytes_received: raw.tcpi_bytes_received,
+        notsent_bytes: raw.tcpi_notsent_bytes,
+        last_data_recv_ms: raw.tcpi_last_data_recv,
+        last_data_sent_ms: raw.tcpi_last_data_sent,
     })
 }
 
 /// `connect(AF_UNSPEC)`: resets the connection (RST to the peer, socket to CLOSED) without
 /// closing the descriptor, so the application's next read fails with `ECONNRESET`.
 pub(crate) fn disconnect(socket: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: an all-zero sockaddr is valid; we only set its family.
-    let mut addr: libc::sockaddr = unsafe { mem::zeroed() };
-    addr.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
-    // SAFETY: `addr` is a valid sockaddr of the length passed.
-    let rc = unsafe {
-        libc::connect(
-            socket.as_raw_fd(),
-            &addr,
-            mem::size_of::<libc::sockaddr>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    rustix::net::connect_unspec(socket)?;
     Ok(())
 }
 
 /// Where a socket the watcher does not cover stands, from `TCP_INFO` (no side effects).
-pub(crate) fn probe(socket: BorrowedFd<'_>) -> super::Probe {
+pub(crate) fn probe(socket: BorrowedFd<'_>) -> Probe {
     match tcp_info(socket) {
-        Ok(info) if info.state == crate::stats::KernelState::Close => super::Probe::Ended(None),
-        Ok(info) if info.state.peer_fin_received() => super::Probe::PeerFin,
-        _ => super::Probe::Open,
+        Ok(info) if info.state == KernelState::Close => Probe::Ended(None),
+        Ok(info) if info.state.peer_fin_received() => Probe::PeerFin,
+        _ => Probe::Open,
     }
 }
 
 /// How long the socket may stay in `FIN_WAIT_2` once its descriptor is closed
 /// (`TCP_LINGER2`, whole seconds, rounded up). The kernel caps it at 120 s and never goes
 /// below 3.5 retransmission timeouts.
-pub(crate) fn set_orphan_fin_wait(
-    socket: BorrowedFd<'_>,
-    timeout: std::time::Duration,
-) -> io::Result<()> {
+pub(crate) fn set_orphan_fin_wait(socket: BorrowedFd<'_>, timeout: Duration) -> io::Result<()> {
     let secs = timeout
         .as_secs()
         .saturating_add(u64::from(timeout.subsec_nanos() > 0))
@@ -306,7 +201,7 @@ pub(crate) fn set_orphan_fin_wait(
     // SAFETY: `secs` is a valid c_int that lives for the call, and its size is passed.
     let rc = unsafe {
         libc::setsockopt(
-            socket.as_raw_fd(),
+            socket.as_fd().as_raw_fd(),
             libc::IPPROTO_TCP,
             libc::TCP_LINGER2,
             (&secs as *const libc::c_int).cast(),
@@ -320,15 +215,12 @@ pub(crate) fn set_orphan_fin_wait(
 }
 
 /// `TCP_USER_TIMEOUT`.
-pub(crate) fn set_user_timeout(
-    socket: &socket2::SockRef<'_>,
-    timeout: std::time::Duration,
-) -> io::Result<()> {
+pub(crate) fn set_user_timeout(socket: &socket2::SockRef<'_>, timeout: Duration) -> io::Result<()> {
     socket.set_tcp_user_timeout(Some(timeout))
 }
 
 /// Keepalive idle, interval and count (`TCP_KEEPIDLE`, `TCP_KEEPINTVL`, `TCP_KEEPCNT`).
-pub(crate) fn keepalive(ka: &crate::config::Keepalive) -> socket2::TcpKeepalive {
+pub(crate) fn keepalive(ka: &Keepalive) -> socket2::TcpKeepalive {
     socket2::TcpKeepalive::new()
         .with_time(ka.idle())
         .with_interval(ka.interval())

@@ -1,9 +1,10 @@
 //! Platform code. Everything `unsafe` and everything `cfg(target_os)` lives here.
 //!
-//! Linux gets the full implementation (`linux.rs`): an `EPOLLRDHUP` watcher for peer FINs,
-//! `TCP_INFO`, and `connect(AF_UNSPEC)` to reset a connection without closing its
-//! descriptor. Other Unix systems get `fallback.rs`: a periodic `MSG_PEEK` sweep and no
-//! kernel counters.
+//! Linux gets the full implementation (`linux.rs`): the supervisor's events (an
+//! `EPOLLRDHUP` epoll for peer FINs and a timerfd), `TCP_INFO`, `TCP_LINGER2`, and
+//! `connect(AF_UNSPEC)` to reset a connection without closing its descriptor. Other Unix
+//! systems get `fallback.rs`: a periodic `MSG_PEEK` sweep and no kernel counters.
+//! `cell.rs` holds what a connection's task and the supervisor share.
 
 // `--cfg tcp_hygiene_fallback` builds the portable version on Linux too, so that it is
 // compiled and tested where CI runs.
@@ -14,12 +15,29 @@
 )]
 mod imp;
 
+mod cell;
+
+pub(crate) use cell::SocketCell;
+#[cfg(test)]
+pub(crate) use cell::USER_BITS;
 pub(crate) use imp::*;
+
+/// What the supervisor's event queue reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// The supervisor's deadline came.
+    Timer,
+    /// Something happened to the socket registered under `key`: the peer's FIN (a read
+    /// hang-up), a hang-up of both directions (`hangup`: a reset, a timeout, or both
+    /// FINs), or a pending error (`error`). Not on the portable implementation, which
+    /// has no kernel events.
+    #[cfg_attr(any(not(target_os = "linux"), tcp_hygiene_fallback), allow(dead_code))]
+    Socket { key: u64, hangup: bool, error: bool },
+}
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{BorrowedFd, RawFd};
-use std::sync::Mutex;
+use std::os::fd::BorrowedFd;
 
 /// What a look at a socket the kernel watcher does not cover found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,41 +124,6 @@ impl AcceptError {
                 _ => Self::Fatal,
             },
         }
-    }
-}
-
-/// The supervisor's access to a socket whose descriptor the application owns.
-///
-/// The application's stream calls [`SocketGuard::release`] before its descriptor is
-/// closed; [`SocketGuard::with`] runs its closure only while the descriptor is still open,
-/// under the same lock, so the supervisor can never touch a descriptor number that the
-/// kernel has already handed to another socket.
-#[derive(Debug)]
-pub(crate) struct SocketGuard {
-    fd: Mutex<Option<RawFd>>,
-}
-
-impl SocketGuard {
-    pub(crate) fn new(fd: RawFd) -> Self {
-        Self {
-            fd: Mutex::new(Some(fd)),
-        }
-    }
-
-    /// Runs `f` on the socket if the application has not released it yet.
-    pub(crate) fn with<R>(&self, f: impl FnOnce(BorrowedFd<'_>) -> R) -> Option<R> {
-        let fd = self.fd.lock().unwrap_or_else(|e| e.into_inner());
-        let raw = (*fd)?;
-        // SAFETY: `raw` was an open socket when the guard was created, and the owner calls
-        // `release` (which takes this same lock) before closing it. We hold the lock for the
-        // whole life of the borrow, so the descriptor stays open and refers to our socket.
-        let borrowed = unsafe { BorrowedFd::borrow_raw(raw) };
-        Some(f(borrowed))
-    }
-
-    /// Forgets the descriptor; called by the owner right before it closes it.
-    pub(crate) fn release(&self) {
-        *self.fd.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 

@@ -1,9 +1,16 @@
 //! Our `TcpListener`: accept with error back-off and connection limits, socket options,
 //! and registration with the supervisor.
 
+mod builder;
+mod drain;
+mod serve;
+
+pub use builder::Builder;
+
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,11 +19,13 @@ use socket2::SockRef;
 use tokio::net::ToSocketAddrs;
 
 use crate::config::Config;
-use crate::conn::Conn;
+use crate::conn::{Conn, ConnRef, Flags};
+use crate::shared::Shared;
+use crate::state::ConnectionState;
 use crate::stats::{Counters, Stats};
 use crate::stream::TcpStream;
-use crate::supervisor::{Msg, Shared};
-use crate::sys::{self, AcceptError, SocketGuard};
+use crate::supervisor;
+use crate::sys::{self, AcceptError};
 
 const BACKOFF_START: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -25,8 +34,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// kernel watcher, timeouts are enforced, and lingering `CLOSE_WAIT` sockets are closed,
 /// even when the handler that owns a stream is stuck.
 ///
-/// Creating one spawns its supervisor task on the current tokio runtime; the task ends
-/// when the listener and all its streams are gone.
+/// Made by [`Builder::bind`] or [`Builder::wrap`] ([`TcpListener::bind`] for the
+/// defaults). Creating one spawns its supervisor task on the current tokio runtime; the
+/// task ends once the listener and all its streams are gone.
 ///
 /// # Examples
 ///
@@ -56,7 +66,7 @@ pub struct TcpListener {
 }
 
 impl TcpListener {
-    /// Binds with the default [`Config`].
+    /// Binds with the default configuration; see [`Builder`] for the options.
     ///
     /// # Errors
     ///
@@ -66,35 +76,20 @@ impl TcpListener {
     ///
     /// Outside a tokio runtime.
     pub async fn bind(addr: impl ToSocketAddrs) -> io::Result<Self> {
-        Self::bind_with(addr, Config::default()).await
+        Builder::new().bind(addr).await
     }
 
-    /// Binds with `config`.
-    ///
-    /// # Errors
-    ///
-    /// Those of `tokio::net::TcpListener::bind`, or of creating the supervisor.
-    ///
-    /// # Panics
-    ///
-    /// Outside a tokio runtime.
-    pub async fn bind_with(addr: impl ToSocketAddrs, config: Config) -> io::Result<Self> {
-        Self::from_tokio(tokio::net::TcpListener::bind(addr).await?, config)
-    }
-
-    /// Wraps an existing tokio listener.
-    ///
-    /// # Errors
-    ///
-    /// If the supervisor's kernel watcher cannot be created (e.g. out of descriptors).
-    ///
-    /// # Panics
-    ///
-    /// Outside a tokio runtime.
-    pub fn from_tokio(listener: tokio::net::TcpListener, config: Config) -> io::Result<Self> {
+    /// Wraps `listener` and starts its supervisor.
+    pub(crate) fn with_config(
+        listener: tokio::net::TcpListener,
+        config: Config,
+    ) -> io::Result<Self> {
+        let (tx, rx) = supervisor::tx::channel();
+        let shared = Arc::new(Shared::new(config, tx));
+        supervisor::spawn(shared.clone(), rx)?;
         Ok(Self {
             io: listener,
-            shared: Shared::start(config)?,
+            shared,
             failing: AtomicU64::new(0),
         })
     }
@@ -113,7 +108,8 @@ impl TcpListener {
     ///
     /// # Errors
     ///
-    /// Only errors that say the listener itself is broken (e.g. `EBADF`, `EINVAL`).
+    /// Only errors that say the listener itself is broken (e.g. `EBADF`, `EINVAL`), or
+    /// that its supervisor stopped (a bug, logged as an error).
     ///
     /// # Cancellation safety
     ///
@@ -154,24 +150,24 @@ impl TcpListener {
         &self.shared.config
     }
 
-    pub(crate) fn into_parts(self) -> (tokio::net::TcpListener, Arc<Shared>) {
-        (self.io, self.shared)
-    }
-
     /// The tokio listener inside.
     pub fn get_ref(&self) -> &tokio::net::TcpListener {
         &self.io
     }
 
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     async fn wait_for_slot(&self) {
-        let Some(max) = self.shared.config.inner.max_connections else {
+        let Some(max) = self.shared.config.max_connections() else {
             return;
         };
         loop {
-            let released = self.shared.released.notified();
+            let released = self.shared.released();
             tokio::pin!(released);
             released.as_mut().enable();
-            if self.shared.open.load(Relaxed) < max {
+            if self.shared.open() < max {
                 return;
             }
             released.await;
@@ -187,38 +183,38 @@ impl TcpListener {
             return None;
         }
         self.apply_options(&io, peer);
-        let id = shared.next_id();
-        let conn = Arc::new(Conn::new(
-            id,
-            peer,
-            SocketGuard::new(std::os::fd::AsRawFd::as_raw_fd(&io)),
-            shared.clone(),
-        ));
-        let _ = shared.tx.send(Msg::Register(id, Arc::downgrade(&conn)));
-        tracing::debug!(parent: &conn.span, "accepted");
-        Some(TcpStream::new(io, conn))
+        // With `write_idle_timeout`, the supervisor looks only once a write has queued
+        // something, from the first on.
+        let watch = match shared.config.write_idle_timeout() {
+            Some(_) if sys::HAS_TCP_INFO => Flags::WATCH_WRITES,
+            _ => Flags::NONE,
+        };
+        let (page, index) = shared.table.occupy(shared, io.as_raw_fd(), peer, watch);
+        shared.counters.enter_state(ConnectionState::Open);
+        shared.tx.register(index);
+        Some(TcpStream::new(io, ConnRef::adopt(Conn::new(page, index))))
     }
 
     fn apply_options(&self, io: &tokio::net::TcpStream, peer: SocketAddr) {
-        let c = &self.shared.config.inner;
+        let c = &self.shared.config;
         let sock = SockRef::from(io);
         let mut failures = Vec::new();
-        if let Some(ka) = &c.keepalive {
+        if let Some(ka) = &c.keepalive() {
             if let Err(e) = sock.set_tcp_keepalive(&sys::keepalive(ka)) {
                 failures.push(("keepalive", e));
             }
         }
-        if let Some(t) = c.user_timeout {
+        if let Some(t) = c.user_timeout() {
             if let Err(e) = sys::set_user_timeout(&sock, t) {
                 failures.push(("user_timeout", e));
             }
         }
-        if c.nodelay {
+        if c.nodelay() {
             if let Err(e) = io.set_nodelay(true) {
                 failures.push(("nodelay", e));
             }
         }
-        if let Some(l) = c.linger {
+        if let Some(l) = c.linger() {
             if let Err(e) = sock.set_linger(Some(l)) {
                 failures.push(("linger", e));
             }
@@ -254,7 +250,7 @@ impl TcpListener {
                 let delay = BACKOFF_START
                     .saturating_mul(1 << n.min(10))
                     .min(BACKOFF_MAX);
-                let released = self.shared.released.notified();
+                let released = self.shared.released();
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = released => {}
@@ -266,11 +262,18 @@ impl TcpListener {
     }
 }
 
+impl Drop for TcpListener {
+    fn drop(&mut self) {
+        // The supervisor ends once the listener is gone and so is its last connection.
+        self.shared.tx.listener_closed();
+    }
+}
+
 impl fmt::Debug for TcpListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TcpListener")
             .field("local_addr", &self.io.local_addr().ok())
-            .field("open", &self.shared.open.load(Relaxed))
+            .field("open", &self.shared.open())
             .finish()
     }
 }

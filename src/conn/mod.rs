@@ -1,0 +1,344 @@
+//! One connection's state, shared by the application's stream (two relaxed counters on
+//! the hot path), its handles, and the supervisor that acts on it.
+
+mod flags;
+mod release;
+pub(crate) mod table;
+
+pub(crate) use flags::{word, Flags};
+pub(crate) use table::{Page, PAGE};
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::Instant;
+
+use tokio::sync::Notify;
+
+use crate::shared::Shared;
+use crate::state::{CloseReason, ConnectionState};
+use crate::sys;
+use crate::tcp_info::TcpInfo;
+use table::Slot;
+
+/// A connection: its slot, and the page that keeps the slot (and the listener's shared
+/// state) alive. Not counted: the supervisor's own reference is counted once, when the
+/// connection is registered; [`ConnRef`] is the counted kind.
+#[derive(Clone)]
+pub(crate) struct Conn {
+    page: Arc<Page>,
+    index: u32,
+}
+
+impl Conn {
+    pub(crate) fn new(page: Arc<Page>, index: u32) -> Self {
+        Self { page, index }
+    }
+
+    fn slot(&self) -> &Slot {
+        &self.page.slots[self.index as usize % PAGE]
+    }
+
+    /// The listener's shared state.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.page.shared
+    }
+
+    pub(crate) fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// The slot's generation: with the index, which connection this is.
+    pub(crate) fn gen(&self) -> u32 {
+        self.slot().gen.load(Relaxed)
+    }
+
+    /// Unique within the listener: generation and slot.
+    pub(crate) fn id(&self) -> u64 {
+        (u64::from(self.gen()) << 32) | u64::from(self.index)
+    }
+
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.slot().peer()
+    }
+
+    pub(crate) fn accepted_at(&self) -> Instant {
+        let nanos = self.slot().accepted_ns.load(Relaxed);
+        self.shared().table.instant(nanos)
+    }
+
+    pub(crate) fn bytes_read(&self) -> u64 {
+        self.slot().bytes_read.load(Relaxed)
+    }
+
+    pub(crate) fn bytes_written(&self) -> u64 {
+        self.slot().bytes_written.load(Relaxed)
+    }
+
+    #[inline]
+    pub(crate) fn add_read(&self, n: usize) {
+        let slot = self.slot();
+        // Single writer: a load and a store, no read-modify-write instruction.
+        slot.bytes_read.store(
+            slot.bytes_read.load(Relaxed).wrapping_add(n as u64),
+            Relaxed,
+        );
+    }
+
+    #[inline]
+    pub(crate) fn add_written(&self, n: usize) {
+        let slot = self.slot();
+        slot.bytes_written.store(
+            slot.bytes_written.load(Relaxed).wrapping_add(n as u64),
+            Relaxed,
+        );
+        // The first write after a read that returned data notes it (a store only then).
+        let read = slot.bytes_read.load(Relaxed) as u32;
+        if slot.read_at_last_write.load(Relaxed) != read {
+            slot.read_at_last_write.store(read, Relaxed);
+        }
+        if slot.cell.load_relaxed() & u32::from(Flags::WATCH_WRITES.bits()) != 0 {
+            self.wrote_while_watched();
+        }
+    }
+
+    /// The supervisor asked to hear of the next write (see [`Flags::WATCH_WRITES`]).
+    #[cold]
+    fn wrote_while_watched(&self) {
+        let old = self
+            .slot()
+            .cell
+            .fetch_clear(Flags::WATCH_WRITES.bits().into());
+        if word::flags(old).contains(Flags::WATCH_WRITES) {
+            self.shared().tx.wrote(self.index);
+        }
+    }
+
+    /// Asks to hear of the next write.
+    pub(crate) fn watch_writes(&self) {
+        self.slot().cell.fetch_or(Flags::WATCH_WRITES.bits().into());
+    }
+
+    /// A read returned `Pending`: remembers that the application waits in a read, and its
+    /// waker, so that [`wake_reader`](Self::wake_reader) can end the wait with EOF.
+    pub(crate) fn park_read(&self, waker: &Waker) {
+        let slot = self.slot();
+        slot.read_parked_at
+            .store(slot.bytes_read.load(Relaxed) as u32, Relaxed);
+        slot.cell.register_waker(waker);
+    }
+
+    /// Wakes a read parked in the stream, if any.
+    pub(crate) fn wake_reader(&self) {
+        if let Some(waker) = self.slot().cell.take_waker() {
+            waker.wake();
+        }
+    }
+
+    /// Whether the application waits in a read that got nothing and wrote after the last
+    /// read that returned data: idle between requests, as far as the stream can tell.
+    /// (The kernel's side, nothing unread and nothing unacknowledged, is the caller's.)
+    pub(crate) fn waits_for_next_request(&self) -> bool {
+        let slot = self.slot();
+        let read = slot.bytes_read.load(Relaxed) as u32;
+        slot.read_parked_at.load(Relaxed) == read && slot.read_at_last_write.load(Relaxed) == read
+    }
+
+    pub(crate) fn flags(&self) -> Flags {
+        word::flags(self.slot().cell.load())
+    }
+
+    /// Whether any of `flags` is set.
+    pub(crate) fn has(&self, flags: Flags) -> bool {
+        self.flags().intersects(flags)
+    }
+
+    pub(crate) fn state(&self) -> ConnectionState {
+        self.flags().state()
+    }
+
+    pub(crate) fn is_released(&self) -> bool {
+        self.has(Flags::RELEASED)
+    }
+
+    /// Sets `flag`; returns whether it was newly set.
+    pub(crate) fn set_flag(&self, flag: Flags) -> bool {
+        !self.set_flags(flag).contains(flag)
+    }
+
+    /// Sets every bit of `mask`; returns the flags before. Keeps the gauges by state, and
+    /// wakes whoever waits on the connection if anything changed.
+    pub(crate) fn set_flags(&self, mask: Flags) -> Flags {
+        let old = word::flags(self.slot().cell.fetch_or(u32::from(mask.bits())));
+        if old.contains(mask) {
+            return old;
+        }
+        let (from, to) = (old.state(), (old | mask).state());
+        if from != to && !old.contains(Flags::RELEASED) {
+            let counters = &self.shared().counters;
+            counters.leave_state(from);
+            counters.enter_state(to);
+        }
+        if from != to {
+            tracing::debug!(id = self.id(), peer = %self.peer(), %from, %to, "state change");
+        }
+        self.notify().notify_waiters();
+        old
+    }
+
+    /// Records `reason` as why the connection closed (the first reason wins) and counts
+    /// it. Returns false if it already had one.
+    fn claim_reason(&self, reason: CloseReason) -> bool {
+        let (_, claimed) = self.slot().cell.update(|w| {
+            word::reason(w)
+                .is_none()
+                .then(|| word::with_reason(w, reason))
+        });
+        if claimed {
+            self.shared().counters.closed(reason);
+        }
+        claimed
+    }
+
+    /// Marks the connection closed for `reason`: by an abortive close, or by the kernel.
+    /// Returns false if it was already closed.
+    pub(crate) fn mark_closed(&self, reason: CloseReason) -> bool {
+        if !self.claim_reason(reason) {
+            return false;
+        }
+        self.set_flag(Flags::CLOSED);
+        true
+    }
+
+    /// Marks the connection closed gracefully by the library for `reason`, right before
+    /// it shuts down our write half: from now on reads return EOF and writes fail.
+    /// Returns false if it was already closed.
+    pub(crate) fn mark_shut(&self, reason: CloseReason) -> bool {
+        if !self.claim_reason(reason) {
+            return false;
+        }
+        self.set_flags(Flags::CLOSED | Flags::SHUT | Flags::LOCAL_FIN);
+        true
+    }
+
+    pub(crate) fn close_reason(&self) -> Option<CloseReason> {
+        word::reason(self.slot().cell.load())
+    }
+
+    /// The errno the application's own I/O got, if any.
+    pub(crate) fn app_errno(&self) -> Option<i32> {
+        word::app_errno(self.slot().cell.load())
+    }
+
+    /// Remembers the socket error the supervisor took (read-once `SO_ERROR`), for the
+    /// application's next read or write: no error turns into a clean EOF.
+    pub(crate) fn set_kernel_errno(&self, errno: i32) {
+        self.slot()
+            .cell
+            .update(|w| word::with_kernel_errno(w, errno));
+    }
+
+    /// The error the application should see instead of `err` (or instead of EOF when
+    /// `err` is `None`), if the library knows better. Only called off the hot path.
+    pub(crate) fn explain(&self, err: Option<io::Error>) -> Option<io::Error> {
+        if let Some(errno) = err.as_ref().and_then(io::Error::raw_os_error) {
+            self.slot().cell.update(|w| word::with_app_errno(w, errno));
+        }
+        let word = self.slot().cell.load();
+        match word::kernel_errno(word) {
+            Some(errno) => Some(io::Error::from_raw_os_error(errno)),
+            None => match (err, word::reason(word)) {
+                (Some(e), Some(reason)) => Some(io::Error::new(
+                    e.kind(),
+                    crate::error::Closed { reason, source: e },
+                )),
+                (err, _) => err,
+            },
+        }
+    }
+
+    /// The application read EOF: the peer's FIN, seen from the application's side. The
+    /// supervisor hears of it unless its own watcher saw the FIN first: on platforms
+    /// without kernel FIN events (or for a socket the watcher could not take) this is
+    /// what starts the `CLOSE_WAIT` clock.
+    pub(crate) fn observed_eof(&self) {
+        let old = self.set_flags(Flags::PEER_FIN | Flags::READ_EOF);
+        if !old.contains(Flags::PEER_FIN) {
+            self.shared().tx.peer_fin(self.index);
+        }
+    }
+
+    /// The application shut down its write half.
+    pub(crate) fn observed_local_shutdown(&self) {
+        if self.set_flag(Flags::LOCAL_FIN) {
+            self.shared().tx.local_fin(self.index);
+        }
+    }
+
+    /// Woken whenever this connection's state changes (shared with a few others: wake-ups
+    /// are checked against the state).
+    pub(crate) fn notify(&self) -> &Arc<Notify> {
+        self.shared().notify(self.index)
+    }
+
+    /// Runs `f` on the socket if the application has not released it yet.
+    pub(crate) fn with_fd<R>(&self, f: impl FnOnce(BorrowedFd<'_>) -> R) -> Option<R> {
+        self.slot().cell.with_fd(f)
+    }
+
+    /// `TCP_INFO`, while the application holds the socket (Linux).
+    pub(crate) fn tcp_info(&self) -> Option<TcpInfo> {
+        self.with_fd(sys::tcp_info).and_then(Result::ok)
+    }
+
+    /// Lets go of the supervisor's reference (or a handle's): the last one puts the slot
+    /// back on the free list.
+    pub(crate) fn unref(&self) {
+        if self
+            .slot()
+            .refs
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            self.shared().table.vacate(self.slot(), self.index);
+        }
+    }
+
+    fn add_ref(&self) {
+        self.slot().refs.fetch_add(1, Relaxed);
+    }
+}
+
+/// A counted reference to a connection: the stream's, and each handle's.
+pub(crate) struct ConnRef(Conn);
+
+impl ConnRef {
+    /// Adopts a reference already counted (the stream's, made with the slot).
+    pub(crate) fn adopt(conn: Conn) -> Self {
+        Self(conn)
+    }
+}
+
+impl std::ops::Deref for ConnRef {
+    type Target = Conn;
+
+    fn deref(&self) -> &Conn {
+        &self.0
+    }
+}
+
+impl Clone for ConnRef {
+    fn clone(&self) -> Self {
+        self.0.add_ref();
+        Self(self.0.clone())
+    }
+}
+
+impl Drop for ConnRef {
+    fn drop(&mut self) {
+        self.0.unref();
+    }
+}

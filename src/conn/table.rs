@@ -1,0 +1,223 @@
+//! The listener's table of connections: fixed slots in pages, reused through a free
+//! list, so that a connection costs one slot (88 bytes) and no allocation of its own.
+//!
+//! A slot is addressed by its index (and, in everything the supervisor keeps for later,
+//! by its generation too). It is counted: the stream, the supervisor and every
+//! [`ConnectionHandle`](crate::ConnectionHandle) hold a reference, and the last to let go
+//! puts it back on the free list with a new generation. A page keeps the listener's
+//! shared state alive, so a stream or a handle does too; the pages themselves belong to
+//! the table until the supervisor ends and clears it.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::flags::Flags;
+use crate::shared::Shared;
+use crate::sys::SocketCell;
+
+/// Slots per page: a page is one allocation of about 22 KiB.
+pub(crate) const PAGE: usize = 256;
+
+/// One connection's shared state.
+pub(crate) struct Slot {
+    /// Written only by the stream's `poll_read` (one writer), read by anyone.
+    pub(super) bytes_read: AtomicU64,
+    /// Written only by the stream's `poll_write` (one writer), read by anyone.
+    pub(super) bytes_written: AtomicU64,
+    /// When it was accepted: nanoseconds since the table's epoch.
+    pub(super) accepted_ns: AtomicU64,
+    /// The peer's IP address, 16 bytes big-endian (IPv4 as mapped; see `Flags::PEER_V4`).
+    peer_ip: [AtomicU64; 2],
+    /// The state word, the descriptor and the parked reader's waker.
+    pub(super) cell: SocketCell,
+    /// Bumped each time the slot is freed: with the index, the connection's identity.
+    pub(super) gen: AtomicU32,
+    /// References held: the stream, the supervisor (until it has handled the release),
+    /// and each handle.
+    pub(super) refs: AtomicU32,
+    /// Low 32 bits of `bytes_read` when a read last returned `Pending`.
+    pub(super) read_parked_at: AtomicU32,
+    /// Low 32 bits of `bytes_read` at the last write.
+    pub(super) read_at_last_write: AtomicU32,
+    peer_port: AtomicU16,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Self {
+            bytes_read: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+            accepted_ns: AtomicU64::new(0),
+            peer_ip: [AtomicU64::new(0), AtomicU64::new(0)],
+            cell: SocketCell::new(),
+            gen: AtomicU32::new(1),
+            refs: AtomicU32::new(0),
+            read_parked_at: AtomicU32::new(u32::MAX),
+            read_at_last_write: AtomicU32::new(0),
+            peer_port: AtomicU16::new(0),
+        }
+    }
+
+    /// Makes a free slot the new connection's. Nobody else can reach a free slot, so
+    /// plain stores do; `cell.reset` publishes them.
+    fn occupy(&self, fd: RawFd, peer: SocketAddr, accepted_ns: u64, flags: Flags) {
+        self.bytes_read.store(0, Relaxed);
+        self.bytes_written.store(0, Relaxed);
+        self.read_parked_at.store(u32::MAX, Relaxed);
+        self.read_at_last_write.store(0, Relaxed);
+        self.accepted_ns.store(accepted_ns, Relaxed);
+        // The stream and the supervisor.
+        self.refs.store(2, Relaxed);
+        let (ip, flags) = match peer.ip() {
+            IpAddr::V4(ip) => (ip.to_ipv6_mapped(), flags | Flags::PEER_V4),
+            IpAddr::V6(ip) => (ip, flags),
+        };
+        let ip = u128::from(ip);
+        self.peer_ip[0].store((ip >> 64) as u64, Relaxed);
+        self.peer_ip[1].store(ip as u64, Relaxed);
+        self.peer_port.store(peer.port(), Relaxed);
+        self.cell.reset(fd, u32::from(flags.bits()));
+    }
+
+    /// The peer's address as `accept` returned it (IPv6 flow information and scope id are
+    /// not kept).
+    pub(super) fn peer(&self) -> SocketAddr {
+        let ip = (u128::from(self.peer_ip[0].load(Relaxed)) << 64)
+            | u128::from(self.peer_ip[1].load(Relaxed));
+        let ip = Ipv6Addr::from(ip);
+        let port = self.peer_port.load(Relaxed);
+        let v4 = super::flags::word::flags(self.cell.load()).contains(Flags::PEER_V4);
+        match (v4, ip.to_ipv4_mapped()) {
+            (true, Some(v4)) => SocketAddr::V4(SocketAddrV4::new(v4, port)),
+            _ => SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0)),
+        }
+    }
+}
+
+pub(crate) struct Page {
+    pub(super) shared: Arc<Shared>,
+    pub(super) slots: [Slot; PAGE],
+}
+
+/// The slots of one listener.
+pub(crate) struct Table {
+    epoch: Instant,
+    pages: Mutex<Vec<Arc<Page>>>,
+    free: Mutex<Vec<u32>>,
+}
+
+impl Table {
+    pub(crate) fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            pages: Mutex::new(Vec::new()),
+            free: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Nanoseconds since the table's epoch: how slots keep instants.
+    pub(crate) fn nanos(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch)
+            .as_nanos()
+            .try_into()
+            .unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn instant(&self, nanos: u64) -> Instant {
+        crate::idle::later(self.epoch, Duration::from_nanos(nanos))
+    }
+
+    /// A slot for a new connection, starting with `flags`: the page that holds it, and
+    /// its index.
+    pub(crate) fn occupy(
+        &self,
+        shared: &Arc<Shared>,
+        fd: RawFd,
+        peer: SocketAddr,
+        flags: Flags,
+    ) -> (Arc<Page>, u32) {
+        let accepted = self.nanos(Instant::now());
+        let index = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let index = index.unwrap_or_else(|| self.grow(shared));
+        let page = self.page(index).expect("a slot's page exists");
+        page.slots[index as usize % PAGE].occupy(fd, peer, accepted, flags);
+        (page, index)
+    }
+
+    /// Adds a page; returns one of its slots and puts the others on the free list.
+    fn grow(&self, shared: &Arc<Shared>) -> u32 {
+        let mut pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+        let base = (pages.len() * PAGE) as u32;
+        pages.push(Arc::new(Page {
+            shared: shared.clone(),
+            slots: std::array::from_fn(|_| Slot::new()),
+        }));
+        drop(pages);
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        free.extend((base + 1..base + PAGE as u32).rev());
+        base
+    }
+
+    /// The page of slot `index`.
+    pub(crate) fn page(&self, index: u32) -> Option<Arc<Page>> {
+        let pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+        pages.get(index as usize / PAGE).cloned()
+    }
+
+    /// Every page, for the supervisor's own list.
+    pub(crate) fn pages(&self) -> Vec<Arc<Page>> {
+        self.pages.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The last reference to slot `index` is gone: a new generation, and back to the
+    /// free list.
+    pub(super) fn vacate(&self, slot: &Slot, index: u32) {
+        slot.gen.fetch_add(1, Relaxed);
+        self.free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(index);
+    }
+
+    /// Drops the table's pages: the supervisor is done, and the pages' references to the
+    /// shared state must not keep it alive any longer.
+    pub(crate) fn clear(&self) {
+        let pages = std::mem::take(&mut *self.pages.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(pages);
+    }
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pages = self.pages.lock().map_or(0, |p| p.len());
+        f.debug_struct("Table").field("pages", &pages).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_is_88_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 88);
+    }
+
+    #[test]
+    fn peer_addresses_read_back_as_accepted() {
+        let slot = Slot::new();
+        for peer in [
+            "192.0.2.7:4321",
+            "[2001:db8::1]:80",
+            "[::ffff:192.0.2.7]:1",
+            "0.0.0.0:0",
+        ] {
+            let peer: SocketAddr = peer.parse().unwrap();
+            slot.occupy(-1, peer, 0, Flags::NONE);
+            assert_eq!(slot.peer(), peer);
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The per-connection handle: the connection's state for code that does not own the
+//! stream.
+
+mod future;
+
+pub use future::{Draining, PeerClosed, ReadIdle};
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::conn::{ConnRef, Flags};
+use crate::state::{CloseReason, ConnectionState};
+use crate::stats::ConnectionSnapshot;
+
+/// A cheap, clonable view of one connection, from [`TcpStream::handle`](crate::TcpStream::handle).
+///
+/// It does not keep the socket open: once the stream is dropped the handle reports the
+/// last state seen (and why the library closed it, if it did), and its futures resolve.
+#[derive(Clone)]
+pub struct ConnectionHandle {
+    conn: ConnRef,
+}
+
+impl ConnectionHandle {
+    pub(crate) fn new(conn: ConnRef) -> Self {
+        Self { conn }
+    }
+
+    /// The connection's id, unique within its listener.
+    pub fn id(&self) -> u64 {
+        self.conn.id()
+    }
+
+    /// The peer's address, as `accept` returned it (without IPv6 flow information and
+    /// scope id).
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.conn.peer()
+    }
+
+    /// The connection's state as the library sees it.
+    pub fn state(&self) -> ConnectionState {
+        self.conn.state()
+    }
+
+    /// Whether the peer has sent FIN or the connection has ended: the client is gone (or
+    /// will send nothing more), so a handler may stop work on its behalf.
+    pub fn is_peer_closed(&self) -> bool {
+        self.conn.flags().peer_gone()
+    }
+
+    /// Why the library closed this connection, if it did.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.conn.close_reason()
+    }
+
+    /// Resolves when the peer has sent FIN, the connection has ended, or the stream was
+    /// dropped. The FIN is seen by the kernel watcher (Linux: within tens of
+    /// microseconds; elsewhere within the 100 ms sweep), not by reads, so this works while
+    /// the handler is busy elsewhere.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe: dropping it loses nothing; a new one resolves at once if the peer
+    /// has already closed.
+    pub fn peer_closed(&self) -> PeerClosed {
+        PeerClosed::new(self.conn.clone(), Flags::peer_gone)
+    }
+
+    /// Resolves when the listener starts draining ([`TcpListener::drain`](crate::TcpListener::drain)):
+    /// the handler should finish its current work and close. Resolves at once if the
+    /// drain has already begun.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe.
+    pub fn draining(&self) -> Draining {
+        Draining::new(self.conn.shared().drain.clone())
+    }
+
+    /// Resolves once no data has been received for `idle`: the building block of an
+    /// application heartbeat (send a ping after read-idle, close if no reply arrives).
+    ///
+    /// On Linux it asks the kernel when data last arrived (`TCP_INFO`) and sleeps until
+    /// exactly `idle` after it: one timer while it is awaited, none otherwise. Elsewhere
+    /// it counts the bytes the application reads, and resolves between `idle` and
+    /// `idle × 1.125` after the last one. Never before.
+    pub fn read_idle(&self, idle: Duration) -> ReadIdle {
+        ReadIdle::new(self.conn.clone(), idle)
+    }
+
+    /// A point-in-time view: state, age, bytes, and on Linux the kernel's `TCP_INFO`.
+    pub fn snapshot(&self) -> ConnectionSnapshot {
+        ConnectionSnapshot {
+            id: self.conn.id(),
+            peer_addr: self.conn.peer(),
+            age: Instant::now().saturating_duration_since(self.conn.accepted_at()),
+            state: self.state(),
+            close_reason: self.close_reason(),
+            bytes_read: self.conn.bytes_read(),
+            bytes_written: self.conn.bytes_written(),
+            tcp_info: self.conn.tcp_info(),
+        }
+    }
+}
+
+impl fmt::Debug for ConnectionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionHandle")
+            .field("id", &self.conn.id())
+            .field("peer", &self.conn.peer())
+            .field("state", &self.state())
+            .finish()
+    }
+}

@@ -1,0 +1,447 @@
+//! The builder: every option with its default, validated into a [`Config`].
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::ToSocketAddrs;
+
+use super::TcpListener;
+use crate::config::{CloseMode, Config, Keepalive, Options};
+use crate::error::ConfigError;
+
+// Linux's limits (include/net/tcp.h): MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT.
+const MAX_KEEPALIVE_SECS: u64 = 32_767;
+const MAX_KEEPALIVE_RETRIES: u32 = 127;
+// The shortest timeout: the supervisor's timer and the kernel count no finer.
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+// `TCP_USER_TIMEOUT` is an `int` of milliseconds.
+const MAX_USER_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
+/// Configures and builds tcp-hygiene listeners.
+///
+/// Every timeout takes `impl Into<Option<Duration>>`: pass `None` to disable it. A timeout
+/// must be at least 1 ms; there is no upper limit (a duration too large for the clock,
+/// such as `Duration::MAX`, means "not in the next 30 years"). The final methods take
+/// `&self`, so one builder can make many listeners.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// # async fn run() -> std::io::Result<()> {
+/// let listener = tcp_hygiene::Builder::new()
+///     .close_wait_timeout(Duration::from_secs(5))
+///     .idle_timeout(Duration::from_secs(300))
+///     .first_byte_timeout(Duration::from_secs(10))
+///     .bind("127.0.0.1:8080")
+///     .await?;
+/// # let _ = listener; Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder {
+    options: Options,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Builder {
+    /// Default for [`close_wait_timeout`](Self::close_wait_timeout): 30 seconds.
+    pub const DEFAULT_CLOSE_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Default for [`fin_wait_timeout`](Self::fin_wait_timeout): 60 seconds, Linux's
+    /// `tcp_fin_timeout`.
+    pub const DEFAULT_FIN_WAIT_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Default for [`user_timeout`](Self::user_timeout) when keepalive is off: 120 seconds.
+    /// With keepalive on (the default), the default user timeout is the keepalive's
+    /// [`worst_case`](Keepalive::worst_case) instead, which for [`Keepalive::DEFAULT`] is
+    /// also 120 seconds.
+    pub const DEFAULT_USER_TIMEOUT: Duration = Duration::from_secs(120);
+
+    /// A builder with every option at its default.
+    pub fn new() -> Self {
+        Self {
+            options: Options {
+                close_wait_timeout: Some(Self::DEFAULT_CLOSE_WAIT_TIMEOUT),
+                fin_wait_timeout: Some(Self::DEFAULT_FIN_WAIT_TIMEOUT),
+                idle_timeout: None,
+                read_idle_timeout: None,
+                write_idle_timeout: None,
+                first_byte_timeout: None,
+                max_connection_age: None,
+                keepalive: Some(Keepalive::DEFAULT),
+                user_timeout: Some(Self::DEFAULT_USER_TIMEOUT),
+                user_timeout_set: false,
+                nodelay: false,
+                linger: None,
+                close_mode: CloseMode::Graceful,
+                max_connections: None,
+                max_connections_per_ip: None,
+            },
+        }
+    }
+
+    /// Closes a connection whose peer has sent FIN (our socket is in `CLOSE_WAIT`) once
+    /// we have sent nothing for this long, counted from the later of the FIN and the last
+    /// data we sent. A server still streaming a response to a half-closed client is not
+    /// cut off; a handler that forgot the socket is.
+    ///
+    /// Enforced by the supervisor, whether or not the handler polls the stream. Pass
+    /// `None` to disable. Default is 30 seconds.
+    pub fn close_wait_timeout(&mut self, timeout: impl Into<Option<Duration>>) -> &mut Self {
+        self.options.close_wait_timeout = timeout.into();
+        self
+    }
+
+    /// After our FIN, waits this long for the peer's, counted from the later of our FIN
+    /// and the last byte the peer acknowledged (a peer still taking a long response is
+    /// not cut off), then resets the connection: the `FIN_WAIT_2` a peer never ends. It
+    /// follows every FIN we send: the application's `shutdown`, a close by the library,
+    /// the drain's half-close. Linux's `tcp_fin_timeout` only covers sockets the
+    /// application has closed; this covers the ones it still holds, and once it drops the
+    /// stream the socket gets it as `TCP_LINGER2` (Linux only; whole seconds rounded up,
+    /// at most 120 s, the kernel's cap). Pass `None` to disable. Default is 60 seconds.
+    pub fn fin_wait_timeout(&mut self, timeout: impl Into<Option<Duration>>) -> &mut Self {
+        self.options.fin_wait_timeout = timeout.into();
+        self
+    }
+
+    /// Closes a connection on which no data moved in either direction for this long. On
+    /// Linux the kernel's own timestamps (`TCP_INFO`: last data received, last data sent)
+    /// say when the wire was last used, so a handler that does not poll still counts as
+    /// idle only when the wire is; elsewhere the application's reads and writes count.
+    /// Pass `None` to disable. Default is `None`.
+    pub fn idle_timeout(&mut self, timeout: impl Into<Option<Duration>>) -> &mut Self {
+        self.options.idle_timeout = timeout.into();
+        self
+    }
+
+    /// Closes a connection that received no data for this long (Linux: the kernel's
+    /// timestamp of the last data received; elsewhere the application's reads). Pass
+    /// `None` to disable. Default is `None`.
+    pub fn read_idle_timeout(&mut self, timeout: impl Into<Option<Duration>>) -> &mut Self {
+        self.options.read_idle_timeout = timeout.into();
+        self
+    }
+
+    /// Closes a connection that has data waiting to be sent and had none acknowledged for
+    /// this long: a peer that stopped reading (zero window), or vanished mid-transfer.
+    /// Such a close is always abortive (RST): the peer takes nothing more, and a FIN would
+    /// queue behind the unsent data. It also bounds the sockets the application dropped
+    /// with data still queued (the library's lingering close, or past it the kernel's
+    /// orphan, whose `TCP_USER_TIMEOUT` is lowered to it). On Linux it costs nothing while
+    /// nothing is queued: the supervisor looks only after a write, and only until the
+    /// data is acknowledged. Elsewhere it measures the application's writes. Pass `None`
+    /// to disable. Default is `None`.
+    pub fn write_idle_timeout(&mut self, timeout: impl Into<Option<Duration>>) -> &mut Self {
+        self.options.write_idle_timeout = timeout.into();
+        self
+    }
+
+    /// Closes a connection whose peer has not sent a single byte this long after accept
+    /// (the "connect and stay silent" attack). Pass `None` to disable. Default is `None`.
+    pub fn first_byte_timeout(&mut self, timeout: impl Into<Option<Duration>>) -> &mut Self {
+        self.options.first_byte_timeout = timeout.into();
+        self
+    }
+
+    /// Closes every connection this long after accept, busy or not (gracefully: our FIN
+    /// after every byte already written). Pass `None` to disable. Default is `None`.
+    pub fn max_connection_age(&mut self, age: impl Into<Option<Duration>>) -> &mut Self {
+        self.options.max_connection_age = age.into();
+        self
+    }
+
+    /// `TCP_USER_TIMEOUT` (Linux only; ignored elsewhere): the longest sent data may
+    /// stay unacknowledged before the kernel gives up on the connection. It catches the
+    /// peer that vanished while we were sending, which keepalive cannot see.
+    ///
+    /// It also takes over keepalive's verdict: when it is set, Linux ends a probing
+    /// connection once this much time has passed since the peer was last heard from
+    /// (checked at each probe, after at least one unanswered probe) instead of after
+    /// `retries` probes. So an idle connection to a vanished peer ends at the first probe
+    /// time `idle + k × interval` (k ≥ 1) that is at least this timeout: a shorter user
+    /// timeout ends it after the first unanswered probe, a longer one keeps probing past
+    /// `retries`. Left unset, it follows the keepalive: it equals
+    /// [`Keepalive::worst_case`], so keepalive keeps its own bound and unacknowledged data
+    /// gets the same one.
+    ///
+    /// Millisecond resolution, at most `i32::MAX` ms. Pass `None` to disable. Default is
+    /// the keepalive's worst case (120 seconds with [`Keepalive::DEFAULT`]), or
+    /// [`DEFAULT_USER_TIMEOUT`](Self::DEFAULT_USER_TIMEOUT) (120 seconds) with keepalive
+    /// off.
+    pub fn user_timeout(&mut self, timeout: impl Into<Option<Duration>>) -> &mut Self {
+        self.options.user_timeout = timeout.into();
+        self.options.user_timeout_set = true;
+        self
+    }
+
+    /// TCP keepalive applied to every accepted socket. Pass `None` to leave the socket's
+    /// (system) setting alone. Default is [`Keepalive::DEFAULT`]: idle 60 s, interval
+    /// 10 s, 6 probes, so an idle half-open connection is found within 2 minutes.
+    pub fn keepalive(&mut self, keepalive: impl Into<Option<Keepalive>>) -> &mut Self {
+        self.options.keepalive = keepalive.into();
+        self
+    }
+
+    /// `TCP_NODELAY` on every accepted socket. Default is `false` (Nagle on, the
+    /// kernel's default).
+    pub fn nodelay(&mut self, nodelay: bool) -> &mut Self {
+        self.options.nodelay = nodelay;
+        self
+    }
+
+    /// `SO_LINGER` on every accepted socket. Only `Some(Duration::ZERO)` is accepted: it
+    /// makes dropping a stream abortive (RST, no `TIME_WAIT`, unsent data discarded), and
+    /// the library then leaves such a socket to the kernel when it is dropped. A non-zero
+    /// linger makes `close()` block the thread until the data is sent or the time is up,
+    /// even on a non-blocking socket, which would stall a tokio runtime: it is rejected by
+    /// [`build`](Self::build) (tokio deprecated `set_linger` for the same reason). Pass
+    /// `None` to leave the kernel's default (graceful close in the background). Default is
+    /// `None`.
+    pub fn linger(&mut self, linger: impl Into<Option<Duration>>) -> &mut Self {
+        self.options.linger = linger.into();
+        self
+    }
+
+    /// How the library closes connections when a timeout fires. Default is
+    /// [`CloseMode::Graceful`].
+    pub fn close_mode(&mut self, mode: CloseMode) -> &mut Self {
+        self.options.close_mode = mode;
+        self
+    }
+
+    /// The most connections open at once. When reached, the listener stops accepting
+    /// (the kernel's backlog holds the next clients) until one closes. Pass `None` for
+    /// no limit. Default is `None`.
+    pub fn max_connections(&mut self, max: impl Into<Option<usize>>) -> &mut Self {
+        self.options.max_connections = max.into();
+        self
+    }
+
+    /// The most connections open at once from one peer IP address. A connection over the
+    /// limit is accepted and closed at once (there is no per-address backlog). Pass
+    /// `None` for no limit. Default is `None`.
+    pub fn max_connections_per_ip(&mut self, max: impl Into<Option<usize>>) -> &mut Self {
+        self.options.max_connections_per_ip = max.into();
+        self
+    }
+
+    /// Validates the options.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first invalid option: a zero or sub-millisecond
+    /// timeout (pass `None` to disable instead), keepalive values the kernel rejects, a
+    /// `user_timeout` that overflows the kernel's millisecond field, a non-zero `linger`,
+    /// a zero connection limit.
+    pub fn build(&self) -> Result<Config, ConfigError> {
+        let o = &self.options;
+        for (option, value) in [
+            ("close_wait_timeout", o.close_wait_timeout),
+            ("fin_wait_timeout", o.fin_wait_timeout),
+            ("idle_timeout", o.idle_timeout),
+            ("read_idle_timeout", o.read_idle_timeout),
+            ("write_idle_timeout", o.write_idle_timeout),
+            ("first_byte_timeout", o.first_byte_timeout),
+            ("max_connection_age", o.max_connection_age),
+        ] {
+            timeout(option, value)?;
+        }
+        if let Some(ka) = o.keepalive {
+            whole_seconds("keepalive.idle", ka.idle(), MAX_KEEPALIVE_SECS)?;
+            whole_seconds("keepalive.interval", ka.interval(), MAX_KEEPALIVE_SECS)?;
+            if ka.retries() == 0 || ka.retries() > MAX_KEEPALIVE_RETRIES {
+                return Err(ConfigError::new(
+                    "keepalive.retries",
+                    format!(
+                        "must be between 1 and {MAX_KEEPALIVE_RETRIES}, got {}",
+                        ka.retries()
+                    ),
+                ));
+            }
+        }
+        if let (Some(t), true) = (o.user_timeout, o.user_timeout_set) {
+            if t.is_zero() {
+                return Err(ConfigError::new(
+                    "user_timeout",
+                    "must be greater than zero (pass None to disable)",
+                ));
+            }
+            if t > MAX_USER_TIMEOUT {
+                return Err(ConfigError::new(
+                    "user_timeout",
+                    format!(
+                        "must be at most {} ms (the kernel's limit), got {t:?}",
+                        i32::MAX
+                    ),
+                ));
+            }
+            if t.subsec_nanos() % 1_000_000 != 0 {
+                return Err(ConfigError::new(
+                    "user_timeout",
+                    format!("must be a whole number of milliseconds, got {t:?}"),
+                ));
+            }
+        }
+        if let Some(l) = o.linger.filter(|l| !l.is_zero()) {
+            return Err(ConfigError::new(
+                "linger",
+                format!(
+                    "only Duration::ZERO (reset on drop) is supported, got {l:?}: a non-zero \
+                     SO_LINGER makes close() block the runtime's thread (pass None for a \
+                     graceful close in the background)"
+                ),
+            ));
+        }
+        for (option, value) in [
+            ("max_connections", o.max_connections),
+            ("max_connections_per_ip", o.max_connections_per_ip),
+        ] {
+            if value == Some(0) {
+                return Err(ConfigError::new(
+                    option,
+                    "must be at least 1 (pass None for no limit)",
+                ));
+            }
+        }
+        let mut options = o.clone();
+        if !o.user_timeout_set {
+            options.user_timeout = Some(match o.keepalive {
+                // Up to 32767 × 128 s: capped to the kernel's field, about 24.8 days.
+                Some(ka) => ka.worst_case().min(MAX_USER_TIMEOUT),
+                None => Self::DEFAULT_USER_TIMEOUT,
+            });
+        }
+        Ok(Config {
+            options: Arc::new(options),
+        })
+    }
+
+    /// Builds the configuration and binds a listener to `addr`.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` carrying the [`ConfigError`] if the configuration is invalid, or
+    /// the error of binding.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub async fn bind(&self, addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+        let config = self.build()?;
+        TcpListener::with_config(tokio::net::TcpListener::bind(addr).await?, config)
+    }
+
+    /// Builds the configuration and wraps an existing tokio listener.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` carrying the [`ConfigError`] if the configuration is invalid, or
+    /// an error creating the supervisor (e.g. out of descriptors).
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn wrap(&self, listener: tokio::net::TcpListener) -> io::Result<TcpListener> {
+        TcpListener::with_config(listener, self.build()?)
+    }
+}
+
+fn timeout(option: &'static str, value: Option<Duration>) -> Result<(), ConfigError> {
+    match value {
+        Some(t) if t.is_zero() => Err(ConfigError::new(
+            option,
+            "must be greater than zero (pass None to disable)",
+        )),
+        Some(t) if t < MIN_TIMEOUT => Err(ConfigError::new(
+            option,
+            format!(
+                "must be at least 1 ms, the supervisor's resolution, got {t:?} (pass None to \
+                 disable)"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn whole_seconds(option: &'static str, value: Duration, max: u64) -> Result<(), ConfigError> {
+    if value.subsec_nanos() != 0 || value.as_secs() == 0 || value.as_secs() > max {
+        return Err(ConfigError::new(
+            option,
+            format!("must be a whole number of seconds between 1 and {max} (the kernel's unit and limit), got {value:?}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Builder::new().build().unwrap();
+        assert_eq!(
+            config.close_wait_timeout(),
+            Some(Builder::DEFAULT_CLOSE_WAIT_TIMEOUT)
+        );
+        assert_eq!(
+            config.keepalive().unwrap().worst_case(),
+            Duration::from_secs(120)
+        );
+        assert_eq!(Keepalive::new(), Keepalive::DEFAULT);
+    }
+
+    #[test]
+    fn user_timeout_follows_the_keepalive_unless_set() {
+        let ka = Keepalive::new()
+            .with_idle(Duration::from_secs(1))
+            .with_interval(Duration::from_secs(1))
+            .with_retries(3);
+        let config = Builder::new().keepalive(ka).build().unwrap();
+        assert_eq!(config.user_timeout(), Some(Duration::from_secs(4)));
+        let config = Builder::new().keepalive(None).build().unwrap();
+        assert_eq!(config.user_timeout(), Some(Builder::DEFAULT_USER_TIMEOUT));
+        let config = Builder::new()
+            .keepalive(ka)
+            .user_timeout(Duration::from_secs(9))
+            .build()
+            .unwrap();
+        assert_eq!(config.user_timeout(), Some(Duration::from_secs(9)));
+        let config = Builder::new()
+            .keepalive(ka)
+            .user_timeout(None)
+            .build()
+            .unwrap();
+        assert_eq!(config.user_timeout(), None);
+        // The largest keepalive still fits TCP_USER_TIMEOUT's i32 milliseconds.
+        let max = Keepalive::new()
+            .with_idle(Duration::from_secs(MAX_KEEPALIVE_SECS))
+            .with_interval(Duration::from_secs(MAX_KEEPALIVE_SECS))
+            .with_retries(MAX_KEEPALIVE_RETRIES);
+        let t = Builder::new()
+            .keepalive(max)
+            .build()
+            .unwrap()
+            .user_timeout()
+            .unwrap();
+        assert!(t <= MAX_USER_TIMEOUT, "{t:?}");
+    }
+
+    #[test]
+    fn none_disables() {
+        let config = Builder::new()
+            .close_wait_timeout(None)
+            .keepalive(None)
+            .user_timeout(None)
+            .build()
+            .unwrap();
+        assert_eq!(config.close_wait_timeout(), None);
+        assert_eq!(config.keepalive(), None);
+        assert_eq!(config.user_timeout(), None);
+    }
+}

@@ -1,0 +1,112 @@
+//! What a listener shares with its connections and its supervisor: the configuration,
+//! the counters, the supervisor's mailbox, the table of connections, and the limits.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::conn::table::Table;
+use crate::stats::Counters;
+use crate::supervisor::tx::Tx;
+
+/// State changes wake waiters through one of these, chosen by slot: a waiter wakes for
+/// its own connection's changes and those of a few others (it checks its own state), and
+/// a connection nobody waits on costs no notifier of its own.
+const NOTIFY_SHARDS: usize = 64;
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) counters: Counters,
+    pub(crate) tx: Tx,
+    pub(crate) table: Table,
+    /// Cancelled when a drain starts; handlers wait on it through
+    /// `ConnectionHandle::draining`.
+    pub(crate) drain: CancellationToken,
+    /// Sockets handed to the supervisor for a lingering close and not closed yet.
+    pub(crate) lingering: AtomicUsize,
+    /// Connections whose stream is still held.
+    open: AtomicUsize,
+    /// Woken whenever a stream is released (a slot frees up, a descriptor too).
+    released: Notify,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    notify: Box<[Arc<Notify>]>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: Config, tx: Tx) -> Self {
+        Self {
+            config,
+            counters: Counters::default(),
+            tx,
+            table: Table::new(),
+            drain: CancellationToken::new(),
+            lingering: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
+            released: Notify::new(),
+            per_ip: Mutex::new(HashMap::new()),
+            notify: (0..NOTIFY_SHARDS)
+                .map(|_| Arc::new(Notify::new()))
+                .collect(),
+        }
+    }
+
+    /// The notifier of slot `index`.
+    pub(crate) fn notify(&self, index: u32) -> &Arc<Notify> {
+        &self.notify[index as usize % NOTIFY_SHARDS]
+    }
+
+    /// Connections whose stream is still held.
+    pub(crate) fn open(&self) -> usize {
+        self.open.load(Relaxed)
+    }
+
+    /// Counts a new connection from `ip`; false if that address is at its limit.
+    pub(crate) fn admit(&self, ip: IpAddr) -> bool {
+        if let Some(limit) = self.config.max_connections_per_ip() {
+            let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let n = map.entry(ip).or_insert(0);
+            if *n >= limit {
+                return false;
+            }
+            *n += 1;
+        }
+        self.open.fetch_add(1, Relaxed);
+        true
+    }
+
+    pub(crate) fn on_release(&self, ip: IpAddr) {
+        if self.config.max_connections_per_ip().is_some() {
+            let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = map.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&ip);
+                }
+            }
+        }
+        self.open.fetch_sub(1, Relaxed);
+        self.released.notify_waiters();
+    }
+
+    /// Resolves after the next release; enable it before checking the condition it waits
+    /// for, as with any `Notified`.
+    pub(crate) fn released(&self) -> tokio::sync::futures::Notified<'_> {
+        self.released.notified()
+    }
+
+    /// An error for `accept` if the supervisor has stopped (only a bug can do that).
+    pub(crate) fn check_supervisor(&self) -> std::io::Result<()> {
+        if self.counters.supervisor_failed.load(Relaxed) {
+            return Err(std::io::Error::other(
+                "tcp-hygiene: the supervisor task stopped; connections would not be supervised",
+            ));
+        }
+        Ok(())
+    }
+}

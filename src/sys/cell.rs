@@ -1,0 +1,236 @@
+//! The part of a connection that the application's task and the supervisor share and that
+//! needs care to share soundly: a state word, the descriptor the application owns, and the
+//! waker of a read parked on it.
+//!
+//! Two bits of the word are locks that only this type takes: `FD_BUSY` while someone
+//! borrows the descriptor, `WAKER_LOCK` while someone swaps the waker. `FD_GONE` says the
+//! owner has closed (or is about to close) the descriptor: nobody may borrow it any more.
+//! The owner sets it while holding `FD_BUSY`, so no borrow is in progress when it closes
+//! the descriptor, and none can start after: the supervisor can never act on a descriptor
+//! number that the kernel has handed to another socket. Every lock is held for one short
+//! operation (a syscall, swapping a waker), so waiting spins.
+
+use std::cell::UnsafeCell;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::task::Waker;
+
+const FD_BUSY: u32 = 1 << 12;
+const WAKER_LOCK: u32 = 1 << 13;
+const FD_GONE: u32 = 1 << 14;
+const RESERVED: u32 = FD_BUSY | WAKER_LOCK | FD_GONE;
+
+/// The bits of the word that belong to the caller: bits 0..=11 and 15..=31.
+pub(crate) const USER_BITS: u32 = !RESERVED;
+
+pub(crate) struct SocketCell {
+    word: AtomicU32,
+    fd: AtomicI32,
+    reader: UnsafeCell<Option<Waker>>,
+}
+
+// SAFETY: `reader` is only accessed while `WAKER_LOCK` is held (see `swap_waker`), and
+// `Waker` is `Send + Sync`; everything else is atomic.
+unsafe impl Sync for SocketCell {}
+
+impl SocketCell {
+    /// An empty cell: no descriptor.
+    pub(crate) fn new() -> Self {
+        Self {
+            word: AtomicU32::new(FD_GONE),
+            fd: AtomicI32::new(-1),
+            reader: UnsafeCell::new(None),
+        }
+    }
+
+    /// Gives the cell a new descriptor and user bits. Only for a cell nobody else can
+    /// reach (a free slot being handed out): the release store publishes both.
+    pub(crate) fn reset(&self, fd: RawFd, bits: u32) {
+        drop(self.take_waker());
+        self.fd.store(fd, Ordering::Relaxed);
+        self.word.store(bits & USER_BITS, Ordering::Release);
+    }
+
+    /// The user bits.
+    pub(crate) fn load(&self) -> u32 {
+        self.word.load(Ordering::Acquire) & USER_BITS
+    }
+
+    /// The user bits, without ordering: for the hot path's checks of a flag.
+    #[inline]
+    pub(crate) fn load_relaxed(&self) -> u32 {
+        self.word.load(Ordering::Relaxed) & USER_BITS
+    }
+
+    /// Clears user bits; returns the user bits before.
+    pub(crate) fn fetch_clear(&self, bits: u32) -> u32 {
+        self.word.fetch_and(!(bits & USER_BITS), Ordering::AcqRel) & USER_BITS
+    }
+
+    /// Sets user bits; returns the user bits before.
+    pub(crate) fn fetch_or(&self, bits: u32) -> u32 {
+        self.word.fetch_or(bits & USER_BITS, Ordering::AcqRel) & USER_BITS
+    }
+
+    /// Replaces the user bits with `f(bits)` for as long as it returns `Some`, atomically;
+    /// returns the user bits before, and whether `f` agreed.
+    pub(crate) fn update(&self, mut f: impl FnMut(u32) -> Option<u32>) -> (u32, bool) {
+        let mut word = self.word.load(Ordering::Acquire);
+        loop {
+            let Some(new) = f(word & USER_BITS) else {
+                return (word & USER_BITS, false);
+            };
+            let new = (new & USER_BITS) | (word & RESERVED);
+            match self
+                .word
+                .compare_exchange_weak(word, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return (word & USER_BITS, true),
+                Err(actual) => word = actual,
+            }
+        }
+    }
+
+    /// Takes `bit` (one of the locks), unless `unless` is set; returns whether it did.
+    fn lock(&self, bit: u32, unless: u32) -> bool {
+        let mut spins = 0u32;
+        loop {
+            let word = self.word.load(Ordering::Relaxed);
+            if word & unless != 0 {
+                return false;
+            }
+            if word & bit == 0
+                && self
+                    .word
+                    .compare_exchange_weak(word, word | bit, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return true;
+            }
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    fn unlock(&self, bit: u32) {
+        self.word.fetch_and(!bit, Ordering::Release);
+    }
+
+    /// Runs `f` on the descriptor if its owner has not given it up yet.
+    pub(crate) fn with_fd<R>(&self, f: impl FnOnce(BorrowedFd<'_>) -> R) -> Option<R> {
+        if !self.lock(FD_BUSY, FD_GONE) {
+            return None;
+        }
+        let fd = self.fd.load(Ordering::Relaxed);
+        // SAFETY: `FD_GONE` was not set when we took `FD_BUSY`, and the owner sets it (while
+        // holding `FD_BUSY`) before it closes the descriptor; we hold `FD_BUSY` for the whole
+        // borrow, so the descriptor is open and still the socket of this connection.
+        let result = f(unsafe { BorrowedFd::borrow_raw(fd) });
+        self.unlock(FD_BUSY);
+        Some(result)
+    }
+
+    /// The owner is about to close the descriptor (or keeps it for itself): once this
+    /// returns, nobody borrows it any more.
+    pub(crate) fn forget_fd(&self) {
+        if self.lock(FD_BUSY, FD_GONE) {
+            self.word.fetch_or(FD_GONE, Ordering::Relaxed);
+            self.unlock(FD_BUSY);
+        }
+    }
+
+    /// Remembers `waker` as the parked reader's (unless it is the same one already).
+    pub(crate) fn register_waker(&self, waker: &Waker) {
+        let replaced = self.with_reader(|slot| match slot {
+            Some(w) if w.will_wake(waker) => None,
+            _ => slot.replace(waker.clone()),
+        });
+        // Dropping a waker can run arbitrary code: outside the lock.
+        drop(replaced);
+    }
+
+    /// Takes the parked reader's waker, if any (to be woken outside the lock).
+    pub(crate) fn take_waker(&self) -> Option<Waker> {
+        self.with_reader(Option::take)
+    }
+
+    fn with_reader<R>(&self, f: impl FnOnce(&mut Option<Waker>) -> R) -> R {
+        self.lock(WAKER_LOCK, 0);
+        // SAFETY: we hold `WAKER_LOCK`, the only way to reach `reader`, until the unlock
+        // below, and the reference does not escape `f`.
+        let result = f(unsafe { &mut *self.reader.get() });
+        self.unlock(WAKER_LOCK);
+        result
+    }
+}
+
+impl std::fmt::Debug for SocketCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketCell")
+            .field("word", &self.word.load(Ordering::Relaxed))
+            .field("fd", &self.fd.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn user_bits_never_touch_the_locks() {
+        let cell = SocketCell::new();
+        cell.reset(3, u32::MAX);
+        assert_eq!(cell.load(), USER_BITS);
+        assert_eq!(cell.fetch_or(RESERVED), USER_BITS);
+        let (before, done) = cell.update(|_| Some(u32::MAX));
+        assert!(done);
+        assert_eq!(before, USER_BITS);
+        // The descriptor is still borrowable: no lock bit was set by the user.
+        assert_eq!(
+            cell.with_fd(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd)),
+            Some(3)
+        );
+    }
+
+    #[test]
+    fn a_forgotten_descriptor_is_never_borrowed() {
+        let cell = SocketCell::new();
+        assert_eq!(cell.with_fd(|_| ()), None, "an empty cell");
+        cell.reset(5, 0);
+        assert!(cell.with_fd(|_| ()).is_some());
+        cell.forget_fd();
+        assert_eq!(cell.with_fd(|_| ()), None);
+        cell.reset(6, 0);
+        assert!(
+            cell.with_fd(|_| ()).is_some(),
+            "a new descriptor after reuse"
+        );
+    }
+
+    #[test]
+    fn the_waker_is_taken_once_and_replaced_only_when_different() {
+        let cell = SocketCell::new();
+        let count = Arc::new(Count(0.into()));
+        let waker = Waker::from(count.clone());
+        cell.register_waker(&waker);
+        cell.register_waker(&waker);
+        cell.take_waker().expect("registered").wake();
+        assert!(cell.take_waker().is_none());
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+    }
+}
