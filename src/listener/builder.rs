@@ -85,9 +85,10 @@ impl Builder {
     }
 
     /// Closes a connection whose peer has sent FIN (our socket is in `CLOSE_WAIT`) once
-    /// we have sent nothing for this long, counted from the later of the FIN and the last
-    /// data we sent. A server still streaming a response to a half-closed client is not
-    /// cut off; a handler that forgot the socket is.
+    /// nothing has moved our way for this long, counted from the latest of the FIN, our
+    /// last write and the peer's last acknowledgement. A server still streaming a
+    /// response to a half-closed client is not cut off; a handler that forgot the socket
+    /// is. The close comes within `timeout / 8` after that.
     ///
     /// Enforced by the supervisor, whether or not the handler polls the stream. Pass
     /// `None` to disable. Default is 30 seconds.
