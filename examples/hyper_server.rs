@@ -1,55 +1,127 @@
-//! hyper 1 + hyper-util over a supervised listener: HTTP/1.1 and HTTP/2 (prior
-//! knowledge) on the same port, detected per connection by hyper-util's `auto` builder.
+//! hyper 1 + hyper-util over a supervised listener, served by the library: HTTP/1.1 and
+//! HTTP/2 (prior knowledge) on the same port, detected per connection by hyper-util's
+//! `auto` builder. With `--plain`, the same service in a hyper-util accept loop over
+//! tokio's listener (the control).
 //!
 //! ```text
-//! cargo run --example hyper_server --features hyper -- --listen 127.0.0.1:3000 \
-//!     [--idle-timeout-ms N] [--close-wait-timeout-ms N]
+//! cargo run --example hyper_server --features hyper -- --listen 127.0.0.1:3000 [FLAGS]
 //! curl http://127.0.0.1:3000/
 //! curl --http2-prior-knowledge http://127.0.0.1:3000/
 //! ```
 //!
-//! `0` disables a timeout; an omitted flag keeps the library's default. The first line on
-//! stdout is `listening on IP:PORT`. Every request gets `200 ok`; the response header
-//! `x-connection` carries the supervised connection's id.
+//! The flags are the axum example's (`--help` lists them); so are the drain on SIGTERM or
+//! SIGINT and its JSON report. Routes: `/` (`ok`, with the response header
+//! `x-connection` carrying the supervised connection's id), `/slow?ms=N` (`done` after N
+//! ms), `/hang` (never answers), `/big?bytes=N`.
 
 mod common;
 
 use std::convert::Infallible;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use hyper::body::Incoming;
+use hyper::body::Body;
 use hyper::{Request, Response};
-use tcp_hygiene::integration::hyper::serve_connection;
+use tcp_hygiene::integration::hyper::RequestBody;
+use tcp_hygiene::ConnectionHandle;
+
+const USAGE: &str = "usage: hyper_server";
+
+/// The response to any request; `id` is the connection's, where there is one.
+async fn respond<B: Body>(request: Request<B>, id: u64) -> Result<Response<String>, Infallible> {
+    let query = request.uri().query();
+    let body = match request.uri().path() {
+        "/slow" => {
+            let ms = common::query_number(query, "ms").unwrap_or(1000);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            "done".to_owned()
+        }
+        "/hang" => std::future::pending().await,
+        "/big" => {
+            let bytes = common::query_number(query, "bytes").unwrap_or(1 << 20);
+            "x".repeat(usize::try_from(bytes).unwrap_or(usize::MAX).min(1 << 30))
+        }
+        _ => "ok".to_owned(),
+    };
+    Ok(Response::builder()
+        .header("x-connection", id)
+        .body(body)
+        .expect("a valid response"))
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let listener = match common::bind("hyper_server").await {
+    let usage = format!("{USAGE} {} {}", common::LIBRARY_FLAGS, common::SERVE_FLAGS);
+    let args = match common::args(&usage, |_, _| Ok(false)) {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
+    if args.plain {
+        return plain(&args).await;
+    }
+    let listener = match common::bind(&args, &usage).await {
         Ok(listener) => listener,
         Err(code) => return code,
     };
-    common::announce(&listener);
+    common::announce(listener.local_addr().expect("bound"));
+    let service = hyper::service::service_fn(|request: Request<RequestBody>| {
+        let id = request
+            .extensions()
+            .get::<ConnectionHandle>()
+            .map_or(0, ConnectionHandle::id);
+        respond(request, id)
+    });
+    let mut serve = tcp_hygiene::integration::hyper::serve(listener, service);
+    if let Some(timeout) = args.header_read_timeout {
+        serve = serve.header_read_timeout(timeout);
+    }
+    if let Some(timeout) = args.keep_alive_timeout {
+        serve = serve.keep_alive_timeout(timeout);
+    }
+    match serve
+        .with_graceful_shutdown(common::shutdown_signal(), args.drain_soft, args.drain_hard)
+        .await
+    {
+        Ok(report) => {
+            common::print_report(&report);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hyper_server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
+/// The control: hyper-util's auto builder in a plain accept loop over tokio's listener.
+async fn plain(args: &common::Args) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(&args.listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("hyper_server: cannot listen on {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    common::announce(listener.local_addr().expect("bound"));
+    let signal = common::shutdown_signal();
+    tokio::pin!(signal);
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Only errors that say the listener itself is broken get here.
-                eprintln!("hyper_server: accept: {e}");
-                return ExitCode::FAILURE;
-            }
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    eprintln!("hyper_server: accept: {e}");
+                    continue;
+                }
+            },
+            () = &mut signal => return ExitCode::SUCCESS,
         };
-        let id = stream.id();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |_: Request<Incoming>| async move {
-                let response = Response::builder()
-                    .header("x-connection", id)
-                    .body("ok".to_owned())
-                    .expect("a valid response");
-                Ok::<_, Infallible>(response)
-            });
-            if let Err(e) = serve_connection(stream, service).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
+            let service = hyper::service::service_fn(|request| respond(request, 0));
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
         });
     }
 }

@@ -92,6 +92,54 @@ impl Default for Keepalive {
     }
 }
 
+/// A minimum data rate, as Kestrel's `MinDataRate`: a peer that moves less than
+/// `bytes_per_second` × `grace` in any `grace` window, while the rule applies, is too slow.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tcp_hygiene::MinDataRate;
+///
+/// // At least 240 bytes a second, judged over 5-second windows.
+/// let rate = MinDataRate::new(240, Duration::from_secs(5));
+/// assert_eq!(rate.bytes_per_second(), 240);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinDataRate {
+    bytes_per_second: u64,
+    grace: Duration,
+}
+
+impl MinDataRate {
+    /// At least `bytes_per_second`, judged over windows of `grace` (the first window
+    /// starts when the rule starts to apply, so a peer always gets `grace` to get going).
+    /// [`Builder::build`](crate::Builder::build) requires a rate of at least 1 and a grace
+    /// of at least 1 ms.
+    pub const fn new(bytes_per_second: u64, grace: Duration) -> Self {
+        Self {
+            bytes_per_second,
+            grace,
+        }
+    }
+
+    /// The minimum rate, in bytes per second.
+    pub const fn bytes_per_second(&self) -> u64 {
+        self.bytes_per_second
+    }
+
+    /// The window the rate is judged over.
+    pub const fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// The fewest bytes that must move in a window of `elapsed`.
+    pub(crate) fn least_in(&self, elapsed: Duration) -> u64 {
+        let bytes = self.bytes_per_second as u128 * elapsed.as_nanos() / 1_000_000_000;
+        bytes.try_into().unwrap_or(u64::MAX)
+    }
+}
+
 /// How the library closes a connection when a timeout fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -133,6 +181,8 @@ pub(crate) struct Options {
     pub(crate) close_mode: CloseMode,
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_connections_per_ip: Option<usize>,
+    pub(crate) min_receive_rate: Option<MinDataRate>,
+    pub(crate) min_send_rate: Option<MinDataRate>,
 }
 
 /// A validated configuration, cheap to clone (an `Arc` inside): what [`Builder::build`](crate::Builder::build)
@@ -213,5 +263,21 @@ impl Config {
     /// See [`Builder::max_connections_per_ip`](crate::Builder::max_connections_per_ip).
     pub fn max_connections_per_ip(&self) -> Option<usize> {
         self.options.max_connections_per_ip
+    }
+
+    /// See [`Builder::min_receive_rate`](crate::Builder::min_receive_rate).
+    pub fn min_receive_rate(&self) -> Option<MinDataRate> {
+        self.options.min_receive_rate
+    }
+
+    /// See [`Builder::min_send_rate`](crate::Builder::min_send_rate).
+    pub fn min_send_rate(&self) -> Option<MinDataRate> {
+        self.options.min_send_rate
+    }
+
+    /// Whether the supervisor needs to hear when a quiet connection starts writing: the
+    /// rules that apply only while data is queued (Linux, where it can see the queue).
+    pub(crate) fn watches_writes(&self) -> bool {
+        self.write_idle_timeout().is_some() || self.min_send_rate().is_some()
     }
 }

@@ -163,6 +163,41 @@ impl IdleClock {
     }
 }
 
+/// A minimum data rate, judged lazily over windows of its grace period: one look per
+/// window while the rule applies.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RateWindow {
+    /// The byte count when the window began.
+    bytes: u64,
+    since: Instant,
+}
+
+impl RateWindow {
+    pub(crate) fn new(bytes: u64, now: Instant) -> Self {
+        Self { bytes, since: now }
+    }
+
+    /// When the window needs a look.
+    pub(crate) fn deadline(&self, rate: &crate::MinDataRate) -> Instant {
+        later(self.since, rate.grace())
+    }
+
+    /// A look with the byte count as of `now`: too slow (expired) if the window is over
+    /// and fewer bytes moved in it than the rate asks; else the next window starts.
+    pub(crate) fn check(&mut self, bytes: u64, rate: &crate::MinDataRate, now: Instant) -> Verdict {
+        let due = self.deadline(rate);
+        if now < due {
+            return Verdict::CheckAt(due);
+        }
+        let moved = bytes.wrapping_sub(self.bytes);
+        if moved < rate.least_in(now.saturating_duration_since(self.since)) {
+            return Verdict::Expired;
+        }
+        *self = Self::new(bytes, now);
+        Verdict::CheckAt(self.deadline(rate))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,6 +402,26 @@ mod tests {
         let mut clock = IdleClock::new(t, 0, t0);
         assert_eq!(clock.deadline(), t0 + t);
         assert_eq!(clock.check(0, t0 + t), Verdict::Expired);
+    }
+
+    #[test]
+    fn a_rate_window_expires_only_when_too_little_moved_in_a_whole_window() {
+        let rate = crate::MinDataRate::new(100, Duration::from_secs(2));
+        let t0 = Instant::now();
+        let mut window = RateWindow::new(0, t0);
+        // Not judged before the window is over.
+        assert_eq!(
+            window.check(0, &rate, t0 + STEP),
+            Verdict::CheckAt(t0 + 2 * STEP)
+        );
+        // 200 bytes in 2 s: fast enough; a new window starts.
+        let t1 = t0 + 2 * STEP;
+        assert_eq!(
+            window.check(200, &rate, t1),
+            Verdict::CheckAt(t1 + 2 * STEP)
+        );
+        // 199 bytes in the next 2 s: too slow.
+        assert_eq!(window.check(399, &rate, t1 + 2 * STEP), Verdict::Expired);
     }
 
     #[test]

@@ -94,10 +94,10 @@ pub use census::{
     reap, Census, CensusQuery, Lingering, ListenQueue, PortCensus, Process, ReapFilter,
     ReapOutcome, ReapReport, SockStat, Source, Victim,
 };
-pub use config::{CloseMode, Config, Keepalive};
+pub use config::{CloseMode, Config, Keepalive, MinDataRate};
 pub use error::ConfigError;
 pub use handle::{ConnectionHandle, Draining, PeerClosed, ReadIdle};
-pub use listener::{Builder, TcpListener};
+pub use listener::{Builder, Controller, TcpListener};
 pub use state::{CloseReason, ConnectionState};
 pub use stats::{ConnectionSnapshot, Stats};
 pub use stream::TcpStream;

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::conn::table::Table;
 use crate::stats::Counters;
 use crate::supervisor::tx::Tx;
+use crate::sys::SocketCell;
 
 /// State changes wake waiters through one of these, chosen by slot: a waiter wakes for
 /// its own connection's changes and those of a few others (it checks its own state), and
@@ -30,6 +31,13 @@ pub(crate) struct Shared {
     pub(crate) drain: CancellationToken,
     /// Sockets handed to the supervisor for a lingering close and not closed yet.
     pub(crate) lingering: AtomicUsize,
+    /// How long the library's `max_connection_age` close waits after the age (nanoseconds):
+    /// under a framework serve, the HTTP layer winds the connection down at the age and
+    /// gets this grace period to finish its requests.
+    pub(crate) age_grace: std::sync::atomic::AtomicU64,
+    /// The listening socket, for a drain started elsewhere than on the listener (a
+    /// [`Controller`](crate::Controller)): it stops listening.
+    pub(crate) listening: SocketCell,
     /// Connections whose stream is still held.
     open: AtomicUsize,
     /// Woken whenever a stream is released (a slot frees up, a descriptor too).
@@ -47,6 +55,8 @@ impl Shared {
             table: Table::new(),
             drain: CancellationToken::new(),
             lingering: AtomicUsize::new(0),
+            age_grace: std::sync::atomic::AtomicU64::new(0),
+            listening: SocketCell::new(),
             open: AtomicUsize::new(0),
             released: Notify::new(),
             per_ip: Mutex::new(HashMap::new()),
@@ -98,6 +108,43 @@ impl Shared {
     /// for, as with any `Notified`.
     pub(crate) fn released(&self) -> tokio::sync::futures::Notified<'_> {
         self.released.notified()
+    }
+
+    /// Starts a drain: wakes every handler waiting on `ConnectionHandle::draining`, and
+    /// asks the supervisor to end the connections by the deadlines.
+    pub(crate) fn start_drain(
+        &self,
+        soft: std::time::Duration,
+        hard: std::time::Duration,
+        half_close: bool,
+    ) -> tokio::sync::oneshot::Receiver<crate::DrainReport> {
+        // The supervisor counts the connections first: the ones the signal makes close
+        // at once (idle keep-alive connections under a serve) count as finished.
+        let report = self.tx.drain(soft, hard, half_close);
+        self.drain.cancel();
+        if let Err(e) = self.check_supervisor() {
+            tracing::error!(error = %e, "drain: nothing will be enforced");
+        }
+        report
+    }
+
+    /// Makes the listening socket stop listening (queued connections are reset, new ones
+    /// refused), while the listener itself may still be in someone's hands.
+    pub(crate) fn stop_listening(&self) {
+        let _ = self
+            .listening
+            .with_fd(|fd| socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Read));
+    }
+
+    /// When the library's `max_connection_age` close comes for a connection accepted at
+    /// `accepted`, if the rule is on.
+    pub(crate) fn max_age_deadline(
+        &self,
+        accepted: std::time::Instant,
+    ) -> Option<std::time::Instant> {
+        let age = self.config.max_connection_age()?;
+        let grace = std::time::Duration::from_nanos(self.age_grace.load(Relaxed));
+        Some(crate::idle::later(accepted, age.saturating_add(grace)))
     }
 
     /// An error for `accept` if the supervisor has stopped (only a bug can do that).

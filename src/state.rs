@@ -82,11 +82,19 @@ pub enum CloseReason {
     ResetByPeer,
     /// The connection was ended by a graceful drain of the listener.
     Drained,
+    /// Closed on request, through [`Controller::close`](crate::Controller::close).
+    Requested,
+    /// The peer owed data (a request head or body) and sent it slower than
+    /// `min_receive_rate` for longer than its grace period (a slowloris client).
+    SlowReceive,
+    /// We had data queued and the peer took it slower than `min_send_rate` for longer
+    /// than its grace period (a slow reader).
+    SlowSend,
 }
 
 impl CloseReason {
     /// All reasons, in declaration order.
-    pub const ALL: [CloseReason; 11] = [
+    pub const ALL: [CloseReason; 14] = [
         CloseReason::CloseWaitTimeout,
         CloseReason::FinWaitTimeout,
         CloseReason::IdleTimeout,
@@ -98,6 +106,9 @@ impl CloseReason {
         CloseReason::UserTimeout,
         CloseReason::ResetByPeer,
         CloseReason::Drained,
+        CloseReason::Requested,
+        CloseReason::SlowReceive,
+        CloseReason::SlowSend,
     ];
 
     /// A short, stable, snake_case name (used in logs and JSON).
@@ -114,6 +125,9 @@ impl CloseReason {
             CloseReason::UserTimeout => "user_timeout",
             CloseReason::ResetByPeer => "reset_by_peer",
             CloseReason::Drained => "drained",
+            CloseReason::Requested => "requested",
+            CloseReason::SlowReceive => "slow_receive",
+            CloseReason::SlowSend => "slow_send",
         }
     }
 

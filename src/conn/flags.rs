@@ -86,14 +86,24 @@ impl fmt::Debug for Flags {
     }
 }
 
-/// How the rest of the word is laid out around the flags.
+/// How the rest of the word is laid out around the flags: bits 8..=11 the close reason,
+/// 12..=14 the cell's locks, 15 [`WATCH_READS`], 16..=22 the kernel's errno, 23
+/// [`RECEIVED`], 24..=31 the application's errno.
 pub(crate) mod word {
     use super::{CloseReason, Flags};
 
     const REASON_SHIFT: u32 = 8;
     const REASON_MASK: u32 = 0xF << REASON_SHIFT;
     const KERNEL_ERRNO_SHIFT: u32 = 16;
+    const KERNEL_ERRNO_MASK: u32 = 0x7F;
     const APP_ERRNO_SHIFT: u32 = 24;
+
+    /// The supervisor wants to hear when the peer starts owing data: `min_receive_rate`
+    /// is on and the connection was between requests at its last look.
+    pub(crate) const WATCH_READS: u32 = 1 << 15;
+    /// A framework serve says the request is fully received: until the next request,
+    /// the peer owes nothing, whatever the stream's marks say (the handler is computing).
+    pub(crate) const RECEIVED: u32 = 1 << 23;
 
     pub(crate) fn flags(word: u32) -> Flags {
         Flags::from_bits(word as u8)
@@ -110,14 +120,14 @@ pub(crate) mod word {
         (word & !REASON_MASK) | ((reason.index() as u32 + 1) << REASON_SHIFT)
     }
 
-    /// An errno as it fits a byte of the word; errnos above 255 (none that TCP reports
-    /// on the systems this runs on) are not kept.
-    fn errno_byte(errno: i32) -> Option<u32> {
-        u8::try_from(errno).ok().filter(|b| *b != 0).map(u32::from)
+    /// An errno as it fits its bits of the word (`max` at most); larger ones (none that
+    /// TCP reports on the systems this runs on) are not kept.
+    fn errno_bits(errno: i32, max: u32) -> Option<u32> {
+        u32::try_from(errno).ok().filter(|b| *b != 0 && *b <= max)
     }
 
     pub(crate) fn kernel_errno(word: u32) -> Option<i32> {
-        match (word >> KERNEL_ERRNO_SHIFT) & 0xFF {
+        match (word >> KERNEL_ERRNO_SHIFT) & KERNEL_ERRNO_MASK {
             0 => None,
             n => Some(n as i32),
         }
@@ -132,7 +142,7 @@ pub(crate) mod word {
 
     /// Records `errno` as the kernel's, unless one is recorded already.
     pub(crate) fn with_kernel_errno(word: u32, errno: i32) -> Option<u32> {
-        let byte = errno_byte(errno)?;
+        let byte = errno_bits(errno, KERNEL_ERRNO_MASK)?;
         kernel_errno(word)
             .is_none()
             .then_some(word | (byte << KERNEL_ERRNO_SHIFT))
@@ -140,7 +150,7 @@ pub(crate) mod word {
 
     /// Records `errno` as the application's, unless one is recorded already.
     pub(crate) fn with_app_errno(word: u32, errno: i32) -> Option<u32> {
-        let byte = errno_byte(errno)?;
+        let byte = errno_bits(errno, 0xFF)?;
         app_errno(word)
             .is_none()
             .then_some(word | (byte << APP_ERRNO_SHIFT))
@@ -155,13 +165,25 @@ pub(crate) mod word {
             let w = with_reason(0, CloseReason::Drained);
             let w = with_kernel_errno(w, 110).unwrap();
             let w = with_app_errno(w, 104).unwrap();
-            let w = w | 0xFF;
+            let w = w | 0xFF | WATCH_READS | RECEIVED;
             assert_eq!(w & !crate::sys::USER_BITS, 0);
             assert_eq!(reason(w), Some(CloseReason::Drained));
             assert_eq!(kernel_errno(w), Some(110));
             assert_eq!(app_errno(w), Some(104));
             assert_eq!(flags(w).bits(), 0xFF);
             assert_eq!(with_kernel_errno(w, 5), None, "the first errno stays");
+            // Every errno TCP reports fits.
+            for errno in [
+                libc::ECONNRESET,
+                libc::ETIMEDOUT,
+                libc::EHOSTUNREACH,
+                libc::EPIPE,
+            ] {
+                assert_eq!(
+                    kernel_errno(with_kernel_errno(0, errno).unwrap()),
+                    Some(errno)
+                );
+            }
             for reason in CloseReason::ALL {
                 assert_eq!(super::reason(with_reason(0, reason)), Some(reason));
             }

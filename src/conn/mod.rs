@@ -126,9 +126,52 @@ impl Conn {
     /// waker, so that [`wake_reader`](Self::wake_reader) can end the wait with EOF.
     pub(crate) fn park_read(&self, waker: &Waker) {
         let slot = self.slot();
-        slot.read_parked_at
-            .store(slot.bytes_read.load(Relaxed) as u32, Relaxed);
+        let read = slot.bytes_read.load(Relaxed) as u32;
+        slot.read_parked_at.store(read, Relaxed);
         slot.cell.register_waker(waker);
+        let word = slot.cell.load_relaxed();
+        if word & word::WATCH_READS != 0
+            && word & word::RECEIVED == 0
+            && slot.read_at_last_write.load(Relaxed) != read
+        {
+            self.started_owing();
+        }
+    }
+
+    /// The peer started owing data (a read returned data, then waits for more), and the
+    /// supervisor had asked to hear of it (`min_receive_rate`).
+    #[cold]
+    fn started_owing(&self) {
+        let old = self.slot().cell.fetch_clear(word::WATCH_READS);
+        if old & word::WATCH_READS != 0 {
+            self.shared().tx.receiving(self.index);
+        }
+    }
+
+    /// Asks to hear when the peer starts owing data.
+    pub(crate) fn watch_reads(&self) {
+        self.slot().cell.fetch_or(word::WATCH_READS);
+    }
+
+    /// Whether the peer owes us data: the application waits in a read, the last thing
+    /// that moved was the peer's data rather than our reply, and no framework serve says
+    /// the request is fully received.
+    pub(crate) fn owes_data(&self) -> bool {
+        let slot = self.slot();
+        let read = slot.bytes_read.load(Relaxed) as u32;
+        slot.read_parked_at.load(Relaxed) == read
+            && slot.read_at_last_write.load(Relaxed) != read
+            && slot.cell.load() & word::RECEIVED == 0
+    }
+
+    /// A framework serve's word on the request in flight: fully received (the peer owes
+    /// nothing until the next request) or not.
+    pub(crate) fn set_received(&self, received: bool) {
+        if received {
+            self.slot().cell.fetch_or(word::RECEIVED);
+        } else {
+            self.slot().cell.fetch_clear(word::RECEIVED);
+        }
     }
 
     /// Wakes a read parked in the stream, if any.
@@ -297,14 +340,7 @@ impl Conn {
     /// Lets go of the supervisor's reference (or a handle's): the last one puts the slot
     /// back on the free list.
     pub(crate) fn unref(&self) {
-        if self
-            .slot()
-            .refs
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
-            == 1
-        {
-            self.shared().table.vacate(self.slot(), self.index);
-        }
+        self.shared().table.unref(self.slot(), self.index);
     }
 
     fn add_ref(&self) {

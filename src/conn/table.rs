@@ -10,11 +10,11 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering::AcqRel, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::flags::Flags;
+use super::flags::{word, Flags};
 use crate::shared::Shared;
 use crate::sys::SocketCell;
 
@@ -82,6 +82,13 @@ impl Slot {
         self.cell.reset(fd, u32::from(flags.bits()));
     }
 
+    /// Counts a reference if the slot is occupied.
+    fn acquire(&self) -> bool {
+        self.refs
+            .fetch_update(AcqRel, Relaxed, |r| (r > 0).then_some(r + 1))
+            .is_ok()
+    }
+
     /// The peer's address as `accept` returned it (IPv6 flow information and scope id are
     /// not kept).
     pub(super) fn peer(&self) -> SocketAddr {
@@ -89,7 +96,7 @@ impl Slot {
             | u128::from(self.peer_ip[1].load(Relaxed));
         let ip = Ipv6Addr::from(ip);
         let port = self.peer_port.load(Relaxed);
-        let v4 = super::flags::word::flags(self.cell.load()).contains(Flags::PEER_V4);
+        let v4 = word::flags(self.cell.load()).contains(Flags::PEER_V4);
         match (v4, ip.to_ipv4_mapped()) {
             (true, Some(v4)) => SocketAddr::V4(SocketAddrV4::new(v4, port)),
             _ => SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0)),
@@ -167,6 +174,57 @@ impl Table {
         pages.get(index as usize / PAGE).cloned()
     }
 
+    /// Every occupied slot whose stream is still held, each with a reference counted for
+    /// the caller (to adopt).
+    pub(crate) fn held(&self) -> Vec<(Arc<Page>, u32)> {
+        let pages = self.pages();
+        let mut held = Vec::new();
+        for (p, page) in pages.iter().enumerate() {
+            for (i, slot) in page.slots.iter().enumerate() {
+                let index = (p * PAGE + i) as u32;
+                if self.acquire_held(slot, index) {
+                    held.push((page.clone(), index));
+                }
+            }
+        }
+        held
+    }
+
+    /// The slot of connection `id` (generation and index), if its stream is still held,
+    /// with a reference counted for the caller (to adopt).
+    pub(crate) fn find(&self, id: u64) -> Option<(Arc<Page>, u32)> {
+        let (index, gen) = (id as u32, (id >> 32) as u32);
+        let page = self.page(index)?;
+        let slot = &page.slots[index as usize % PAGE];
+        if !self.acquire_held(slot, index) {
+            return None;
+        }
+        if slot.gen.load(Relaxed) != gen {
+            self.unref(slot, index); // another connection's now
+            return None;
+        }
+        Some((page, index))
+    }
+
+    /// Counts a reference to `slot` if it is occupied and its stream still held.
+    fn acquire_held(&self, slot: &Slot, index: u32) -> bool {
+        if !slot.acquire() {
+            return false;
+        }
+        if word::flags(slot.cell.load()).contains(Flags::RELEASED) {
+            self.unref(slot, index);
+            return false;
+        }
+        true
+    }
+
+    /// Lets go of a reference to `slot`; the last one frees it.
+    pub(super) fn unref(&self, slot: &Slot, index: u32) {
+        if slot.refs.fetch_sub(1, AcqRel) == 1 {
+            self.vacate(slot, index);
+        }
+    }
+
     /// Every page, for the supervisor's own list.
     pub(crate) fn pages(&self) -> Vec<Arc<Page>> {
         self.pages.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -174,7 +232,7 @@ impl Table {
 
     /// The last reference to slot `index` is gone: a new generation, and back to the
     /// free list.
-    pub(super) fn vacate(&self, slot: &Slot, index: u32) {
+    fn vacate(&self, slot: &Slot, index: u32) {
         slot.gen.fetch_add(1, Relaxed);
         self.free
             .lock()

@@ -89,6 +89,36 @@ impl ConnectionHandle {
         ReadIdle::new(self.conn.clone(), idle)
     }
 
+    pub(crate) fn index(&self) -> u32 {
+        self.conn.index()
+    }
+
+    pub(crate) fn gen(&self) -> u32 {
+        self.conn.gen()
+    }
+
+    /// Our local address of the connection, while its stream is held (`getsockname`).
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+        self.conn
+            .with_fd(|fd| socket2::SockRef::from(&fd).local_addr())
+            .and_then(Result::ok)
+            .and_then(|a| a.as_socket())
+    }
+
+    pub(crate) fn accepted_at(&self) -> Instant {
+        self.conn.accepted_at()
+    }
+
+    /// A framework serve's word on the request in flight (see `min_receive_rate`).
+    pub(crate) fn set_received(&self, received: bool) {
+        self.conn.set_received(received);
+    }
+
+    /// Idle between requests as far as the stream can tell (see the drain).
+    pub(crate) fn waits_for_next_request(&self) -> bool {
+        self.conn.waits_for_next_request()
+    }
+
     /// A point-in-time view: state, age, bytes, and on Linux the kernel's `TCP_INFO`.
     pub fn snapshot(&self) -> ConnectionSnapshot {
         ConnectionSnapshot {

@@ -1,10 +1,41 @@
-//! axum 0.8: `axum::serve` over a supervised listener.
+//! axum 0.8 over a supervised listener, two ways.
 //!
-//! [`TcpListener`] implements [`axum::serve::Listener`], so it replaces
-//! `tokio::net::TcpListener` in `axum::serve` unchanged. Every connection axum accepts is
-//! then supervised: a handler stuck forever (on a lock, an upstream, a body it never
-//! reads) no longer leaves its socket in `CLOSE_WAIT` after the client leaves, and idle
-//! keep-alive connections are closed after `idle_timeout`.
+//! [`serve`] (this crate's) owns the accept loop and every connection's task: when the
+//! library closes a connection it ends the handler's task too, so a stuck handler's
+//! descriptor is freed at once; hyper's header read timeout works (slowloris); a
+//! keep-alive timeout runs only between requests; the connection age is done the HTTP
+//! way; a graceful shutdown returns the drain's report (see [`Serve`]). Handlers can take
+//! `ConnectInfo<ConnectionHandle>` and `ConnectInfo<SocketAddr>` without
+//! `into_make_service_with_connect_info`.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use axum::{routing::get, Router};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let listener = tcp_hygiene::Builder::new()
+//!     .close_wait_timeout(Duration::from_secs(5))
+//!     .bind("127.0.0.1:3000")
+//!     .await?;
+//! let app = Router::new().route("/", get(|| async { "ok" }));
+//! let report = tcp_hygiene::integration::axum::serve(listener, app)
+//!     .with_graceful_shutdown(
+//!         async { tokio::signal::ctrl_c().await.ok(); },
+//!         Duration::from_secs(5),
+//!         Duration::from_secs(30),
+//!     )
+//!     .await?;
+//! println!("{report:?}");
+//! # Ok(()) }
+//! ```
+//!
+//! `axum::serve(listener, app)` works too: [`TcpListener`] implements
+//! [`axum::serve::Listener`], so it replaces `tokio::net::TcpListener` unchanged. Every
+//! connection axum accepts is then supervised (no socket lingers in `CLOSE_WAIT` after
+//! the client leaves, idle connections are closed after `idle_timeout`), but axum owns
+//! the tasks: a stuck handler keeps its descriptor until hyper drops it, and the drain
+//! and stats are reached through [`TcpListener::controller`].
 //!
 //! Handlers can take `ConnectInfo<ConnectionHandle>` to learn whether the client is still
 //! there ([`ConnectionHandle::is_peer_closed`], [`ConnectionHandle::peer_closed`]) and stop
@@ -71,9 +102,27 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ::axum::extract::connect_info::Connected;
+use ::axum::extract::ConnectInfo;
 use ::axum::serve::{IncomingStream, Listener, TapIo};
+use ::axum::Router;
+use hyper_util::service::TowerToHyperService;
 
+use super::http::{Options, Serve};
 use crate::{ConnectionHandle, TcpListener, TcpStream};
+
+/// Serves `app` on every connection of `listener` (HTTP/1.1 and HTTP/2), each in a task
+/// the library can end. Handlers can take `ConnectInfo<ConnectionHandle>` and
+/// `ConnectInfo<SocketAddr>`. See [`Serve`] for the options and what it adds.
+pub fn serve(listener: TcpListener, app: Router) -> Serve<TowerToHyperService<Router>> {
+    Serve::new(
+        listener,
+        TowerToHyperService::new(app),
+        Options::new(|extensions, handle| {
+            extensions.insert(ConnectInfo(handle.clone()));
+            extensions.insert(ConnectInfo(handle.peer_addr()));
+        }),
+    )
+}
 
 /// How long `accept` waits after an error that says the listener itself is broken, as
 /// axum does for its own listeners.

@@ -1,12 +1,43 @@
-//! hyper 1 and hyper-util: serving HTTP/1 and HTTP/2 over a supervised stream.
+//! hyper 1 and hyper-util: serving HTTP/1 and HTTP/2 over a supervised listener.
 //!
-//! [`TcpStream`] is `AsyncRead + AsyncWrite + Unpin + Send + 'static`, so hyper-util's
-//! `TokioIo::new(stream)` and `hyper_util::server::conn::auto::Builder` take it exactly as
-//! they take a `tokio::net::TcpStream`. [`serve_connection`] is that in one call, with
-//! the auto-detecting builder (HTTP/1.1, or HTTP/2 with prior knowledge) and upgrades
-//! (WebSocket) enabled.
+//! [`serve`] owns the accept loop and every connection's task (see
+//! [`Serve`](super::http::Serve) for what that adds: stuck handlers freed at once,
+//! hyper's header read timeout, a keep-alive timeout that knows about requests, the
+//! connection age done the HTTP way, a graceful shutdown that returns a report).
 //!
-//! # Examples
+//! ```no_run
+//! use std::convert::Infallible;
+//! use std::time::Duration;
+//!
+//! use hyper::{Request, Response};
+//! use tcp_hygiene::integration::hyper::RequestBody;
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let listener = tcp_hygiene::Builder::new()
+//!     .close_wait_timeout(Duration::from_secs(5))
+//!     .bind("127.0.0.1:3000")
+//!     .await?;
+//! let service = hyper::service::service_fn(|_: Request<RequestBody>| async {
+//!     Ok::<_, Infallible>(Response::new("hello".to_owned()))
+//! });
+//! let report = tcp_hygiene::integration::hyper::serve(listener, service)
+//!     .keep_alive_timeout(Duration::from_secs(30))
+//!     .with_graceful_shutdown(
+//!         async { tokio::signal::ctrl_c().await.ok(); },
+//!         Duration::from_secs(5),
+//!         Duration::from_secs(30),
+//!     )
+//!     .await?;
+//! println!("{report:?}");
+//! # Ok(()) }
+//! ```
+//!
+//! Or with your own accept loop: [`TcpStream`] is
+//! `AsyncRead + AsyncWrite + Unpin + Send + 'static`, so hyper-util's `TokioIo::new(stream)` and
+//! `hyper_util::server::conn::auto::Builder` take it exactly as they take a
+//! `tokio::net::TcpStream`. [`serve_connection`] is that in one call, with the
+//! auto-detecting builder (HTTP/1.1, or HTTP/2 with prior knowledge) and upgrades
+//! (WebSocket) enabled. Then the library closes connections but cannot end your tasks.
 //!
 //! ```no_run
 //! use std::convert::Infallible;
@@ -55,18 +86,34 @@
 //! # Ok(()) }
 //! ```
 
-use std::error::Error as StdError;
-
 use ::hyper::body::{Body, Incoming};
 use ::hyper::service::Service;
 use ::hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 
-use crate::TcpStream;
+use super::http::{Options, Serve};
+use crate::{TcpListener, TcpStream};
 
-/// The error type hyper's connections return.
-pub type BoxError = Box<dyn StdError + Send + Sync>;
+pub use super::http::{BoxError, RequestBody};
+
+/// Serves `service` on every connection of `listener`: HTTP/1.1, or HTTP/2 with prior
+/// knowledge, detected per connection by hyper-util's auto builder; upgrades (WebSocket)
+/// work. The service receives `Request<`[`RequestBody`]`>` (hyper's `Incoming`, which
+/// tells the library when the request has been fully received), and each request
+/// carries the connection's [`ConnectionHandle`](crate::ConnectionHandle) in its
+/// extensions. See [`Serve`] for the options and what it adds.
+pub fn serve<S, B>(listener: TcpListener, service: S) -> Serve<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    Serve::new(listener, service, Options::new(|_, _| {}))
+}
 
 /// Serves one connection with hyper-util's auto builder: HTTP/1.1, or HTTP/2 when the
 /// client starts with the HTTP/2 preface (prior knowledge, as gRPC and

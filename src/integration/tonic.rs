@@ -38,10 +38,41 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use ::hyper::body::Body;
 use ::tonic::transport::server::{Connected, TcpConnectInfo};
+use hyper_util::service::TowerToHyperService;
 use tokio_stream::Stream;
 
+use super::http::{BoxError, Options, RequestBody, Serve};
 use crate::{TcpListener, TcpStream};
+
+/// Serves a gRPC `service` (a generated server, `tonic::service::Routes`, or any tower
+/// service of HTTP requests) on every connection of `listener`, HTTP/2 only, each in a
+/// task the library can end. `request.remote_addr()` works in handlers, and the
+/// connection's [`ConnectionHandle`](crate::ConnectionHandle) is in the request's
+/// extensions. See [`Serve`] for the options and what it adds: the connection age
+/// becomes GOAWAY, and a graceful shutdown sends GOAWAY and lets streams finish.
+pub fn serve<S, B>(listener: TcpListener, service: S) -> Serve<TowerToHyperService<S>>
+where
+    S: tower_service::Service<::hyper::Request<RequestBody>, Response = ::hyper::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let mut options = Options::new(|extensions, handle| {
+        extensions.insert(TcpConnectInfo {
+            local_addr: handle.local_addr(),
+            remote_addr: Some(handle.peer_addr()),
+        });
+    });
+    options.http2_only = true;
+    Serve::new(listener, TowerToHyperService::new(service), options)
+}
 
 /// After an accept error (only errors that say the listener itself is broken reach
 /// here), wait this long before accepting again: tonic polls the next connection at

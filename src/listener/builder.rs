@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::net::ToSocketAddrs;
 
 use super::TcpListener;
-use crate::config::{CloseMode, Config, Keepalive, Options};
+use crate::config::{CloseMode, Config, Keepalive, MinDataRate, Options};
 use crate::error::ConfigError;
 
 // Linux's limits (include/net/tcp.h): MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT.
@@ -80,6 +80,8 @@ impl Builder {
                 close_mode: CloseMode::Graceful,
                 max_connections: None,
                 max_connections_per_ip: None,
+                min_receive_rate: None,
+                min_send_rate: None,
             },
         }
     }
@@ -231,6 +233,31 @@ impl Builder {
         self
     }
 
+    /// Closes a connection whose peer sends too slowly while it owes us data (reason
+    /// `SlowReceive`): a slowloris client trickling a request, or an upload crawling
+    /// along. The peer owes data while the application waits in a read and the last
+    /// thing that moved was the peer's data, not our reply (mid-request, not between
+    /// requests; "a read is pending" alone means nothing, since hyper keeps one pending
+    /// during every request); under a framework serve, while a request's head or body is
+    /// being read. A client merely idle between requests is not judged (that is a
+    /// keep-alive timeout's job). Looked at only while it applies: a quiet connection
+    /// costs nothing. The close is graceful. Pass `None` to disable. Default is `None`.
+    pub fn min_receive_rate(&mut self, rate: impl Into<Option<MinDataRate>>) -> &mut Self {
+        self.options.min_receive_rate = rate.into();
+        self
+    }
+
+    /// Closes a connection whose peer takes our queued data too slowly (reason
+    /// `SlowSend`): a slow-read client with a tiny window reading a few bytes a second.
+    /// Applies while data is queued, judged by the bytes the peer acknowledges (Linux
+    /// only: `TCP_INFO`; ignored elsewhere). The close is abortive (RST): the peer is not
+    /// taking the data, and a FIN would queue behind it. Pass `None` to disable. Default
+    /// is `None`.
+    pub fn min_send_rate(&mut self, rate: impl Into<Option<MinDataRate>>) -> &mut Self {
+        self.options.min_send_rate = rate.into();
+        self
+    }
+
     /// Validates the options.
     ///
     /// # Errors
@@ -297,6 +324,20 @@ impl Builder {
                      graceful close in the background)"
                 ),
             ));
+        }
+        for (option, rate) in [
+            ("min_receive_rate", o.min_receive_rate),
+            ("min_send_rate", o.min_send_rate),
+        ] {
+            if let Some(rate) = rate {
+                if rate.bytes_per_second() == 0 {
+                    return Err(ConfigError::new(
+                        option,
+                        "bytes_per_second must be at least 1 (pass None to disable)",
+                    ));
+                }
+                timeout(option, Some(rate.grace()))?;
+            }
         }
         for (option, value) in [
             ("max_connections", o.max_connections),

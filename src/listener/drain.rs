@@ -28,12 +28,7 @@ impl TcpListener {
     /// shorter than `soft` is treated as equal to it. Every connection open when the
     /// drain began is counted once: `connections == finished + idle_closed + forced`.
     pub async fn drain(self, soft: Duration, hard: Duration) -> DrainReport {
-        let shared = self.shared().clone();
-        shared.drain.cancel();
-        let report = shared.tx.drain(soft, hard);
-        if let Err(e) = shared.check_supervisor() {
-            tracing::error!(error = %e, "drain: nothing will be enforced");
-        }
+        let report = self.shared().start_drain(soft, hard, true);
         // Closes the listening socket.
         drop(self);
         // The supervisor holds the reply until done; it only goes away with the runtime.

@@ -2,10 +2,12 @@
 //! and registration with the supervisor.
 
 mod builder;
+mod controller;
 mod drain;
 mod serve;
 
 pub use builder::Builder;
+pub use controller::Controller;
 
 use std::fmt;
 use std::io;
@@ -86,6 +88,7 @@ impl TcpListener {
     ) -> io::Result<Self> {
         let (tx, rx) = supervisor::tx::channel();
         let shared = Arc::new(Shared::new(config, tx));
+        shared.listening.reset(listener.as_raw_fd(), 0);
         supervisor::spawn(shared.clone(), rx)?;
         Ok(Self {
             io: listener,
@@ -106,6 +109,10 @@ impl TcpListener {
     /// calling `accept` at once, the limit can be passed by up to their number minus one;
     /// one accept loop, as in `serve`, axum and tonic, holds it exactly).
     ///
+    /// Once a drain has begun through a [`Controller`], the listening socket no longer
+    /// listens and this waits forever (so that an accept loop owned by axum or tonic
+    /// stays quiet).
+    ///
     /// # Errors
     ///
     /// Only errors that say the listener itself is broken (e.g. `EBADF`, `EINVAL`), or
@@ -118,8 +125,15 @@ impl TcpListener {
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         loop {
             self.shared.check_supervisor()?;
+            if self.shared.drain.is_cancelled() {
+                std::future::pending::<()>().await;
+            }
             self.wait_for_slot().await;
-            match self.io.accept().await {
+            let accepted = tokio::select! {
+                accepted = self.io.accept() => accepted,
+                () = self.shared.drain.cancelled() => continue,
+            };
+            match accepted {
                 Ok((io, peer)) => {
                     self.recovered();
                     if let Some(stream) = self.admit(io, peer) {
@@ -148,6 +162,12 @@ impl TcpListener {
     /// The listener's configuration.
     pub fn config(&self) -> &Config {
         &self.shared.config
+    }
+
+    /// A handle on this listener's supervision (stats, drain, the live connections, closing
+    /// one) that stays usable after the listener has moved into axum, hyper or tonic.
+    pub fn controller(&self) -> Controller {
+        Controller::new(self.shared.clone())
     }
 
     /// The tokio listener inside.
@@ -183,16 +203,20 @@ impl TcpListener {
             return None;
         }
         self.apply_options(&io, peer);
-        // With `write_idle_timeout`, the supervisor looks only once a write has queued
-        // something, from the first on.
-        let watch = match shared.config.write_idle_timeout() {
-            Some(_) if sys::HAS_TCP_INFO => Flags::WATCH_WRITES,
+        // The rules that apply only while data is queued (Linux) or owed are looked at
+        // only once a write or a read says so, from the first on.
+        let watch = match shared.config.watches_writes() {
+            true if sys::HAS_TCP_INFO => Flags::WATCH_WRITES,
             _ => Flags::NONE,
         };
         let (page, index) = shared.table.occupy(shared, io.as_raw_fd(), peer, watch);
+        let conn = Conn::new(page, index);
+        if shared.config.min_receive_rate().is_some() {
+            conn.watch_reads();
+        }
         shared.counters.enter_state(ConnectionState::Open);
         shared.tx.register(index);
-        Some(TcpStream::new(io, ConnRef::adopt(Conn::new(page, index))))
+        Some(TcpStream::new(io, ConnRef::adopt(conn)))
     }
 
     fn apply_options(&self, io: &tokio::net::TcpStream, peer: SocketAddr) {
@@ -264,6 +288,7 @@ impl TcpListener {
 
 impl Drop for TcpListener {
     fn drop(&mut self) {
+        self.shared.listening.forget_fd();
         // The supervisor ends once the listener is gone and so is its last connection.
         self.shared.tx.listener_closed();
     }

@@ -1,10 +1,8 @@
 //! Draining: half-close the connections idle between requests from the soft deadline
 //! on, close the rest at the hard one, and count how each ended.
 
-use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use socket2::SockRef;
 use tokio::sync::oneshot;
 
 use super::entry::{Bits, Fate};
@@ -26,10 +24,14 @@ pub(super) struct Drain {
     soft_done: bool,
     /// When to look again at the connections that were busy, until the hard deadline.
     recheck_at: Option<Instant>,
+    /// Whether the soft step half-closes idle connections (else the HTTP layer does).
+    half_close: bool,
     /// Connections of the drain not counted yet.
     remaining: usize,
     report: DrainReport,
     reply: oneshot::Sender<DrainReport>,
+    /// Drains asked for while this one runs: they get its report.
+    also: Vec<oneshot::Sender<DrainReport>>,
 }
 
 impl Drain {
@@ -69,6 +71,10 @@ impl Supervisor {
     }
 
     pub(super) fn start_drain(&mut self, request: DrainRequest) {
+        if let Some(drain) = self.drain.as_mut() {
+            drain.also.push(request.reply);
+            return;
+        }
         let now = Instant::now();
         let indices = self.live_indices();
         for &index in &indices {
@@ -86,9 +92,11 @@ impl Supervisor {
             hard_at: later(now, request.hard.max(request.soft)),
             soft_done: false,
             recheck_at: None,
+            half_close: request.half_close,
             remaining: indices.len(),
             report,
             reply: request.reply,
+            also: Vec::new(),
         });
         if indices.is_empty() {
             self.finish_drain();
@@ -111,6 +119,9 @@ impl Supervisor {
             return;
         }
         drain.soft_done = true;
+        if !drain.half_close {
+            return;
+        }
         let mut busy = false;
         for index in self.live_indices() {
             let entry = self.entry(index);
@@ -126,13 +137,8 @@ impl Supervisor {
                 continue;
             }
             // A FIN, the stream's read woken with EOF; the handler finishes by itself.
-            if conn.mark_shut(CloseReason::Drained) {
-                let _ = conn.with_fd(|fd| SockRef::from(&fd).shutdown(Shutdown::Write));
-                conn.wake_reader();
-                let entry = self.entry_mut(index);
-                entry.bits.set_fate(Fate::IdleClosed);
-                entry.bits.set(Bits::CLOSED_BY_US);
-                self.local_fin(&conn, now);
+            if self.half_close(&conn, CloseReason::Drained, now) {
+                self.entry_mut(index).bits.set_fate(Fate::IdleClosed);
                 tracing::info!(parent: &self.span(&conn), "drain: idle between requests, half-closed");
             }
         }
@@ -172,6 +178,9 @@ impl Supervisor {
         if let Some(drain) = self.drain.take() {
             tracing::info!(report = ?drain.report, "drain finished");
             let _ = drain.reply.send(drain.report);
+            for reply in drain.also {
+                let _ = reply.send(drain.report);
+            }
         }
     }
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::conn::Conn;
-use crate::idle::IdleClock;
+use crate::idle::{IdleClock, RateWindow};
 use crate::sys;
 
 /// What a drain did to a connection; each connection is counted under its last fate.
@@ -98,6 +98,10 @@ pub(super) struct Clocks {
     pub(super) close_wait: Option<IdleClock>,
     /// After our FIN: the peer's acknowledgements are the activity.
     pub(super) fin_wait: Option<IdleClock>,
+    /// `min_receive_rate`, while the peer owes data.
+    pub(super) receive_rate: Option<RateWindow>,
+    /// `min_send_rate`, while data is queued.
+    pub(super) send_rate: Option<RateWindow>,
 }
 
 impl Clocks {
@@ -119,12 +123,21 @@ impl Clocks {
                 .map(|t| IdleClock::new(t, 0, since)),
             close_wait: None,
             fin_wait: None,
+            receive_rate: None,
+            send_rate: None,
         };
-        let any = clocks.deadlines().next().is_some();
+        let any = clocks.deadlines(config).next().is_some();
         any.then(|| Box::new(clocks))
     }
 
-    pub(super) fn deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
+    pub(super) fn deadlines<'a>(
+        &'a self,
+        config: &'a Config,
+    ) -> impl Iterator<Item = Instant> + 'a {
+        let rates = [
+            self.receive_rate.zip(config.min_receive_rate()),
+            self.send_rate.zip(config.min_send_rate()),
+        ];
         [
             self.idle,
             self.read_idle,
@@ -135,6 +148,7 @@ impl Clocks {
         .into_iter()
         .flatten()
         .map(|c| c.deadline())
+        .chain(rates.into_iter().flatten().map(|(w, r)| w.deadline(&r)))
     }
 }
 

@@ -212,8 +212,18 @@ impl Supervisor {
                     self.wrote(&conn, now);
                 }
             }
+            Msg::Receiving(index) => {
+                if let Some(conn) = self.live(index) {
+                    self.receiving(&conn, now);
+                }
+            }
             Msg::Released(index, handover) => self.released(index, handover, now),
             Msg::Task(index, gen, task) => self.task(index, gen, task),
+            Msg::Close(index, gen, mode, reason) => {
+                if let Some(conn) = self.live(index).filter(|c| c.gen() == gen) {
+                    self.close_on_request(&conn, mode, reason, now);
+                }
+            }
             Msg::Drain(request) => self.start_drain(request),
             Msg::ListenerClosed => self.listener_open = false,
         }

@@ -9,7 +9,7 @@ use super::entry::{Bits, Clocks};
 use super::Supervisor;
 use crate::config::CloseMode;
 use crate::conn::{Conn, Flags};
-use crate::idle::{later, IdleClock, Verdict};
+use crate::idle::{later, IdleClock, RateWindow, Verdict};
 use crate::state::CloseReason;
 use crate::sys;
 use crate::tcp_info::TcpInfo;
@@ -22,6 +22,13 @@ struct Sample {
 }
 
 impl Sample {
+    /// Bytes received from the peer: the kernel's count, or the application's reads
+    /// where there is none.
+    fn received(&self, conn: &Conn) -> u64 {
+        self.info
+            .map_or_else(|| conn.bytes_read(), |i| i.bytes_received)
+    }
+
     fn take(conn: &Conn) -> Self {
         let info = conn.tcp_info();
         let (k_read, k_write) = info.map_or((0, 0), |i| (i.bytes_received, i.bytes_acked));
@@ -43,7 +50,7 @@ impl Supervisor {
             [None, None]
         } else {
             [
-                config.max_connection_age().map(|t| later(accepted, t)),
+                self.shared.max_age_deadline(accepted),
                 config
                     .first_byte_timeout()
                     .filter(|_| entry.bits.has(Bits::FIRST_BYTE_PENDING))
@@ -53,7 +60,7 @@ impl Supervisor {
         let due = absolute
             .into_iter()
             .flatten()
-            .chain(entry.clocks.iter().flat_map(|c| c.deadlines()))
+            .chain(entry.clocks.iter().flat_map(|c| c.deadlines(config)))
             .min();
         self.schedule(conn.index(), due);
     }
@@ -67,6 +74,7 @@ impl Supervisor {
             conn.has(Flags::PEER_FIN) || sample.info.is_some_and(|i| i.state.peer_fin_received());
         let config = self.shared.config.clone();
         let accepted = conn.accepted_at();
+        let max_age = self.shared.max_age_deadline(accepted);
         let entry = self.entry_mut(index);
         let mut next: Option<Instant> = None;
         let mut expired: Option<CloseReason> = None;
@@ -96,11 +104,8 @@ impl Supervisor {
         // Once we have closed it ourselves, only the rules that bound our FIN's way out
         // still apply.
         let open = !entry.bits.has(Bits::CLOSED_BY_US);
-        if let (Some(t), true) = (config.max_connection_age(), open) {
-            merge(
-                at_or_expired(later(accepted, t)),
-                CloseReason::MaxConnectionAge,
-            );
+        if let (Some(at), true) = (max_age, open) {
+            merge(at_or_expired(at), CloseReason::MaxConnectionAge);
         }
         if let (Some(t), true) = (config.first_byte_timeout(), open) {
             if entry.bits.has(Bits::FIRST_BYTE_PENDING) {
@@ -130,12 +135,14 @@ impl Supervisor {
                 merge(clock.check(sample.write, now), CloseReason::FinWaitTimeout);
             }
         }
-        // Only a writer with bytes waiting can be stalled. With nothing queued, stop
-        // looking until the next write (where the kernel can say what is queued).
+        // Only a writer with bytes waiting can be stalled or slow. With nothing queued,
+        // stop looking until the next write (where the kernel can say what is queued).
         let waiting = sample.info.is_none_or(|i| i.has_pending_send());
-        let stop_watching = clocks.write_idle.is_some() && !waiting && sys::HAS_TCP_INFO;
+        let watching = clocks.write_idle.is_some() || clocks.send_rate.is_some();
+        let stop_watching = watching && !waiting && sys::HAS_TCP_INFO;
         if stop_watching {
             clocks.write_idle = None;
+            clocks.send_rate = None;
         }
         if let Some(clock) = clocks.write_idle.as_mut() {
             let verdict = if waiting {
@@ -144,6 +151,31 @@ impl Supervisor {
                 clock.hold(sample.write, now)
             };
             merge(verdict, CloseReason::WriteIdleTimeout);
+        }
+        if let (Some(window), Some(rate), Some(info)) = (
+            clocks.send_rate.as_mut(),
+            config.min_send_rate(),
+            sample.info,
+        ) {
+            merge(
+                window.check(info.bytes_acked, &rate, now),
+                CloseReason::SlowSend,
+            );
+        }
+        // Only a peer that owes us data can be slow to send it; between requests, stop
+        // looking until it owes again (the stream says when).
+        let owes = open && conn.owes_data();
+        let stop_receiving = clocks.receive_rate.is_some() && !owes;
+        if stop_receiving {
+            clocks.receive_rate = None;
+        }
+        if let (Some(window), Some(rate)) =
+            (clocks.receive_rate.as_mut(), config.min_receive_rate())
+        {
+            merge(
+                window.check(sample.received(&conn), &rate, now),
+                CloseReason::SlowReceive,
+            );
         }
         if let (Some(clock), true) = (clocks.read_idle.as_mut(), open) {
             merge(
@@ -167,37 +199,72 @@ impl Supervisor {
                 // after every queued byte.
                 let abortive = matches!(
                     reason,
-                    CloseReason::FinWaitTimeout | CloseReason::WriteIdleTimeout
+                    CloseReason::FinWaitTimeout
+                        | CloseReason::WriteIdleTimeout
+                        | CloseReason::SlowSend
                 );
                 self.close(&conn, reason, now, abortive);
             }
             None => {
                 self.schedule(index, next);
+                // Asked before looking again, so that a change in between is not missed.
                 if stop_watching {
-                    // Asked before looking again, so that a write in between is not
-                    // missed.
                     conn.watch_writes();
                     if conn.tcp_info().is_some_and(|i| i.has_pending_send()) {
                         self.wrote(&conn, now);
+                    }
+                }
+                if stop_receiving {
+                    conn.watch_reads();
+                    if conn.owes_data() {
+                        self.receiving(&conn, now);
                     }
                 }
             }
         }
     }
 
-    /// The application wrote to a connection whose `write_idle_timeout` clock was
-    /// stopped (nothing was queued): it runs again until the data is acknowledged.
-    pub(super) fn wrote(&mut self, conn: &Conn, now: Instant) {
-        let Some(t) = self.shared.config.write_idle_timeout() else {
+    /// The peer started owing data on a connection whose `min_receive_rate` window was
+    /// stopped: it is judged again until it owes nothing.
+    pub(super) fn receiving(&mut self, conn: &Conn, now: Instant) {
+        if self.shared.config.min_receive_rate().is_none() {
             return;
-        };
-        let written = Sample::take(conn).write;
+        }
+        let received = Sample::take(conn).received(conn);
         let clocks = self
             .entry_mut(conn.index())
             .clocks
             .get_or_insert_with(Box::default);
-        if clocks.write_idle.is_none() {
-            clocks.write_idle = Some(IdleClock::new(t, written, now));
+        if clocks.receive_rate.is_none() {
+            clocks.receive_rate = Some(RateWindow::new(received, now));
+            self.reschedule(conn);
+        }
+    }
+
+    /// The application wrote to a connection whose write clocks were stopped (nothing was
+    /// queued): `write_idle_timeout` and `min_send_rate` run again until the data is
+    /// acknowledged.
+    pub(super) fn wrote(&mut self, conn: &Conn, now: Instant) {
+        let config = self.shared.config.clone();
+        if !config.watches_writes() {
+            return;
+        }
+        let sample = Sample::take(conn);
+        let clocks = self
+            .entry_mut(conn.index())
+            .clocks
+            .get_or_insert_with(Box::default);
+        let mut started = false;
+        if let (Some(t), None) = (config.write_idle_timeout(), clocks.write_idle) {
+            clocks.write_idle = Some(IdleClock::new(t, sample.write, now));
+            started = true;
+        }
+        if let (Some(_), None, Some(info)) = (config.min_send_rate(), clocks.send_rate, sample.info)
+        {
+            clocks.send_rate = Some(RateWindow::new(info.bytes_acked, now));
+            started = true;
+        }
+        if started {
             self.reschedule(conn);
         }
     }
@@ -243,9 +310,7 @@ impl Supervisor {
                 return;
             }
             let result = conn.with_fd(|fd| SockRef::from(&fd).shutdown(Shutdown::Write));
-            conn.wake_reader();
-            self.entry_mut(conn.index()).bits.set(Bits::CLOSED_BY_US);
-            self.local_fin(conn, now);
+            self.after_our_close(conn, now);
             result
         };
         let aborted_task = self.abort_task(conn.index());
@@ -257,6 +322,45 @@ impl Supervisor {
                 tracing::info!(parent: &span, reason = %reason, abortive, aborted_task, "closed by tcp-hygiene");
             }
         }
+    }
+
+    /// Closes gracefully without ending the task: our FIN after every queued byte, the
+    /// stream's read woken with EOF. Returns false if it was closed already.
+    pub(super) fn half_close(&mut self, conn: &Conn, reason: CloseReason, now: Instant) -> bool {
+        if !conn.mark_shut(reason) {
+            return false;
+        }
+        let _ = conn.with_fd(|fd| SockRef::from(&fd).shutdown(Shutdown::Write));
+        self.after_our_close(conn, now);
+        true
+    }
+
+    /// After our graceful close: the stream's parked read ends, and only the rules that
+    /// bound our FIN's way out still apply.
+    fn after_our_close(&mut self, conn: &Conn, now: Instant) {
+        conn.wake_reader();
+        self.entry_mut(conn.index()).bits.set(Bits::CLOSED_BY_US);
+        self.local_fin(conn, now);
+    }
+
+    /// A close someone asked for (the controller, a framework serve): gracefully or
+    /// abortively as asked. During a drain, a graceful `Drained` close before the hard
+    /// deadline counts as idle-closed (the HTTP layer closes what has no request in
+    /// flight); other closes keep the connection's fate.
+    pub(super) fn close_on_request(
+        &mut self,
+        conn: &Conn,
+        mode: CloseMode,
+        reason: CloseReason,
+        now: Instant,
+    ) {
+        let draining = self.drain.is_some() && self.entry(conn.index()).bits.has(Bits::IN_DRAIN);
+        if draining && reason == CloseReason::Drained && mode == CloseMode::Graceful {
+            self.entry_mut(conn.index())
+                .bits
+                .set_fate(super::entry::Fate::IdleClosed);
+        }
+        self.close(conn, reason, now, mode == CloseMode::Abortive);
     }
 
     /// Our FIN is out (the application shut down its write half, or the library did):

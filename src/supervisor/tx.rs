@@ -8,6 +8,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use super::report::DrainReport;
+use crate::config::CloseMode;
+use crate::state::CloseReason;
 
 /// Messages to the supervisor, in the order they were sent.
 #[derive(Debug)]
@@ -20,11 +22,15 @@ pub(super) enum Msg {
     PeerFin(u32),
     /// The application wrote, and the supervisor had asked to hear of it.
     Wrote(u32),
+    /// The peer started owing data, and the supervisor had asked to hear of it.
+    Receiving(u32),
     /// The application is done with the stream; with a socket to close for it, if data
     /// was still on its way.
     Released(u32, Option<Handover>),
     /// The task serving the connection (slot, generation), spawned through the library.
     Task(u32, u32, AbortHandle),
+    /// Close the connection (slot, generation) on request, for `reason`.
+    Close(u32, u32, CloseMode, CloseReason),
     Drain(DrainRequest),
     /// The listener is gone: once its last connection is too, the supervisor ends.
     ListenerClosed,
@@ -46,6 +52,10 @@ pub(crate) struct Handover {
 pub(super) struct DrainRequest {
     pub(super) soft: Duration,
     pub(super) hard: Duration,
+    /// Whether the soft deadline half-closes the connections idle between requests (the
+    /// plain drain) or leaves that to the HTTP layer, which knows which requests are in
+    /// flight (the framework serves).
+    pub(super) half_close: bool,
     pub(super) reply: oneshot::Sender<DrainReport>,
 }
 
@@ -91,6 +101,10 @@ impl Tx {
         self.send(Msg::Wrote(index));
     }
 
+    pub(crate) fn receiving(&self, index: u32) {
+        self.send(Msg::Receiving(index));
+    }
+
     pub(crate) fn released(&self, index: u32, handover: Option<Handover>) {
         self.send(Msg::Released(index, handover));
     }
@@ -99,10 +113,28 @@ impl Tx {
         self.send(Msg::Task(index, gen, task));
     }
 
-    /// Starts a drain; the report comes on the receiver by the hard deadline.
-    pub(crate) fn drain(&self, soft: Duration, hard: Duration) -> oneshot::Receiver<DrainReport> {
+    /// Closes the connection (slot, generation) for `reason`, if it is still open. A
+    /// drain counts a connection it closes for `Drained` before the hard deadline as
+    /// idle-closed.
+    pub(crate) fn close(&self, index: u32, gen: u32, mode: CloseMode, reason: CloseReason) {
+        self.send(Msg::Close(index, gen, mode, reason));
+    }
+
+    /// Starts a drain; the report comes on the receiver by the hard deadline. With
+    /// `half_close`, the soft deadline half-closes the connections idle between requests.
+    pub(crate) fn drain(
+        &self,
+        soft: Duration,
+        hard: Duration,
+        half_close: bool,
+    ) -> oneshot::Receiver<DrainReport> {
         let (reply, report) = oneshot::channel();
-        self.send(Msg::Drain(DrainRequest { soft, hard, reply }));
+        self.send(Msg::Drain(DrainRequest {
+            soft,
+            hard,
+            half_close,
+            reply,
+        }));
         report
     }
 

@@ -110,6 +110,8 @@ pub(crate) struct Server {
     child: Child,
     /// The address from its first line, `listening on IP:PORT`.
     pub(crate) addr: SocketAddr,
+    /// Its later stdout lines.
+    lines: Option<mpsc::Receiver<String>>,
 }
 
 impl Server {
@@ -127,12 +129,16 @@ impl Server {
             .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
+        let (lines_tx, lines_rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
             let mut line = String::new();
             let _ = tx.send(reader.read_line(&mut line).map(|_| line));
             // Keep draining so the server never blocks on a full pipe.
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+            for line in reader.lines() {
+                let Ok(line) = line else { break };
+                let _ = lines_tx.send(line);
+            }
         });
         let line = match rx.recv_timeout(START_LIMIT) {
             Ok(Ok(line)) => line,
@@ -148,7 +154,11 @@ impl Server {
                 let _ = child.kill();
                 panic!("{name}: first line is not `listening on IP:PORT`: {line:?}")
             });
-        Server { child, addr }
+        Server {
+            child,
+            addr,
+            lines: Some(lines_rx),
+        }
     }
 
     /// `http://IP:PORT`.
@@ -159,6 +169,41 @@ impl Server {
     /// The server's port.
     pub(crate) fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// Open descriptors of the server process.
+    pub(crate) fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .expect("the server's /proc entry")
+            .count()
+    }
+
+    /// Sends SIGTERM, then waits for the server to exit (within `limit`); returns its
+    /// exit status and the stdout lines after the first.
+    pub(crate) fn terminate(mut self, limit: Duration) -> (std::process::ExitStatus, Vec<String>) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -TERM {pid}");
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "server did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let lines = self
+            .lines
+            .take()
+            .map(|rx| rx.try_iter().collect())
+            .unwrap_or_default();
+        (status, lines)
     }
 }
 

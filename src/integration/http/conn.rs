@@ -1,0 +1,92 @@
+//! One connection under a framework serve: hyper-util's auto builder drives HTTP, and
+//! this decides when to ask it to wind down (the keep-alive timeout, the connection's
+//! age, a drain) and when the connection is idle enough to close at a drain's soft
+//! deadline.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use ::hyper::body::Body;
+use ::hyper::service::Service;
+use ::hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+use super::track::{InFlight, RequestBody, Tracked};
+use super::{BoxError, Ctx};
+use crate::{CloseMode, CloseReason, ConnectionHandle, TcpStream};
+
+/// Serves HTTP on `stream` until the connection ends.
+pub(super) async fn serve<S, B>(stream: TcpStream, service: S, ctx: Arc<Ctx>)
+where
+    S: Service<Request<RequestBody>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let handle = stream.handle();
+    let in_flight = Arc::new(InFlight::new(handle.clone()));
+    let service = Tracked::new(service, in_flight.clone(), handle.clone(), ctx.extend);
+    let io = TokioIo::new(stream);
+    if ctx.http2_only {
+        let conn = ctx.builder.serve_connection(io, service);
+        drive(conn, |c| c.graceful_shutdown(), &handle, &in_flight, &ctx).await;
+    } else {
+        let conn = ctx.builder.serve_connection_with_upgrades(io, service);
+        drive(conn, |c| c.graceful_shutdown(), &handle, &in_flight, &ctx).await;
+    }
+}
+
+/// Polls the connection to its end, asking it to wind down (HTTP/1: `Connection: close`
+/// after the current response, at once if idle; HTTP/2: GOAWAY) when the keep-alive
+/// timeout, the connection's age or a drain says so.
+async fn drive<C: Future>(
+    conn: C,
+    graceful: impl Fn(Pin<&mut C>),
+    handle: &ConnectionHandle,
+    in_flight: &InFlight,
+    ctx: &Ctx,
+) {
+    tokio::pin!(conn);
+    let keep_alive = ctx.keep_alive_timeout;
+    let age_at = ctx.winding_down_at(handle);
+    let mut winding_down = false;
+    let mut soft_passed = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            () = ctx.shared.drain.cancelled(), if !winding_down => {
+                winding_down = true;
+                graceful(conn.as_mut());
+            }
+            () = in_flight.idle_for(keep_alive.unwrap_or_default()), if !winding_down && keep_alive.is_some() => {
+                winding_down = true;
+                graceful(conn.as_mut());
+            }
+            () = sleep_until(age_at), if !winding_down && age_at.is_some() => {
+                winding_down = true;
+                graceful(conn.as_mut());
+            }
+            () = ctx.soft_deadline(), if !soft_passed => {
+                soft_passed = true;
+                // A client that ignored `Connection: close` or GOAWAY and sits idle:
+                // closed now, and counted as idle-closed by the drain. One with a request
+                // in flight (or a request head half read) finishes it.
+                if in_flight.is_idle() && handle.waits_for_next_request() {
+                    ctx.shared
+                        .tx
+                        .close(handle.index(), handle.gen(), CloseMode::Graceful, CloseReason::Drained);
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,354 @@
+//! The framework serves' common engine: an accept loop that spawns one task per
+//! connection through the library (so that a close by the library ends the task and
+//! frees its descriptor at once), hyper-util's auto builder with hyper's timer (so that
+//! hyper's own timeouts work), a keep-alive timeout that knows about requests, the
+//! connection age done the HTTP way, and a graceful shutdown that returns the drain's
+//! report.
+//!
+//! [`axum::serve`](super::axum::serve), [`hyper::serve`](super::hyper::serve) and
+//! [`tonic::serve`](super::tonic::serve) each return a [`Serve`].
+
+mod conn;
+mod track;
+
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use ::hyper::body::Body;
+use ::hyper::service::Service;
+use ::hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+
+use crate::shared::Shared;
+use crate::{ConnectionHandle, DrainReport, TcpListener};
+pub(crate) use track::Extend;
+pub use track::RequestBody;
+
+/// The error type hyper's connections return.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Serves HTTP over a supervised listener: one task per connection, spawned through the
+/// library. Made by [`axum::serve`](super::axum::serve), [`hyper::serve`](super::hyper::serve)
+/// or [`tonic::serve`](super::tonic::serve); `.await` it to serve until the listener
+/// breaks, or call [`with_graceful_shutdown`](Self::with_graceful_shutdown).
+///
+/// What it adds to the listener's own rules (which all keep applying):
+///
+/// - When the library closes a connection for any reason (`CLOSE_WAIT`, idle, a kernel
+///   failure, a drain) it ends the connection's task, so a stuck handler's descriptor
+///   and memory are freed at once.
+/// - hyper's timer is set, so hyper's own timeouts work: the
+///   [`header_read_timeout`](Self::header_read_timeout) (30 s) ends a client that
+///   trickles its request head (slowloris).
+/// - A [`keep_alive_timeout`](Self::keep_alive_timeout) that runs only while no request
+///   is in flight: a slow handler is never cut by it.
+/// - The listener's `max_connection_age`, done the HTTP way: at the age (less a random
+///   part of [`max_connection_age_jitter`](Self::max_connection_age_jitter), so a fleet
+///   does not reconnect at once) hyper winds the connection down (`Connection: close`
+///   after the current response for HTTP/1, GOAWAY for HTTP/2); the library's own close
+///   waits [`max_connection_age_grace`](Self::max_connection_age_grace) longer.
+///
+/// Handlers find the connection's [`ConnectionHandle`] in the request's extensions.
+#[must_use = "a Serve does nothing until awaited"]
+pub struct Serve<S> {
+    listener: TcpListener,
+    service: S,
+    options: Options,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Options {
+    header_read_timeout: Option<Duration>,
+    keep_alive_timeout: Option<Duration>,
+    max_connection_age_grace: Duration,
+    max_connection_age_jitter: f64,
+    pub(crate) http2_only: bool,
+    pub(crate) extend: Extend,
+}
+
+impl Options {
+    pub(crate) fn new(extend: Extend) -> Self {
+        Self {
+            header_read_timeout: Some(Duration::from_secs(30)),
+            keep_alive_timeout: Some(Duration::from_secs(30)),
+            max_connection_age_grace: Duration::from_secs(30),
+            max_connection_age_jitter: 0.1,
+            http2_only: false,
+            extend,
+        }
+    }
+}
+
+/// What every connection task of one serve shares.
+pub(crate) struct Ctx {
+    builder: auto::Builder<TokioExecutor>,
+    shared: Arc<Shared>,
+    keep_alive_timeout: Option<Duration>,
+    max_connection_age_jitter: f64,
+    http2_only: bool,
+    extend: Extend,
+    /// Set when the drain starts: when connections with no request in flight are closed.
+    soft_at: OnceLock<Instant>,
+    random: std::collections::hash_map::RandomState,
+}
+
+impl Ctx {
+    /// When the connection should start winding down for its age.
+    fn winding_down_at(&self, handle: &ConnectionHandle) -> Option<Instant> {
+        let age = self.shared.config.max_connection_age()?;
+        let mut hasher = self.random.build_hasher();
+        hasher.write_u64(handle.id());
+        let u = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
+        let early = age.mul_f64((self.max_connection_age_jitter * u).clamp(0.0, 1.0));
+        Some(crate::idle::later(
+            handle.accepted_at(),
+            age.saturating_sub(early),
+        ))
+    }
+
+    /// Resolves at the drain's soft deadline (never, if there is no drain).
+    async fn soft_deadline(&self) {
+        self.shared.drain.cancelled().await;
+        match self.soft_at.get() {
+            Some(at) => tokio::time::sleep_until((*at).into()).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl<S> Serve<S> {
+    pub(crate) fn new(listener: TcpListener, service: S, options: Options) -> Self {
+        Self {
+            listener,
+            service,
+            options,
+        }
+    }
+
+    /// hyper's header read timeout: a client must send a whole request head within this,
+    /// from when hyper starts reading it, or the connection is closed (the defence
+    /// against slowloris, who trickles header bytes more often than any idle timeout).
+    /// HTTP/1 only. hyper starts it when it waits for the next request, so it also ends
+    /// an HTTP/1 keep-alive connection idle for that long. Pass `None` to disable.
+    /// Default is 30 seconds, as hyper's.
+    pub fn header_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.options.header_read_timeout = timeout.into();
+        self
+    }
+
+    /// Winds a connection down once it has had no request in flight for this long (Go's
+    /// `IdleTimeout`, HAProxy's `timeout http-keep-alive`): HTTP/1 closes, HTTP/2 sends
+    /// GOAWAY. A request counts from the moment hyper hands it to the service until its
+    /// response body is done, so a slow handler or a long download is never cut by it.
+    /// The listener's `idle_timeout` keeps its own meaning (no byte in either direction).
+    /// Pass `None` to disable. Default is 30 seconds.
+    pub fn keep_alive_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.options.keep_alive_timeout = timeout.into();
+        self
+    }
+
+    /// How long a connection wound down for its age may finish its requests before the
+    /// library closes it. Default is 30 seconds.
+    pub fn max_connection_age_grace(mut self, grace: Duration) -> Self {
+        self.options.max_connection_age_grace = grace;
+        self
+    }
+
+    /// How much earlier than the listener's `max_connection_age` a connection may start
+    /// winding down, as a fraction of the age, chosen at random per connection (0.1: up
+    /// to 10 % earlier), so that the clients of a fleet do not reconnect at once. Clamped
+    /// to 0.0..=1.0. Default is 0.1.
+    pub fn max_connection_age_jitter(mut self, fraction: f64) -> Self {
+        self.options.max_connection_age_jitter = if fraction.is_nan() {
+            0.0
+        } else {
+            fraction.clamp(0.0, 1.0)
+        };
+        self
+    }
+
+    /// Serves until `signal` completes, then drains and resolves with the report:
+    ///
+    /// 1. At the signal the listener stops accepting, every handler waiting on
+    ///    [`ConnectionHandle::draining`] is woken, and every connection is wound down the
+    ///    HTTP way: idle HTTP/1 keep-alive connections close at once, busy ones after
+    ///    their current response, HTTP/2 gets GOAWAY. (The plain drain's TCP-level
+    ///    half-close does not run: the HTTP layer knows which requests are in flight.)
+    /// 2. At `soft`, connections with no request in flight that are still open (clients
+    ///    that ignore GOAWAY or `Connection: close`) are closed: `idle_closed`.
+    /// 3. At `hard`, the rest are closed and their tasks ended: `forced`.
+    ///
+    /// `connections == finished + idle_closed + forced`.
+    pub fn with_graceful_shutdown<F>(
+        self,
+        signal: F,
+        soft: Duration,
+        hard: Duration,
+    ) -> WithGracefulShutdown<S, F>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        WithGracefulShutdown {
+            serve: self,
+            signal,
+            soft,
+            hard,
+        }
+    }
+}
+
+impl<S> fmt::Debug for Serve<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Serve")
+            .field("listener", &self.listener)
+            .field("header_read_timeout", &self.options.header_read_timeout)
+            .field("keep_alive_timeout", &self.options.keep_alive_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// [`Serve::with_graceful_shutdown`]: serves until the signal, then drains; resolves with
+/// the drain's report.
+#[must_use = "a WithGracefulShutdown does nothing until awaited"]
+pub struct WithGracefulShutdown<S, F> {
+    serve: Serve<S>,
+    signal: F,
+    soft: Duration,
+    hard: Duration,
+}
+
+impl<S, F> fmt::Debug for WithGracefulShutdown<S, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WithGracefulShutdown")
+            .field("serve", &self.serve)
+            .field("soft", &self.soft)
+            .field("hard", &self.hard)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B> IntoFuture for Serve<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Output = io::Result<()>;
+    type IntoFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let _ = run(
+                self,
+                None::<std::future::Pending<()>>,
+                Duration::ZERO,
+                Duration::ZERO,
+            )
+            .await?;
+            Ok(())
+        })
+    }
+}
+
+impl<S, B, F> IntoFuture for WithGracefulShutdown<S, F>
+where
+    S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    F: Future<Output = ()> + Send + 'static,
+{
+    type Output = io::Result<DrainReport>;
+    type IntoFuture = Pin<Box<dyn Future<Output = io::Result<DrainReport>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let report = run(self.serve, Some(self.signal), self.soft, self.hard).await?;
+            Ok(report.unwrap_or_default())
+        })
+    }
+}
+
+async fn run<S, B, F>(
+    serve: Serve<S>,
+    signal: Option<F>,
+    soft: Duration,
+    hard: Duration,
+) -> io::Result<Option<DrainReport>>
+where
+    S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    F: Future<Output = ()> + Send,
+{
+    let Serve {
+        listener,
+        service,
+        options,
+    } = serve;
+    let shared = listener.shared().clone();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    if options.http2_only {
+        builder = builder.http2_only();
+    }
+    // The library's own age close waits until the HTTP grace period has ended.
+    let grace = options.max_connection_age_grace.as_nanos();
+    shared
+        .age_grace
+        .store(grace.try_into().unwrap_or(u64::MAX), Relaxed);
+    let ctx = Arc::new(Ctx {
+        builder,
+        shared: shared.clone(),
+        keep_alive_timeout: options.keep_alive_timeout,
+        max_connection_age_jitter: options.max_connection_age_jitter,
+        http2_only: options.http2_only,
+        extend: options.extend,
+        soft_at: OnceLock::new(),
+        random: std::collections::hash_map::RandomState::new(),
+    });
+    let handler = {
+        let ctx = ctx.clone();
+        move |stream| conn::serve(stream, service.clone(), ctx.clone())
+    };
+    let Some(signal) = signal else {
+        loop {
+            let (stream, _) = listener.accept().await?;
+            listener.spawn_supervised(stream, &handler);
+        }
+    };
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = accepted?;
+                listener.spawn_supervised(stream, &handler);
+            }
+            () = &mut signal => break,
+        }
+    }
+    let _ = ctx.soft_at.set(crate::idle::later(Instant::now(), soft));
+    let report = shared.start_drain(soft, hard, false);
+    // Stops accepting: the listening socket closes.
+    drop(listener);
+    Ok(Some(report.await.unwrap_or_default()))
+}

@@ -1,0 +1,490 @@
+//! The framework serves (`integration::{axum, hyper, tonic}::serve`), end to end: the
+//! example servers run as real processes, driven by raw sockets, `curl` and an HTTP/2
+//! client on 127.0.0.1, with the kernel's view from `ss` and `/proc`.
+#![cfg(all(feature = "axum", feature = "hyper", feature = "tonic"))]
+
+mod support;
+
+use std::future::IntoFuture;
+use std::io;
+use std::time::{Duration, Instant};
+
+use support::example::{curl, Server};
+use support::{ss_count, wait_for};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// A `POST /hang` whose body (9 bytes announced, 3 sent) never completes: the handler
+/// does not read it, so hyper does not read the socket either and never sees the FIN.
+const UNFINISHED_POST: &[u8] = b"POST /hang HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\nabc";
+
+/// Reads one HTTP/1.1 response with a `content-length`; returns its status line and body.
+async fn read_response(stream: &mut TcpStream) -> (String, String) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).await.expect("read response");
+        assert!(
+            n > 0,
+            "EOF before a full response: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let head = &text[..end];
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .expect("content-length");
+            if text.len() >= end + 4 + length {
+                let status = head.lines().next().unwrap_or_default().to_owned();
+                return (status, text[end + 4..end + 4 + length].to_owned());
+            }
+        }
+    }
+}
+
+/// Reads until EOF or an error (a reset also ends the connection); returns when.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Instant {
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Err(_) => panic!("connection still open after {limit:?}"),
+            Ok(Ok(0) | Err(_)) => return Instant::now(),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// 20 stuck handlers whose clients left: under the library's serve, their tasks are
+/// ended with the `CLOSE_WAIT` close, so the server process's descriptors are back to the
+/// baseline within the timeout + 200 ms. Control: with `--plain` (the framework's own
+/// server over tokio's listener) they stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_handlers_free_their_descriptors_under_each_serve() {
+    const STUCK: usize = 20;
+    const CLOSE_WAIT: Duration = Duration::from_millis(300);
+    for example in ["axum_server", "hyper_server"] {
+        let hygiene = Server::start(example, &["--close-wait-timeout-ms", "300"]);
+        let plain = Server::start(example, &["--plain"]);
+        assert_eq!(curl(&[&format!("{}/", hygiene.url())]), "ok");
+        assert_eq!(curl(&[&format!("{}/", plain.url())]), "ok");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (base, plain_base) = (hygiene.open_fds(), plain.open_fds());
+        let mut clients = Vec::new();
+        for server in [&hygiene, &plain] {
+            for _ in 0..STUCK {
+                let mut c = TcpStream::connect(server.addr).await.unwrap();
+                c.write_all(UNFINISHED_POST).await.unwrap();
+                clients.push(c);
+            }
+        }
+        wait_for(
+            Duration::from_secs(3),
+            "every stuck handler holds a descriptor",
+            || hygiene.open_fds() == base + STUCK && plain.open_fds() == plain_base + STUCK,
+        )
+        .await;
+        drop(clients); // the clients leave
+        let left = Instant::now();
+        wait_for(
+            CLOSE_WAIT + Duration::from_secs(3),
+            "descriptors back to the baseline",
+            || hygiene.open_fds() == base,
+        )
+        .await;
+        let took = left.elapsed();
+        eprintln!("{example}: {STUCK} stuck handlers' descriptors freed {took:?} after their clients left");
+        assert!(
+            took <= CLOSE_WAIT + Duration::from_millis(200),
+            "{example}: freed {took:?} after the clients left"
+        );
+        assert_eq!(ss_count(hygiene.port(), "close-wait"), 0);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            plain.open_fds(),
+            plain_base + STUCK,
+            "{example} --plain: the control keeps them"
+        );
+        assert_eq!(ss_count(plain.port(), "close-wait"), STUCK);
+    }
+}
+
+/// gRPC over the library's tonic serve: HTTP/2 reads its connection all along, so a
+/// client that leaves mid-stream is noticed by hyper itself; the library's part is that
+/// the task is its own to end, and that the descriptor is back at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_clients_that_leave_free_their_descriptors() {
+    let server = Server::start("tonic_server", &["--close-wait-timeout-ms", "300"]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let base = server.open_fds();
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let channel = tonic::transport::Endpoint::from_shared(server.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+        // A Watch stream that never ends on its own.
+        let watch = health
+            .watch(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap();
+        clients.push((channel, watch));
+    }
+    wait_for(Duration::from_secs(3), "20 more descriptors", || {
+        server.open_fds() == base + 20
+    })
+    .await;
+    drop(clients);
+    let took = wait_for(
+        Duration::from_secs(3),
+        "descriptors back to the baseline",
+        || server.open_fds() == base,
+    )
+    .await;
+    eprintln!("tonic_server: 20 gRPC clients' descriptors freed {took:?} after they left");
+}
+
+/// Slowloris: 50 clients trickle their request heads a byte every 200 ms, forever.
+/// hyper's header read timeout (the serve sets hyper's timer, so it works) closes every
+/// one within its bound, and `curl` keeps getting answers meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_is_cut_by_the_header_read_timeout_while_curl_is_served() {
+    const TRICKLERS: usize = 50;
+    const HEADER_READ: Duration = Duration::from_millis(1000);
+    let server = Server::start("axum_server", &["--header-read-timeout-ms", "1000"]);
+    let addr = server.addr;
+    let started = Instant::now();
+    let mut tricklers = tokio::task::JoinSet::new();
+    for i in 0..TRICKLERS {
+        tricklers.spawn(async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let connected = Instant::now();
+            let head = format!("GET / HTTP/1.1\r\nHost: t\r\nX-Trickle-{i}: ");
+            let mut bytes = head.into_bytes().into_iter().chain(std::iter::repeat(b'a'));
+            loop {
+                let byte = [bytes.next().unwrap()];
+                if stream.write_all(&byte).await.is_err() {
+                    return connected.elapsed();
+                }
+                let mut buf = [0u8; 64];
+                match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await
+                {
+                    Err(_) => {}                         // still open; next byte
+                    Ok(_) => return connected.elapsed(), // EOF, an error, or a 408: closed
+                }
+                assert!(
+                    connected.elapsed() < Duration::from_secs(10),
+                    "slowloris lives"
+                );
+            }
+        });
+    }
+    // curl is answered all along.
+    let mut answered = 0;
+    while started.elapsed() < HEADER_READ + Duration::from_millis(500) {
+        assert_eq!(curl(&[&format!("{}/", server.url())]), "ok");
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut lived = Vec::new();
+    while let Some(took) = tricklers.join_next().await {
+        lived.push(took.unwrap());
+    }
+    lived.sort();
+    eprintln!(
+        "slowloris: {TRICKLERS} tricklers closed after {:?}..{:?}; curl answered {answered} times meanwhile",
+        lived[0],
+        lived[TRICKLERS - 1]
+    );
+    assert!(
+        lived[0] >= HEADER_READ - Duration::from_millis(50),
+        "{:?}",
+        lived[0]
+    );
+    assert!(
+        lived[TRICKLERS - 1] <= HEADER_READ + Duration::from_secs(1),
+        "{:?}",
+        lived[TRICKLERS - 1]
+    );
+    wait_for(Duration::from_secs(2), "no trickler's socket left", || {
+        ss_count(server.port(), "connected") <= ss_count(server.port(), "time-wait")
+    })
+    .await;
+}
+
+/// A slow reader (a tiny window, a few hundred bytes a second) downloading a large
+/// response: `min_send_rate` resets it within a couple of windows (the kernel's view:
+/// the server's socket is gone; the client's own write is refused), while `curl` is
+/// served. Control: without the rule it is still connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_reader_is_cut_by_min_send_rate() {
+    let server = Server::start(
+        "axum_server",
+        &["--min-send-rate", "50000", "--min-rate-grace-ms", "500"],
+    );
+    let control = Server::start("axum_server", &[]);
+    let mut readers = Vec::new();
+    for addr in [server.addr, control.addr] {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /big?bytes=20000000 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let port = stream.local_addr().unwrap().port();
+        readers.push((
+            port,
+            tokio::spawn(async move {
+                let mut buf = [0u8; 100];
+                for _ in 0..30 {
+                    if stream.read(&mut buf).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                stream
+            }),
+        ));
+    }
+    let started = Instant::now();
+    let (port, reader) = readers.remove(0);
+    let took = wait_for(Duration::from_secs(4), "the slow reader reset", || {
+        support::ss_conn(server.port(), port, "connected") == 0
+    })
+    .await;
+    assert_eq!(curl(&[&format!("{}/", server.url())]), "ok");
+    eprintln!("slow reader: reset {took:?} after its request");
+    assert!(took <= Duration::from_secs(2), "{took:?}");
+    let mut stream = reader.await.unwrap();
+    let err = stream.write_all(b"more?").await.expect_err("reset");
+    assert!(
+        matches!(
+            err.kind(),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+        ),
+        "{err:?}"
+    );
+    let (port, reader) = readers.remove(0);
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(
+        support::ss_conn(control.port(), port, "established"),
+        1,
+        "control"
+    );
+    reader.abort();
+}
+
+/// The keep-alive timeout runs only while no request is in flight: a request that takes
+/// 1 s is answered under a 300 ms keep-alive timeout, and the idle connection after it
+/// is closed within the timeout × 1.125.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_timeout_never_cuts_a_slow_request() {
+    const KEEP_ALIVE: Duration = Duration::from_millis(300);
+    let server = Server::start("axum_server", &["--keep-alive-timeout-ms", "300"]);
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET /slow?ms=1000 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, body) = read_response(&mut stream).await;
+    let answered = Instant::now();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(body, "done");
+    let closed = closed_within(&mut stream, Duration::from_secs(3)).await;
+    let idle = closed - answered;
+    eprintln!("keep-alive: idle connection closed {idle:?} after the response");
+    assert!(idle >= KEEP_ALIVE - Duration::from_millis(20), "{idle:?}");
+    assert!(
+        idle <= KEEP_ALIVE + KEEP_ALIVE / 8 + Duration::from_millis(200),
+        "{idle:?}"
+    );
+}
+
+/// SIGTERM under axum: an idle keep-alive connection is closed at once, an in-flight
+/// `/slow?ms=1500` is answered in full, the process exits before the hard deadline, and
+/// the report printed as JSON adds up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_axum_and_prints_a_report_that_adds_up() {
+    let hard = Duration::from_secs(4);
+    let server = Server::start(
+        "axum_server",
+        &["--drain-soft-ms", "1000", "--drain-hard-ms", "4000"],
+    );
+    // Idle keep-alive: one request answered, then quiet.
+    let mut idle = TcpStream::connect(server.addr).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut idle).await.1, "ok");
+    // In flight.
+    let mut busy = TcpStream::connect(server.addr).await.unwrap();
+    busy.write_all(b"GET /slow?ms=1500 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let signalled = Instant::now();
+    let terminate =
+        tokio::task::spawn_blocking(move || server.terminate(hard + Duration::from_secs(2)));
+    let idle_closed = closed_within(&mut idle, Duration::from_secs(2)).await - signalled;
+    let (status, body) = read_response(&mut busy).await;
+    let (exit, lines) = terminate.await.unwrap();
+    let exited = signalled.elapsed();
+    eprintln!("drain: idle closed {idle_closed:?} after SIGTERM; exit {exit:?} after {exited:?}; {lines:?}");
+    assert!(idle_closed < Duration::from_millis(500), "{idle_closed:?}");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(body, "done", "the request in flight was answered");
+    assert!(exit.success(), "{exit:?}");
+    assert!(exited < hard, "exited after {exited:?}");
+    let report = lines
+        .iter()
+        .find(|l| l.starts_with("{\"drain\""))
+        .unwrap_or_else(|| panic!("no report in {lines:?}"));
+    let json: serde_json::Value = serde_json::from_str(report).unwrap();
+    let n = |k: &str| json["drain"][k].as_u64().unwrap();
+    assert_eq!(n("connections"), 2, "{report}");
+    assert_eq!(
+        n("finished") + n("idle_closed") + n("forced"),
+        n("connections"),
+        "{report}"
+    );
+    assert_eq!(n("forced"), 0, "{report}");
+}
+
+/// An HTTP/2 (h2c, prior knowledge) client of an in-process `axum::serve`: sends
+/// `/slow`, and returns the response body and how the connection ended (`Ok`: GOAWAY
+/// and a clean close; an error: a reset, or a protocol failure).
+async fn h2_slow_request(
+    addr: std::net::SocketAddr,
+) -> (
+    String,
+    Result<(), hyper::Error>,
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<hyper::body::Bytes>>,
+) {
+    use http_body_util::BodyExt;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let request = hyper::Request::get(format!("http://{addr}/slow"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let response = sender
+        .send_request(request)
+        .await
+        .expect("the request in flight is answered");
+    assert_eq!(response.status(), 200);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("the whole body")
+        .to_bytes();
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("the connection ends")
+        .unwrap();
+    (String::from_utf8(body.to_vec()).unwrap(), ended, sender)
+}
+
+fn slow_app() -> axum::Router {
+    axum::Router::new().route(
+        "/slow",
+        axum::routing::get(|| async {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            "done"
+        }),
+    )
+}
+
+/// HTTP/2 at the connection's age gets GOAWAY, not a reset: the stream in flight is
+/// answered in full, the connection then closes cleanly, and the library's own close
+/// (at the age plus the grace period) never had to act.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_gets_goaway_not_rst_at_max_connection_age() {
+    let listener = support::listener(
+        tcp_hygiene::Builder::new().max_connection_age(Duration::from_millis(300)),
+    )
+    .await;
+    let addr = listener.local_addr().unwrap();
+    let controller = listener.controller();
+    tokio::spawn(
+        tcp_hygiene::integration::axum::serve(listener, slow_app())
+            .max_connection_age_jitter(0.0)
+            .max_connection_age_grace(Duration::from_secs(5))
+            .into_future(),
+    );
+    let started = Instant::now();
+    let (body, ended, mut sender) = h2_slow_request(addr).await;
+    eprintln!(
+        "h2 at max age: {body:?}, connection ended {ended:?} after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(body, "done");
+    ended.expect("GOAWAY and a clean close, not a reset");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // After GOAWAY no new stream is accepted on that connection.
+    let request = hyper::Request::get(format!("http://{addr}/slow"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    assert!(sender.send_request(request).await.is_err());
+    // Ended by HTTP, not by the library's TCP-level close.
+    assert_eq!(controller.stats().closed_total(), 0);
+}
+
+/// HTTP/2 under a graceful shutdown: GOAWAY, the stream in flight finishes, and the
+/// drain's report counts it as finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_gets_goaway_not_rst_on_drain() {
+    let listener = support::listener(&tcp_hygiene::Builder::new()).await;
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tcp_hygiene::integration::axum::serve(listener, slow_app())
+            .with_graceful_shutdown(
+                async move {
+                    let _ = stop_rx.await;
+                },
+                Duration::from_secs(3),
+                Duration::from_secs(6),
+            )
+            .into_future(),
+    );
+    let client = tokio::spawn(h2_slow_request(addr));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop_tx.send(()).unwrap();
+    let (body, ended, _) = client.await.unwrap();
+    assert_eq!(body, "done");
+    ended.expect("GOAWAY and a clean close, not a reset");
+    let report = tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the drain returns once the stream is done")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            report.connections,
+            report.finished,
+            report.idle_closed,
+            report.forced
+        ),
+        (1, 1, 0, 0),
+        "{report:?}"
+    );
+}
