@@ -166,6 +166,7 @@ impl Conn {
 
     /// A framework serve's word on the request in flight: fully received (the peer owes
     /// nothing until the next request) or not.
+    #[cfg(feature = "hyper")]
     pub(crate) fn set_received(&self, received: bool) {
         if received {
             self.slot().cell.fetch_or(word::RECEIVED);

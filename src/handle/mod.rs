@@ -89,15 +89,18 @@ impl ConnectionHandle {
         ReadIdle::new(self.conn.clone(), idle)
     }
 
+    #[cfg(feature = "hyper")]
     pub(crate) fn index(&self) -> u32 {
         self.conn.index()
     }
 
+    #[cfg(feature = "hyper")]
     pub(crate) fn gen(&self) -> u32 {
         self.conn.gen()
     }
 
     /// Our local address of the connection, while its stream is held (`getsockname`).
+    #[cfg(feature = "tonic")]
     pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
         self.conn
             .with_fd(|fd| socket2::SockRef::from(&fd).local_addr())
@@ -105,16 +108,19 @@ impl ConnectionHandle {
             .and_then(|a| a.as_socket())
     }
 
+    #[cfg(feature = "hyper")]
     pub(crate) fn accepted_at(&self) -> Instant {
         self.conn.accepted_at()
     }
 
     /// A framework serve's word on the request in flight (see `min_receive_rate`).
+    #[cfg(feature = "hyper")]
     pub(crate) fn set_received(&self, received: bool) {
         self.conn.set_received(received);
     }
 
     /// Idle between requests as far as the stream can tell (see the drain).
+    #[cfg(feature = "hyper")]
     pub(crate) fn waits_for_next_request(&self) -> bool {
         self.conn.waits_for_next_request()
     }
