@@ -93,14 +93,8 @@ async fn main() -> ExitCode {
     };
     common::announce(listener.local_addr().expect("bound"));
     let app = routes().route("/conn", get(conn));
-    let mut serve = tcp_hygiene::integration::axum::serve(listener, app);
-    if let Some(timeout) = args.header_read_timeout {
-        serve = serve.header_read_timeout(timeout);
-    }
-    if let Some(timeout) = args.keep_alive_timeout {
-        serve = serve.keep_alive_timeout(timeout);
-    }
-    let served = serve
+    let serve = tcp_hygiene::integration::axum::serve(listener, app);
+    let served = common::configure(serve, &args)
         .with_graceful_shutdown(common::shutdown_signal(), args.drain_soft, args.drain_hard)
         .await;
     match served {

@@ -71,14 +71,8 @@ async fn main() -> ExitCode {
             .map_or(0, ConnectionHandle::id);
         respond(request, id)
     });
-    let mut serve = tcp_hygiene::integration::hyper::serve(listener, service);
-    if let Some(timeout) = args.header_read_timeout {
-        serve = serve.header_read_timeout(timeout);
-    }
-    if let Some(timeout) = args.keep_alive_timeout {
-        serve = serve.keep_alive_timeout(timeout);
-    }
-    match serve
+    let serve = tcp_hygiene::integration::hyper::serve(listener, service);
+    match common::configure(serve, &args)
         .with_graceful_shutdown(common::shutdown_signal(), args.drain_soft, args.drain_hard)
         .await
     {

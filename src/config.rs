@@ -183,6 +183,10 @@ pub(crate) struct Options {
     pub(crate) max_connections_per_ip: Option<usize>,
     pub(crate) min_receive_rate: Option<MinDataRate>,
     pub(crate) min_send_rate: Option<MinDataRate>,
+    /// The connection-event hook.
+    pub(crate) hook: Option<crate::observe::Hook>,
+    /// The `listener` label of the metrics; `None`: the bound address.
+    pub(crate) metrics_label: Option<String>,
 }
 
 /// A validated configuration, cheap to clone (an `Arc` inside): what [`Builder::build`](crate::Builder::build)
@@ -279,5 +283,15 @@ impl Config {
     /// rules that apply only while data is queued (Linux, where it can see the queue).
     pub(crate) fn watches_writes(&self) -> bool {
         self.write_idle_timeout().is_some() || self.min_send_rate().is_some()
+    }
+
+    /// The connection-event hook, if one was set.
+    pub(crate) fn hook(&self) -> Option<&crate::observe::Hook> {
+        self.options.hook.as_ref()
+    }
+
+    /// The `listener` label of the metrics, if one was set.
+    pub(crate) fn metrics_label(&self) -> Option<&str> {
+        self.options.metrics_label.as_deref()
     }
 }

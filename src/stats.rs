@@ -8,7 +8,8 @@ use std::time::Duration;
 use crate::state::{CloseReason, ConnectionState};
 use crate::tcp_info::TcpInfo;
 
-/// The listener-wide counters, updated off the hot path (accept, state changes, closes).
+/// The listener-wide counters, updated off the hot path (accept, state changes, closes),
+/// and with the `metrics` feature the listener's metrics, fed at the same places.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) accepted: AtomicU64,
@@ -23,24 +24,119 @@ pub(crate) struct Counters {
     pub(crate) rejected_per_ip: AtomicU64,
     /// Set if the supervisor task ended abnormally (a bug): `accept` then fails.
     pub(crate) supervisor_failed: AtomicBool,
+    #[cfg(feature = "metrics")]
+    metrics: Option<crate::observe::metrics::Metrics>,
+}
+
+/// How an accept failed, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AcceptFailure {
+    PerConnection,
+    Resources,
+    Fatal,
 }
 
 impl Counters {
+    /// The counters of a listener whose metrics carry the label `listener`.
+    pub(crate) fn new(listener: &str) -> Self {
+        let _ = listener;
+        Self {
+            #[cfg(feature = "metrics")]
+            metrics: Some(crate::observe::metrics::Metrics::new(listener)),
+            ..Self::default()
+        }
+    }
+
+    /// Runs `f` on the metrics, if the feature is on.
+    #[cfg(feature = "metrics")]
+    fn metrics(&self, f: impl FnOnce(&crate::observe::metrics::Metrics)) {
+        if let Some(m) = &self.metrics {
+            f(m);
+        }
+    }
+
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn accepted(&self) {
+        Self::bump(&self.accepted);
+        #[cfg(feature = "metrics")]
+        self.metrics(|m| m.accepted());
+    }
+
+    pub(crate) fn accept_failed(&self, how: AcceptFailure) {
+        Self::bump(&self.accept_errors);
+        if how == AcceptFailure::Resources {
+            Self::bump(&self.accept_resource_errors);
+            Self::bump(&self.accept_backoffs);
+        }
+        #[cfg(feature = "metrics")]
+        self.metrics(|m| m.accept_error(how as usize));
+    }
+
+    /// A back-off pause after accept ran out of resources.
+    pub(crate) fn backed_off(&self, pause: Duration) {
+        let _ = pause;
+        #[cfg(feature = "metrics")]
+        self.metrics(|m| m.backoff(pause));
     }
 
     /// A connection closed for `reason`.
     pub(crate) fn closed(&self, reason: CloseReason) {
         Self::bump(&self.closed_by_reason[reason.index()]);
+        #[cfg(feature = "metrics")]
+        self.metrics(|m| m.closed(reason));
     }
 
     pub(crate) fn enter_state(&self, state: ConnectionState) {
         self.open_by_state[state.index()].fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metrics(|m| m.state(state, 1.0));
     }
 
     pub(crate) fn leave_state(&self, state: ConnectionState) {
         self.open_by_state[state.index()].fetch_sub(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metrics(|m| m.state(state, -1.0));
+    }
+
+    /// A stream was released after `lived`; `closed_first_by_peer` says how a connection
+    /// that the library did not close ended (none: the library closed it).
+    pub(crate) fn released(&self, lived: Duration, closed_first_by_peer: Option<bool>) {
+        Self::bump(&self.released);
+        let _ = (lived, closed_first_by_peer);
+        #[cfg(feature = "metrics")]
+        self.metrics(|m| {
+            use crate::observe::metrics::Ending;
+            m.duration(lived);
+            match closed_first_by_peer {
+                Some(true) => m.ended(Ending::Peer),
+                Some(false) => m.ended(Ending::Application),
+                None => {}
+            }
+        });
+    }
+
+    /// A socket left `CLOSE_WAIT` (our close) this long after the peer's FIN was seen.
+    pub(crate) fn close_wait_ended(&self, sat: Duration) {
+        let _ = sat;
+        #[cfg(feature = "metrics")]
+        self.metrics(|m| m.close_wait(sat));
+    }
+
+    /// The supervisor saw a peer's FIN this long after it arrived.
+    pub(crate) fn fin_detected(&self, took: Duration) {
+        let _ = took;
+        #[cfg(feature = "metrics")]
+        self.metrics(|m| m.fin_detect(took));
+    }
+
+    /// A drain finished.
+    pub(crate) fn drained(&self, report: &crate::supervisor::report::DrainReport) {
+        let _ = report;
+        #[cfg(feature = "metrics")]
+        self.metrics(|m| m.drained(report));
     }
 
     pub(crate) fn snapshot(&self) -> Stats {

@@ -81,6 +81,7 @@ impl fmt::Display for KernelState {
 
 /// The kernel's own view of one connection (`getsockopt(TCP_INFO)`, Linux only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct TcpInfo {
     /// The kernel's TCP state.
@@ -107,6 +108,8 @@ pub struct TcpInfo {
     pub last_data_recv_ms: u32,
     /// Milliseconds since data was last sent.
     pub last_data_sent_ms: u32,
+    /// Milliseconds since the peer's last acknowledgement (of data, a FIN, a probe).
+    pub last_ack_recv_ms: u32,
 }
 
 impl TcpInfo {

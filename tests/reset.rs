@@ -18,11 +18,7 @@ async fn reset_while_the_handler_is_stuck_is_recorded_and_reported() {
     let listener = support::listener(&Builder::new()).await;
     let (client, mut held) = support::connect_pair(&listener).await;
     let handle = held.handle();
-    // An abortive close: SO_LINGER 0, then close, sends RST.
-    socket2::SockRef::from(&client)
-        .set_linger(Some(Duration::ZERO))
-        .unwrap();
-    drop(client);
+    support::reset(client);
     wait_for(Duration::from_secs(2), "the reset noticed", || {
         handle.close_reason().is_some()
     })

@@ -182,6 +182,21 @@ pub(crate) async fn bind(args: &Args, usage: &str) -> Result<TcpListener, ExitCo
     })
 }
 
+/// The serve with the HTTP options the arguments ask for.
+#[cfg(feature = "hyper")]
+pub(crate) fn configure<S>(
+    mut serve: tcp_hygiene::integration::http::Serve<S>,
+    args: &Args,
+) -> tcp_hygiene::integration::http::Serve<S> {
+    if let Some(timeout) = args.header_read_timeout {
+        serve = serve.header_read_timeout(timeout);
+    }
+    if let Some(timeout) = args.keep_alive_timeout {
+        serve = serve.keep_alive_timeout(timeout);
+    }
+    serve
+}
+
 /// Prints the first stdout line, `listening on IP:PORT`, and flushes it.
 pub(crate) fn announce(addr: SocketAddr) {
     let mut stdout = std::io::stdout().lock();

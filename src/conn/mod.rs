@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use tokio::sync::Notify;
 
+use crate::observe::ConnectionEventKind;
 use crate::shared::Shared;
 use crate::state::{CloseReason, ConnectionState};
 use crate::sys;
@@ -229,6 +230,14 @@ impl Conn {
         if from != to {
             tracing::debug!(id = self.id(), peer = %self.peer(), %from, %to, "state change");
         }
+        for (flag, kind) in [
+            (Flags::PEER_FIN, ConnectionEventKind::PeerClosed),
+            (Flags::LOCAL_FIN, ConnectionEventKind::LocalClosed),
+        ] {
+            if mask.contains(flag) && !old.contains(flag) && !old.contains(Flags::RELEASED) {
+                self.shared().event(self, kind);
+            }
+        }
         self.notify().notify_waiters();
         old
     }
@@ -243,6 +252,13 @@ impl Conn {
         });
         if claimed {
             self.shared().counters.closed(reason);
+            let kind = match reason {
+                CloseReason::ResetByPeer
+                | CloseReason::KeepaliveFailed
+                | CloseReason::UserTimeout => ConnectionEventKind::Failed { reason },
+                _ => ConnectionEventKind::Closed { reason },
+            };
+            self.shared().event(self, kind);
         }
         claimed
     }

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use super::{word, Conn, Flags};
+use crate::observe::ConnectionEventKind;
 use crate::supervisor::tx::Handover;
 use crate::sys;
 use crate::tcp_info::KernelState;
@@ -35,7 +36,12 @@ impl Conn {
         }
         let shared = self.shared();
         shared.counters.leave_state(old.state());
-        shared.counters.released.fetch_add(1, Relaxed);
+        // Who closed first, for a connection the library did not close.
+        let ending = (!old.contains(Flags::CLOSED)).then(|| old.contains(Flags::PEER_FIN));
+        shared
+            .counters
+            .released(self.accepted_at().elapsed(), ending);
+        shared.event(self, ConnectionEventKind::Released);
         shared.tx.released(self.index(), handover);
         shared.on_release(self.peer().ip());
         self.notify().notify_waiters();

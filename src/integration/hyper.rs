@@ -1,7 +1,7 @@
 //! hyper 1 and hyper-util: serving HTTP/1 and HTTP/2 over a supervised listener.
 //!
 //! [`serve`] owns the accept loop and every connection's task (see
-//! [`Serve`](super::http::Serve) for what that adds: stuck handlers freed at once,
+//! [`Serve`] for what that adds: stuck handlers freed at once,
 //! hyper's header read timeout, a keep-alive timeout that knows about requests, the
 //! connection age done the HTTP way, a graceful shutdown that returns a report).
 //!

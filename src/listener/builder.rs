@@ -9,6 +9,7 @@ use tokio::net::ToSocketAddrs;
 use super::TcpListener;
 use crate::config::{CloseMode, Config, Keepalive, MinDataRate, Options};
 use crate::error::ConfigError;
+use crate::observe::{ConnectionEvent, Hook};
 
 // Linux's limits (include/net/tcp.h): MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT.
 const MAX_KEEPALIVE_SECS: u64 = 32_767;
@@ -82,6 +83,8 @@ impl Builder {
                 max_connections_per_ip: None,
                 min_receive_rate: None,
                 min_send_rate: None,
+                hook: None,
+                metrics_label: None,
             },
         }
     }
@@ -255,6 +258,32 @@ impl Builder {
     /// is `None`.
     pub fn min_send_rate(&mut self, rate: impl Into<Option<MinDataRate>>) -> &mut Self {
         self.options.min_send_rate = rate.into();
+        self
+    }
+
+    /// Calls `hook` at every event of every connection (as Go's `http.Server.ConnState`):
+    /// accepted, the peer's FIN, our FIN, the kernel's end of it (reset, keepalive or user
+    /// timeout), the library's close and its reason, the stream's release. See
+    /// [`ConnectionEvent`] for the order they come in.
+    ///
+    /// The hook runs on the task where the event happened (the accept loop, the
+    /// application's task, the supervisor), so it must be quick and must not block:
+    /// count, log, or send to a channel. A panic in it is caught and logged once at error
+    /// level; enforcement goes on. Default: no hook.
+    pub fn on_event(
+        &mut self,
+        hook: impl Fn(&ConnectionEvent) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.options.hook = Some(Hook::new(hook));
+        self
+    }
+
+    /// The value of the `listener` label on this listener's metrics (the `metrics`
+    /// feature), for a server with several listeners. Default: the bound address, as
+    /// `127.0.0.1:8080`.
+    #[cfg(feature = "metrics")]
+    pub fn metrics_label(&mut self, label: impl Into<String>) -> &mut Self {
+        self.options.metrics_label = Some(label.into());
         self
     }
 

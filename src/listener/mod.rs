@@ -22,9 +22,10 @@ use tokio::net::ToSocketAddrs;
 
 use crate::config::Config;
 use crate::conn::{Conn, ConnRef, Flags};
+use crate::observe::ConnectionEventKind;
 use crate::shared::Shared;
 use crate::state::ConnectionState;
-use crate::stats::{Counters, Stats};
+use crate::stats::{AcceptFailure, Counters, Stats};
 use crate::stream::TcpStream;
 use crate::supervisor;
 use crate::sys::{self, AcceptError};
@@ -87,7 +88,12 @@ impl TcpListener {
         config: Config,
     ) -> io::Result<Self> {
         let (tx, rx) = supervisor::tx::channel();
-        let shared = Arc::new(Shared::new(config, tx));
+        let label = config
+            .metrics_label()
+            .map(str::to_owned)
+            .or_else(|| listener.local_addr().ok().map(|a| a.to_string()))
+            .unwrap_or_default();
+        let shared = Arc::new(Shared::new(config, tx, &label));
         shared.listening.reset(listener.as_raw_fd(), 0);
         supervisor::spawn(shared.clone(), rx)?;
         Ok(Self {
@@ -196,7 +202,7 @@ impl TcpListener {
 
     fn admit(&self, io: tokio::net::TcpStream, peer: SocketAddr) -> Option<TcpStream> {
         let shared = &self.shared;
-        Counters::bump(&shared.counters.accepted);
+        shared.counters.accepted();
         if !shared.admit(peer.ip()) {
             Counters::bump(&shared.counters.rejected_per_ip);
             tracing::debug!(%peer, "rejected: max_connections_per_ip reached");
@@ -216,6 +222,7 @@ impl TcpListener {
         }
         shared.counters.enter_state(ConnectionState::Open);
         shared.tx.register(index);
+        shared.event(&conn, ConnectionEventKind::Accepted);
         Some(TcpStream::new(io, ConnRef::adopt(conn)))
     }
 
@@ -258,15 +265,14 @@ impl TcpListener {
 
     async fn on_accept_error(&self, e: io::Error) -> io::Result<()> {
         let counters = &self.shared.counters;
-        Counters::bump(&counters.accept_errors);
         match AcceptError::of(&e) {
             AcceptError::PerConnection => {
+                counters.accept_failed(AcceptFailure::PerConnection);
                 tracing::debug!(error = %e, "accept failed for one connection; skipped");
                 Ok(())
             }
             AcceptError::Resources => {
-                Counters::bump(&counters.accept_resource_errors);
-                Counters::bump(&counters.accept_backoffs);
+                counters.accept_failed(AcceptFailure::Resources);
                 let n = self.failing.fetch_add(1, Relaxed);
                 if n == 0 {
                     tracing::warn!(error = %e, "accept is out of resources; backing off");
@@ -275,13 +281,18 @@ impl TcpListener {
                     .saturating_mul(1 << n.min(10))
                     .min(BACKOFF_MAX);
                 let released = self.shared.released();
+                let paused = std::time::Instant::now();
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = released => {}
                 }
+                counters.backed_off(paused.elapsed());
                 Ok(())
             }
-            AcceptError::Fatal => Err(e),
+            AcceptError::Fatal => {
+                counters.accept_failed(AcceptFailure::Fatal);
+                Err(e)
+            }
         }
     }
 }

@@ -102,6 +102,9 @@ pub(super) struct Clocks {
     pub(super) receive_rate: Option<RateWindow>,
     /// `min_send_rate`, while data is queued.
     pub(super) send_rate: Option<RateWindow>,
+    /// When the supervisor learned of the peer's FIN, until our close ends `CLOSE_WAIT`
+    /// (for the `close_wait_seconds` histogram).
+    pub(super) peer_fin_at: Option<Instant>,
 }
 
 impl Clocks {
@@ -125,6 +128,7 @@ impl Clocks {
             fin_wait: None,
             receive_rate: None,
             send_rate: None,
+            peer_fin_at: None,
         };
         let any = clocks.deadlines(config).next().is_some();
         any.then(|| Box::new(clocks))

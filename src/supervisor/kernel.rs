@@ -27,6 +27,12 @@ impl Supervisor {
         if error || (hangup && kernel_closed) {
             self.kernel_ended(&conn, info, None);
         } else if info.is_none_or(|i| i.state.peer_fin_received()) {
+            if let Some(info) = info.filter(|_| !conn.has(Flags::PEER_FIN)) {
+                // The FIN's arrival is the peer's last acknowledgement (a FIN carries
+                // one, and a peer that has closed sends nothing else unprompted).
+                let took = Duration::from_millis(info.last_ack_recv_ms.into());
+                self.shared.counters.fin_detected(took);
+            }
             self.peer_fin(&conn, now);
         }
     }
@@ -80,6 +86,7 @@ impl Supervisor {
             (false, _) => CloseReason::ResetByPeer,
         };
         self.retire(conn.index());
+        self.close_wait_over(conn.index(), Instant::now());
         if conn.mark_closed(reason) {
             let aborted_task = self.abort_task(conn.index());
             tracing::info!(parent: &self.span(conn), reason = %reason, errno, aborted_task, "connection failed in the kernel");

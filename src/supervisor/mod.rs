@@ -306,6 +306,7 @@ impl Supervisor {
     fn released(&mut self, index: u32, handover: Option<Handover>, now: Instant) {
         let conn = self.conn(index);
         let key = events_key(&conn);
+        self.close_wait_over(index, now);
         let entry = std::mem::take(self.entry_mut(index));
         // Old heap items of this slot must never match a later occupant's schedule.
         self.entry_mut(index).sched = entry.sched.wrapping_add(1);

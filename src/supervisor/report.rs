@@ -6,6 +6,7 @@
 /// Each connection open when the drain began is counted exactly once:
 /// `connections == finished + idle_closed + forced`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct DrainReport {
     /// Connections open when the drain began.

@@ -368,6 +368,7 @@ impl Supervisor {
     pub(super) fn local_fin(&mut self, conn: &Conn, now: Instant) {
         conn.set_flag(Flags::LOCAL_FIN);
         if conn.has(Flags::PEER_FIN) {
+            self.close_wait_over(conn.index(), now);
             // Both directions are done: nothing left to enforce.
             self.retire(conn.index());
             return;
@@ -392,16 +393,31 @@ impl Supervisor {
             self.retire(conn.index());
             return;
         }
-        if let Some(t) = self.shared.config.close_wait_timeout() {
-            let written = Sample::take(conn).write;
-            let clocks = self
-                .entry_mut(conn.index())
-                .clocks
-                .get_or_insert_with(Box::default);
-            if clocks.close_wait.is_none() {
-                clocks.close_wait = Some(IdleClock::new(t, written, now));
-            }
+        let timeout = self.shared.config.close_wait_timeout();
+        let written = timeout.map(|_| Sample::take(conn).write);
+        let clocks = self
+            .entry_mut(conn.index())
+            .clocks
+            .get_or_insert_with(Box::default);
+        clocks.peer_fin_at.get_or_insert(now);
+        if let (Some(t), Some(written), None) = (timeout, written, clocks.close_wait) {
+            clocks.close_wait = Some(IdleClock::new(t, written, now));
         }
         self.reschedule(conn);
+    }
+
+    /// Our close (a FIN, a reset, a drop) ended the connection's `CLOSE_WAIT`, if it was
+    /// in it: the metrics learn how long it sat there.
+    pub(super) fn close_wait_over(&mut self, index: u32, now: Instant) {
+        let at = self
+            .entry_mut(index)
+            .clocks
+            .as_mut()
+            .and_then(|c| c.peer_fin_at.take());
+        if let Some(at) = at {
+            self.shared
+                .counters
+                .close_wait_ended(now.saturating_duration_since(at));
+        }
     }
 }

@@ -171,6 +171,7 @@ pub(crate) fn tcp_info(socket: BorrowedFd<'_>) -> io::Result<TcpInfo> {
         notsent_bytes: raw.tcpi_notsent_bytes,
         last_data_recv_ms: raw.tcpi_last_data_recv,
         last_data_sent_ms: raw.tcpi_last_data_sent,
+        last_ack_recv_ms: raw.tcpi_last_ack_recv,
     })
 }
 

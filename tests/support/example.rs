@@ -46,6 +46,9 @@ fn features() -> String {
     if cfg!(feature = "tonic") {
         features.push("tonic");
     }
+    if cfg!(feature = "metrics") {
+        features.push("metrics");
+    }
     features.join(",")
 }
 

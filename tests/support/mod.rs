@@ -109,3 +109,11 @@ pub(crate) async fn wait_for(
 pub(crate) fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").expect("procfs").count()
 }
+
+/// Closes `client` abortively: `SO_LINGER` 0, then close, sends RST.
+pub(crate) fn reset(client: tokio::net::TcpStream) {
+    socket2::SockRef::from(&client)
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER 0");
+    drop(client);
+}
