@@ -158,6 +158,34 @@ async fn metrics_agree_with_stats_and_the_kernel() {
     // reset one's stream is held too, but its socket is gone from the kernel.)
     assert_eq!(stats.open, 2);
     assert_eq!(ss_count(port, "established"), 1);
+    let live = listener.connections();
+    assert_eq!(live.len() as u64, stats.open);
+    let fifth = live
+        .iter()
+        .find(|c| c.id == open.handle().id())
+        .expect("the open connection is listed");
+    assert_eq!(fifth.state, ConnectionState::Open);
+    assert_eq!(
+        fifth.tcp_info.map(|i| i.state),
+        Some(tcp_hygiene::KernelState::Established)
+    );
+    #[cfg(feature = "serde")]
+    {
+        let json = serde_json::to_value(&live).unwrap();
+        let fifth = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == open.handle().id())
+            .unwrap();
+        assert_eq!(fifth["state"], "open");
+        assert_eq!(fifth["tcp_info"]["state"], "ESTABLISHED");
+        assert!(fifth["age_seconds"].as_f64().unwrap() > 0.0);
+        assert_eq!(
+            serde_json::to_value(&stats).unwrap(),
+            serde_json::from_str::<serde_json::Value>(&stats.to_json()).unwrap()
+        );
+    }
     let durations = m.histogram("tcp_hygiene_connection_duration_seconds");
     assert_eq!(durations.len() as u64, stats.released, "{durations:?}");
     // CLOSE_WAIT ended: the reaped one after the timeout; the polite one at once; the
@@ -198,6 +226,44 @@ async fn metrics_agree_with_stats_and_the_kernel() {
         );
     }
     assert!(report.connections >= 1, "{report:?}");
+}
+
+/// A client that never sends a byte is closed at `first_byte_timeout`; one that does is
+/// not. The counter, `Stats` and `ss` agree.
+#[tokio::test]
+async fn first_byte_timeouts_are_counted() {
+    let (listener, snapshotter) =
+        recorded_listener(Builder::new().first_byte_timeout(Duration::from_millis(300))).await;
+    let addr = listener.local_addr().unwrap();
+    let (mut silent, silent_server) = support::connect_pair(&listener).await;
+    let (mut talker, mut talker_server) = support::connect_pair(&listener).await;
+    talker.write_all(b"hi").await.unwrap();
+    assert_eq!(talker_server.read(&mut [0u8; 2]).await.unwrap(), 2);
+    let n = tokio::time::timeout(Duration::from_secs(3), silent.read(&mut [0u8; 8]))
+        .await
+        .expect("the silent client is closed in time")
+        .unwrap();
+    assert_eq!(n, 0);
+    assert_eq!(
+        silent_server.close_reason(),
+        Some(CloseReason::FirstByteTimeout)
+    );
+    // The kernel: the talker's connection is still established, the silent one's is not
+    // (our FIN went out and was acknowledged: FIN_WAIT_2 until the client closes).
+    let silent_port = silent.local_addr().unwrap().port();
+    let talker_port = talker.local_addr().unwrap().port();
+    assert_eq!(support::ss_conn(addr.port(), talker_port, "established"), 1);
+    assert_eq!(support::ss_conn(addr.port(), silent_port, "established"), 0);
+    let stats = listener.stats();
+    let m = Recorded::take(&snapshotter, addr);
+    assert_eq!(stats.closed(CloseReason::FirstByteTimeout), 1);
+    assert_eq!(
+        m.counter("tcp_hygiene_connections_closed_total", "first_byte_timeout"),
+        1
+    );
+    assert_eq!(stats.closed_total(), 1);
+    assert_eq!(m.gauge("tcp_hygiene_connections_open", "open"), 1.0);
+    drop((silent_server, talker_server));
 }
 
 /// The events of one connection, in order.
@@ -313,57 +379,68 @@ async fn a_panicking_hook_does_not_stop_enforcement() {
     assert_eq!(listener.stats().closed(CloseReason::CloseWaitTimeout), 3);
 }
 
-/// The metrics example, as an operator runs it: a stuck handler's CLOSE_WAIT is reaped,
-/// and the Prometheus scrape says so.
+/// The metrics example, as an operator runs it: stuck handlers' CLOSE_WAIT sockets are
+/// reaped, and the Prometheus scrape, over HTTP, counts exactly the ones reaped.
 #[cfg(feature = "axum")]
 #[tokio::test]
-async fn the_metrics_example_serves_a_scrape_that_shows_the_reap() {
+async fn the_metrics_example_serves_a_scrape_that_counts_the_reaped() {
     use support::example::{curl, Server};
+    const LEAKED: usize = 3;
     let server = Server::start("metrics", &["--close-wait-timeout-ms", "300"]);
-    let mut stuck = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    stuck
-        .write_all(b"POST /hang HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\nabc")
-        .await
-        .unwrap();
-    stuck.shutdown().await.unwrap();
-    let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(3), stuck.read_to_end(&mut got))
-        .await
-        .expect("reaped in time")
-        .unwrap();
+    let mut leaked = Vec::new();
+    for _ in 0..LEAKED {
+        let mut stuck = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        stuck
+            .write_all(b"POST /hang HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\nabc")
+            .await
+            .unwrap();
+        stuck.shutdown().await.unwrap();
+        leaked.push(stuck);
+    }
+    wait_for(
+        Duration::from_secs(2),
+        "the leaked sockets in CLOSE_WAIT",
+        || ss_count(server.port(), "close-wait") == LEAKED,
+    )
+    .await;
+    let mut reaped = 0;
+    for mut stuck in leaked {
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(3), stuck.read_to_end(&mut got))
+            .await
+            .expect("reaped in time")
+            .unwrap();
+        reaped += 1;
+    }
     wait_for(Duration::from_secs(2), "CLOSE_WAIT gone", || {
         ss_count(server.port(), "close-wait") == 0
     })
     .await;
     let scrape = curl(&["-sf", &format!("{}/metrics", server.url())]);
-    let line = |prefix: &str| {
+    let value = |series: &str| {
         scrape
             .lines()
-            .find(|l| l.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no {prefix} in\n{scrape}"))
-            .rsplit(' ')
-            .next()
-            .unwrap()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {series} in\n{scrape}"))
             .parse::<f64>()
             .unwrap()
     };
     let listener = format!("listener=\"{}\"", server.addr);
     assert_eq!(
-        line(&format!(
+        value(&format!(
             "tcp_hygiene_connections_closed_total{{{listener},reason=\"close_wait_timeout\"}}"
         )),
-        1.0
-    );
-    assert!(scrape.contains("# TYPE tcp_hygiene_close_wait_seconds"));
-    assert!(
-        line(&format!(
-            "tcp_hygiene_close_wait_seconds_count{{{listener}}}"
-        )) >= 1.0,
+        reaped as f64,
         "{scrape}"
     );
-    assert!(
-        line(&format!(
-            "tcp_hygiene_connections_accepted_total{{{listener}}}"
-        )) >= 2.0
-    );
+    assert!(scrape.contains("# TYPE tcp_hygiene_close_wait_seconds summary"));
+    let close_waits = value(&format!(
+        "tcp_hygiene_close_wait_seconds_count{{{listener}}}"
+    ));
+    assert!(close_waits >= reaped as f64, "{scrape}");
+    // The scrape's own connection is accepted too.
+    let accepted = value(&format!(
+        "tcp_hygiene_connections_accepted_total{{{listener}}}"
+    ));
+    assert_eq!(accepted, (LEAKED + 1) as f64, "{scrape}");
 }

@@ -25,7 +25,7 @@ use crate::conn::{Conn, ConnRef, Flags};
 use crate::observe::ConnectionEventKind;
 use crate::shared::Shared;
 use crate::state::ConnectionState;
-use crate::stats::{AcceptFailure, Counters, Stats};
+use crate::stats::{AcceptFailure, ConnectionSnapshot, Counters, Stats};
 use crate::stream::TcpStream;
 use crate::supervisor;
 use crate::sys::{self, AcceptError};
@@ -163,6 +163,15 @@ impl TcpListener {
     /// A snapshot of this listener's counters.
     pub fn stats(&self) -> Stats {
         self.shared.counters.snapshot()
+    }
+
+    /// A snapshot of every connection whose stream is held right now (id, peer, state,
+    /// age, bytes and, on Linux, `TCP_INFO` with its idle times, rtt and
+    /// retransmissions), for an admin endpoint. O(open connections), off the hot path;
+    /// the same as [`Controller::connections`], which stays usable after the listener has
+    /// moved into a framework.
+    pub fn connections(&self) -> Vec<ConnectionSnapshot> {
+        self.controller().connections()
     }
 
     /// The listener's configuration.
