@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::tcp_info::TcpInfo;
+
 /// Where a connection is, from this end's point of view.
 ///
 /// "Half-closed" states are legal TCP: one direction is finished, the other still works.
@@ -129,6 +131,45 @@ impl CloseReason {
             CloseReason::SlowReceive => "slow_receive",
             CloseReason::SlowSend => "slow_send",
         }
+    }
+
+    /// Why the kernel ended a connection, from the socket error (`errno`, taken from
+    /// `SO_ERROR` or by the application's own read or write), its last `TCP_INFO`, the
+    /// bytes the application wrote and whether our FIN went out; `None` for the normal
+    /// end after both FINs.
+    pub(crate) fn of_kernel_end(
+        errno: Option<i32>,
+        info: Option<TcpInfo>,
+        written: u64,
+        local_fin: bool,
+    ) -> Option<Self> {
+        // `SO_ERROR` is read-once: a handler blocked in read or write is woken by the same
+        // kernel event and its syscall may take the error first (measured: a writer to a
+        // vanished peer gets ETIMEDOUT itself, then SO_ERROR is 0). The retry counters
+        // survive the close: `retransmits` > 0 after a retransmission timeout (user
+        // timeout, `tcp_retries2`), `probes` > 0 after keepalive or zero-window probes;
+        // a reset or a normal close leaves both at 0.
+        let timed_out = match errno {
+            // A reset: ECONNRESET, or EPIPE if it came in CLOSE_WAIT.
+            Some(libc::ECONNRESET | libc::EPIPE) => false,
+            // ETIMEDOUT, or the last ICMP error seen while retrying (EHOSTUNREACH, …),
+            // which the kernel reports instead of ETIMEDOUT when it gives up.
+            Some(_) => true,
+            None => info.is_some_and(|i| i.retransmits > 0 || i.probes > 0),
+        };
+        // The peer acknowledged one byte more than we wrote: our FIN (measured: a normal
+        // close in either order leaves `bytes_acked` = written + 1, a reset leaves it
+        // at most `written`). Also covers a shutdown whose LOCAL_FIN flag is not set yet.
+        let our_fin_acked = info.is_some_and(|i| i.bytes_acked > written);
+        if errno.is_none() && !timed_out && (our_fin_acked || local_fin) {
+            return None;
+        }
+        let outstanding = info.is_some_and(|i| written > i.bytes_acked);
+        Some(match (timed_out, outstanding) {
+            (true, true) => CloseReason::UserTimeout,
+            (true, false) => CloseReason::KeepaliveFailed,
+            (false, _) => CloseReason::ResetByPeer,
+        })
     }
 
     pub(crate) fn index(self) -> usize {

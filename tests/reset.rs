@@ -31,3 +31,27 @@ async fn reset_while_the_handler_is_stuck_is_recorded_and_reported() {
     let err = held.read(&mut buf).await.expect_err("the reset, not EOF");
     assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err:?}");
 }
+
+/// A handler blocked in a read gets the peer's reset itself and drops the stream at once,
+/// racing the supervisor's kernel watcher: the reset is counted every time, whoever saw
+/// it first. (On two worker threads, as a server runs, the handler often wins.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_the_handler_saw_first_is_counted_all_the_same() {
+    const N: u64 = 50;
+    let listener = support::listener(&Builder::new()).await;
+    for _ in 0..N {
+        let (client, mut server) = support::connect_pair(&listener).await;
+        let handler = tokio::spawn(async move {
+            let got = server.read(&mut [0u8; 64]).await;
+            drop(server);
+            got
+        });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        support::reset(client);
+        let got = handler.await.unwrap();
+        assert_eq!(got.map_err(|e| e.kind()), Err(ErrorKind::ConnectionReset));
+    }
+    let stats = listener.stats();
+    assert_eq!(stats.released, N);
+    assert_eq!(stats.closed(CloseReason::ResetByPeer), N, "{stats:?}");
+}

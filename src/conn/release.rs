@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::{word, Conn, Flags};
 use crate::observe::ConnectionEventKind;
+use crate::state::CloseReason;
 use crate::supervisor::tx::Handover;
 use crate::sys;
 use crate::tcp_info::KernelState;
@@ -24,6 +25,7 @@ impl Conn {
         if self.is_released() {
             return;
         }
+        self.failed_before_release();
         let handover = if closing {
             self.with_fd(|fd| self.before_close(fd)).flatten()
         } else {
@@ -46,6 +48,27 @@ impl Conn {
         shared.on_release(self.peer().ip());
         self.notify().notify_waiters();
         self.wake_reader();
+    }
+
+    /// The application saw the kernel end the connection (a reset, a timeout) and is
+    /// dropping it before the supervisor looked: the failure is counted all the same, so
+    /// that the reasons do not depend on who saw it first.
+    fn failed_before_release(&self) {
+        let Some(errno) = self.app_errno().filter(|e| *e != libc::EPIPE) else {
+            return;
+        };
+        if self.has(Flags::CLOSED) {
+            return;
+        }
+        let info = self.tcp_info();
+        if info.is_some_and(|i| i.state != KernelState::Close) {
+            return; // the connection is not over in the kernel: not a failure
+        }
+        let local_fin = self.has(Flags::LOCAL_FIN);
+        let written = self.bytes_written();
+        if let Some(reason) = CloseReason::of_kernel_end(Some(errno), info, written, local_fin) {
+            self.mark_closed(reason);
+        }
     }
 
     /// Makes the close that follows graceful and bounded. Closing a socket with unread

@@ -52,38 +52,15 @@ impl Supervisor {
         // If the handler's own read or write took the error first, it recorded it. EPIPE
         // is left out: the application also gets it for writing after its own shutdown.
         let errno = errno.or_else(|| conn.app_errno().filter(|e| *e != libc::EPIPE));
-        // `SO_ERROR` is read-once: a handler blocked in read or write is woken by the same
-        // kernel event and its syscall may take the error first (measured: a writer to a
-        // vanished peer gets ETIMEDOUT itself, then SO_ERROR is 0). The retry counters
-        // survive the close: `retransmits` > 0 after a retransmission timeout (user
-        // timeout, `tcp_retries2`), `probes` > 0 after keepalive or zero-window probes;
-        // a reset or a normal close leaves both at 0.
-        let timed_out = match errno {
-            // A reset: ECONNRESET, or EPIPE if it came in CLOSE_WAIT.
-            Some(libc::ECONNRESET | libc::EPIPE) => false,
-            // ETIMEDOUT, or the last ICMP error seen while retrying (EHOSTUNREACH, …),
-            // which the kernel reports instead of ETIMEDOUT when it gives up.
-            Some(_) => true,
-            None => info.is_some_and(|i| i.retransmits > 0 || i.probes > 0),
-        };
-        let written = conn.bytes_written();
-        // The peer acknowledged one byte more than we wrote: our FIN (measured: a normal
-        // close in either order leaves `bytes_acked` = written + 1, a reset leaves it
-        // at most `written`). Also covers a shutdown whose LOCAL_FIN flag is not set yet.
-        let our_fin_acked = info.is_some_and(|i| i.bytes_acked > written);
-        if errno.is_none() && !timed_out && (our_fin_acked || conn.has(Flags::LOCAL_FIN)) {
+        let local_fin = conn.has(Flags::LOCAL_FIN);
+        let Some(reason) = CloseReason::of_kernel_end(errno, info, conn.bytes_written(), local_fin)
+        else {
             // No error: both FINs went through (TIME_WAIT took the socket over, or
             // LAST_ACK ended). The normal end of a connection, not a failure, and
             // nothing is left to enforce (no further kernel event will come).
             conn.set_flag(Flags::PEER_FIN);
             self.retire(conn.index());
             return;
-        }
-        let outstanding = info.is_some_and(|i| written > i.bytes_acked);
-        let reason = match (timed_out, outstanding) {
-            (true, true) => CloseReason::UserTimeout,
-            (true, false) => CloseReason::KeepaliveFailed,
-            (false, _) => CloseReason::ResetByPeer,
         };
         self.retire(conn.index());
         self.close_wait_over(conn.index(), Instant::now());
