@@ -46,16 +46,36 @@
 //! - [`TcpListener::accept`] applies socket options (keepalive, `TCP_USER_TIMEOUT`, …),
 //!   registers the socket with the listener's supervisor task and returns a
 //!   [`TcpStream`] that implements `AsyncRead + AsyncWrite`.
-//! - On the hot path the stream only bumps two counters; deadlines are held lazily by
-//!   the supervisor, one timer for all connections.
+//! - On the hot path the stream only bumps a byte counter per poll; deadlines are held
+//!   lazily by the supervisor, one timer for all connections, and idle clocks read the
+//!   kernel's own timestamps (`TCP_INFO`) instead of being reset per read.
 //! - On Linux, the peer's FIN (and resets, keepalive and user-timeout failures) arrive
 //!   as `EPOLLRDHUP` events from a second epoll instance, confirmed with `TCP_INFO`. On
 //!   other Unix systems the supervisor sweeps the connections that have not sent FIN every
 //!   100 ms instead.
-//! - Closing from outside is `shutdown(Both)` (graceful) or `connect(AF_UNSPEC)`
-//!   (abortive, Linux): the application's reads then return EOF (or the error) and its
-//!   writes fail; the descriptor is freed when the application drops the stream. The
-//!   supervisor never touches a descriptor the application has already closed.
+//! - A graceful close from outside is `shutdown(Write)`: our FIN goes out after every
+//!   byte the application wrote, its reads return EOF and its writes fail. An abortive
+//!   close (only where asked for, or when the peer stopped taking data) is
+//!   `connect(AF_UNSPEC)` on Linux: RST. The descriptor is freed when the application
+//!   drops the stream; the supervisor never touches a descriptor the application has
+//!   closed. At that drop, unread data is discarded (so the close stays a FIN) and data
+//!   still on its way is delivered before the socket closes (a lingering close).
+//!
+//! # Frameworks
+//!
+//! With the `axum`, `hyper` and `tonic` features, [`integration`] serves each framework
+//! over a supervised listener and owns every connection's task: a stuck handler is ended
+//! with its connection, hyper's header read timeout and a request-aware keep-alive
+//! timeout are on, and a graceful shutdown returns a [`DrainReport`]. [`Controller`]
+//! keeps the stats, the live connections, closing one and draining in reach after the
+//! listener has moved into the framework.
+//!
+//! # Observability
+//!
+//! [`TcpListener::stats`], [`TcpListener::connections`], a hook for every connection
+//! event ([`Builder::on_event`]), `Serialize` for the reports (the `serde` feature), and
+//! with the `metrics` feature counters, gauges and histograms through the `metrics`
+//! facade, for any exporter (the README's "Monitoring" lists them).
 //!
 //! # The host's view
 //!
