@@ -47,8 +47,6 @@ use axum::routing::get;
 use axum::Router;
 use tcp_hygiene::ConnectionHandle;
 
-const USAGE: &str = "usage: axum_server";
-
 async fn conn(ConnectInfo(conn): ConnectInfo<ConnectionHandle>) -> String {
     format!("id={} peer={}", conn.id(), conn.peer_addr())
 }
@@ -79,9 +77,8 @@ fn routes() -> Router {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let usage = format!("{USAGE} {} {}", common::LIBRARY_FLAGS, common::SERVE_FLAGS);
-    let args = match common::args(&usage, |_, _| Ok(false)) {
-        Ok(args) => args,
+    let (args, usage) = match common::serve_args("axum_server") {
+        Ok(parsed) => parsed,
         Err(code) => return code,
     };
     if args.plain {
@@ -97,16 +94,7 @@ async fn main() -> ExitCode {
     let served = common::configure(serve, &args)
         .with_graceful_shutdown(common::shutdown_signal(), args.drain_soft, args.drain_hard)
         .await;
-    match served {
-        Ok(report) => {
-            common::print_report(&report);
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("axum_server: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::finish("axum_server", served)
 }
 
 /// The control: axum's own server over tokio's listener, no library at all.

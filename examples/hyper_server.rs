@@ -25,8 +25,6 @@ use hyper::{Request, Response};
 use tcp_hygiene::integration::hyper::RequestBody;
 use tcp_hygiene::ConnectionHandle;
 
-const USAGE: &str = "usage: hyper_server";
-
 /// The response to any request; `id` is the connection's, where there is one.
 async fn respond<B: Body>(request: Request<B>, id: u64) -> Result<Response<String>, Infallible> {
     let query = request.uri().query();
@@ -51,9 +49,8 @@ async fn respond<B: Body>(request: Request<B>, id: u64) -> Result<Response<Strin
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let usage = format!("{USAGE} {} {}", common::LIBRARY_FLAGS, common::SERVE_FLAGS);
-    let args = match common::args(&usage, |_, _| Ok(false)) {
-        Ok(args) => args,
+    let (args, usage) = match common::serve_args("hyper_server") {
+        Ok(parsed) => parsed,
         Err(code) => return code,
     };
     if args.plain {
@@ -72,19 +69,10 @@ async fn main() -> ExitCode {
         respond(request, id)
     });
     let serve = tcp_hygiene::integration::hyper::serve(listener, service);
-    match common::configure(serve, &args)
+    let served = common::configure(serve, &args)
         .with_graceful_shutdown(common::shutdown_signal(), args.drain_soft, args.drain_hard)
-        .await
-    {
-        Ok(report) => {
-            common::print_report(&report);
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("hyper_server: {e}");
-            ExitCode::FAILURE
-        }
-    }
+        .await;
+    common::finish("hyper_server", served)
 }
 
 /// The control: hyper-util's auto builder in a plain accept loop over tokio's listener.

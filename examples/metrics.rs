@@ -24,17 +24,14 @@ use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusBuilder;
 
-const USAGE: &str = "usage: metrics";
-
 async fn hang() -> &'static str {
     std::future::pending().await
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let usage = format!("{USAGE} {} {}", common::LIBRARY_FLAGS, common::SERVE_FLAGS);
-    let args = match common::args(&usage, |_, _| Ok(false)) {
-        Ok(args) => args,
+    let (args, usage) = match common::serve_args("metrics") {
+        Ok(parsed) => parsed,
         Err(code) => return code,
     };
     let prometheus = match PrometheusBuilder::new().install_recorder() {
@@ -70,14 +67,5 @@ async fn main() -> ExitCode {
     let served = common::configure(serve, &args)
         .with_graceful_shutdown(common::shutdown_signal(), args.drain_soft, args.drain_hard)
         .await;
-    match served {
-        Ok(report) => {
-            common::print_report(&report);
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("metrics: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::finish("metrics", served)
 }

@@ -19,16 +19,13 @@ use std::process::ExitCode;
 
 use tonic_health::ServingStatus;
 
-const USAGE: &str = "usage: tonic_server";
-
 /// The service name this example reports as serving, besides the whole server.
 const SERVICE: &str = "tcp_hygiene.Example";
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let usage = format!("{USAGE} {} {}", common::LIBRARY_FLAGS, common::SERVE_FLAGS);
-    let args = match common::args(&usage, |_, _| Ok(false)) {
-        Ok(args) => args,
+    let (args, usage) = match common::serve_args("tonic_server") {
+        Ok(parsed) => parsed,
         Err(code) => return code,
     };
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -61,21 +58,9 @@ async fn main() -> ExitCode {
         Err(code) => return code,
     };
     common::announce(listener.local_addr().expect("bound"));
-    let mut serve = tcp_hygiene::integration::tonic::serve(listener, health);
-    if let Some(timeout) = args.keep_alive_timeout {
-        serve = serve.keep_alive_timeout(timeout);
-    }
-    match serve
+    let serve = tcp_hygiene::integration::tonic::serve(listener, health);
+    let served = common::configure(serve, &args)
         .with_graceful_shutdown(common::shutdown_signal(), args.drain_soft, args.drain_hard)
-        .await
-    {
-        Ok(report) => {
-            common::print_report(&report);
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("tonic_server: {e}");
-            ExitCode::FAILURE
-        }
-    }
+        .await;
+    common::finish("tonic_server", served)
 }

@@ -182,7 +182,29 @@ pub(crate) async fn bind(args: &Args, usage: &str) -> Result<TcpListener, ExitCo
     })
 }
 
-/// The serve with the HTTP options the arguments ask for.
+/// The command line of the HTTP or gRPC example `name` (listener and serve flags), and its
+/// usage line; on `--help` or bad flags, the exit code to end with.
+pub(crate) fn serve_args(name: &str) -> Result<(Args, String), ExitCode> {
+    let usage = format!("usage: {name} {LIBRARY_FLAGS} {SERVE_FLAGS}");
+    args(&usage, |_, _| Ok(false)).map(|args| (args, usage))
+}
+
+/// How a served example ends: the drain's report on stdout and 0, or the error and 1.
+pub(crate) fn finish(name: &str, served: std::io::Result<tcp_hygiene::DrainReport>) -> ExitCode {
+    match served {
+        Ok(report) => {
+            print_report(&report);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The serve with the HTTP options the arguments ask for (the header read timeout is
+/// HTTP/1's: a gRPC server ignores it).
 #[cfg(feature = "hyper")]
 pub(crate) fn configure<S>(
     mut serve: tcp_hygiene::integration::http::Serve<S>,
