@@ -20,9 +20,10 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
 use support::example::{curl, Server};
+use support::http::{closed_within, read_response};
 use support::{ss_count, wait_for};
 use tcp_hygiene::{Builder, ConnectionHandle};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -46,51 +47,9 @@ async fn get_keep_alive(stream: &mut TcpStream, path: &str) -> String {
         .write_all(request.as_bytes())
         .await
         .expect("write request");
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = tokio::time::timeout(SLACK, stream.read(&mut chunk))
-            .await
-            .expect("response in time")
-            .expect("read response");
-        assert!(
-            n > 0,
-            "EOF before a full response: {:?}",
-            String::from_utf8_lossy(&buf)
-        );
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let head = &text[..end];
-            assert!(head.starts_with("HTTP/1.1 200"), "not 200: {head}");
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (name, value) = l.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length")
-                        .then(|| value.trim().parse().ok())?
-                })
-                .expect("content-length");
-            if text.len() >= end + 4 + length {
-                return text[end + 4..end + 4 + length].to_owned();
-            }
-        }
-    }
-}
-
-/// Reads until EOF (or an error such as a reset, which also ends the connection); returns
-/// when that happened.
-async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Instant {
-    let mut buf = [0u8; 1024];
-    let deadline = Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, stream.read(&mut buf)).await {
-            Err(_) => panic!("connection still open after {limit:?}"),
-            Ok(Ok(0) | Err(_)) => return Instant::now(),
-            Ok(Ok(_)) => {}
-        }
-    }
+    let (status, body) = read_response(stream).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "not 200: {status}");
+    body
 }
 
 /// Bad flags print the usage and exit 2; `--help` prints it and exits 0.
@@ -170,7 +129,7 @@ async fn stuck_handler_does_not_leave_close_wait() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     client.shutdown().await.unwrap();
     let fin = Instant::now();
-    read_until_closed(&mut client, close_wait + SLACK).await;
+    closed_within(&mut client, close_wait + SLACK).await;
     wait_for(close_wait + SLACK, "GET /hang: no CLOSE_WAIT", || {
         ss_count(port, "close-wait") == 0
     })
@@ -205,7 +164,7 @@ async fn stuck_handler_does_not_leave_close_wait() {
         "reaped before close_wait_timeout: {reaped:?}"
     );
     // The client sees the server's FIN.
-    read_until_closed(&mut client, SLACK).await;
+    closed_within(&mut client, SLACK).await;
     drop(client);
 
     // 3. POST /hang with an unfinished body, then the client vanishes (closes fully).
@@ -269,7 +228,7 @@ async fn idle_keep_alive_is_closed_and_busy_keep_alive_is_not() {
         let mut client = TcpStream::connect(server.addr).await.unwrap();
         assert_eq!(get_keep_alive(&mut client, "/").await, "ok");
         let last_byte = Instant::now();
-        let closed = read_until_closed(&mut client, idle + SLACK).await;
+        let closed = closed_within(&mut client, idle + SLACK).await;
         closed - last_byte
     };
 
@@ -286,7 +245,7 @@ async fn idle_keep_alive_is_closed_and_busy_keep_alive_is_not() {
         }
         let active_for = started.elapsed();
         let last_byte = Instant::now();
-        let closed = read_until_closed(&mut client, idle + SLACK).await;
+        let closed = closed_within(&mut client, idle + SLACK).await;
         (requests, active_for, closed - last_byte)
     };
 

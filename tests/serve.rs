@@ -10,6 +10,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use support::example::{curl, Server};
+use support::http::{closed_within, read_response};
 use support::{ss_count, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -17,51 +18,6 @@ use tokio::net::{TcpSocket, TcpStream};
 /// A `POST /hang` whose body (9 bytes announced, 3 sent) never completes: the handler
 /// does not read it, so hyper does not read the socket either and never sees the FIN.
 const UNFINISHED_POST: &[u8] = b"POST /hang HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\nabc";
-
-/// Reads one HTTP/1.1 response with a `content-length`; returns its status line and body.
-async fn read_response(stream: &mut TcpStream) -> (String, String) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = stream.read(&mut chunk).await.expect("read response");
-        assert!(
-            n > 0,
-            "EOF before a full response: {:?}",
-            String::from_utf8_lossy(&buf)
-        );
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let head = &text[..end];
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (name, value) = l.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length")
-                        .then(|| value.trim().parse().ok())?
-                })
-                .expect("content-length");
-            if text.len() >= end + 4 + length {
-                let status = head.lines().next().unwrap_or_default().to_owned();
-                return (status, text[end + 4..end + 4 + length].to_owned());
-            }
-        }
-    }
-}
-
-/// Reads until EOF or an error (a reset also ends the connection); returns when.
-async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Instant {
-    let mut buf = [0u8; 4096];
-    let deadline = Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, stream.read(&mut buf)).await {
-            Err(_) => panic!("connection still open after {limit:?}"),
-            Ok(Ok(0) | Err(_)) => return Instant::now(),
-            Ok(Ok(_)) => {}
-        }
-    }
-}
 
 /// 20 stuck handlers whose clients left: under the library's serve, their tasks are
 /// ended with the `CLOSE_WAIT` close, so the server process's descriptors are back to the

@@ -3,6 +3,7 @@
 
 pub(crate) mod census;
 pub(crate) mod example;
+pub(crate) mod http;
 pub(crate) mod netns;
 pub(crate) mod piles;
 #[cfg(feature = "cli")]
