@@ -186,11 +186,7 @@ async fn streaming_to_half_closed_client_is_not_cut_off_then_reaped() {
         .write_all(b"late")
         .await
         .expect_err("write after close");
-    let closed = err
-        .get_ref()
-        .and_then(|e| e.downcast_ref::<tcp_hygiene::error::Closed>())
-        .unwrap_or_else(|| panic!("error does not carry the reason: {err:?}"));
-    assert_eq!(closed.reason(), CloseReason::CloseWaitTimeout);
+    assert_eq!(support::reason_of(&err), CloseReason::CloseWaitTimeout);
     drop(server);
 }
 

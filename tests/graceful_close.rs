@@ -320,11 +320,7 @@ async fn parked_read_returns_eof_when_the_library_closes() {
         .write_all(b"late")
         .await
         .expect_err("write after close");
-    let closed = err
-        .get_ref()
-        .and_then(|e| e.downcast_ref::<tcp_hygiene::error::Closed>())
-        .unwrap_or_else(|| panic!("error does not carry the reason: {err:?}"));
-    assert_eq!(closed.reason(), CloseReason::IdleTimeout);
+    assert_eq!(support::reason_of(&err), CloseReason::IdleTimeout);
     // Reads stay at EOF.
     assert_eq!(server.read(&mut buf).await.unwrap(), 0);
 }

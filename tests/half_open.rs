@@ -20,6 +20,11 @@ use tcp_hygiene::{Builder, CloseReason, ConnectionState, Keepalive, KernelState,
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 const SEC: Duration = Duration::from_secs(1);
+/// Keepalive after 1 s idle, a probe every 1 s, 3 unanswered probes: 4 s worst case.
+const KEEPALIVE_1_1_3: Keepalive = Keepalive::new()
+    .with_idle(SEC)
+    .with_interval(SEC)
+    .with_retries(3);
 
 /// A supervised listener inside the server's namespace.
 fn listen(pair: &NetPair, builder: &Builder) -> (TcpListener, SocketAddr) {
@@ -45,10 +50,7 @@ fn connect(pair: &NetPair, to: SocketAddr) -> tokio::net::TcpStream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalive_closes_idle_connection_whose_peer_vanished() {
     let pair = NetPair::new();
-    let keepalive = Keepalive::new()
-        .with_idle(SEC)
-        .with_interval(SEC)
-        .with_retries(3);
+    let keepalive = KEEPALIVE_1_1_3;
     let budget = keepalive.worst_case() + SEC;
 
     let (listener, addr) = listen(
@@ -142,12 +144,7 @@ async fn user_timeout_fails_writer_to_vanished_peer() {
     let (listener, addr) = listen(
         &pair,
         Builder::new()
-            .keepalive(
-                Keepalive::new()
-                    .with_idle(SEC)
-                    .with_interval(SEC)
-                    .with_retries(3),
-            )
+            .keepalive(KEEPALIVE_1_1_3)
             .user_timeout(user_timeout),
     );
     let mut client = connect(&pair, addr);
@@ -608,10 +605,7 @@ async fn icmp_unreachable_while_writing_is_a_user_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalive_with_the_default_user_timeout_keeps_its_own_bound() {
     let pair = NetPair::new();
-    let keepalive = Keepalive::new()
-        .with_idle(SEC)
-        .with_interval(SEC)
-        .with_retries(3);
+    let keepalive = KEEPALIVE_1_1_3;
     let budget = keepalive.worst_case() + SEC;
     let (listener, addr) = listen(&pair, Builder::new().keepalive(keepalive));
     let client = connect(&pair, addr);

@@ -273,11 +273,7 @@ async fn server_writes_count_for_idle_but_not_for_read_idle() {
 
     // read_idle: nothing received since accept, writes notwithstanding.
     let err = rb.expect_err("read_idle_timeout cut the writer off");
-    let closed = err
-        .get_ref()
-        .and_then(|e| e.downcast_ref::<tcp_hygiene::error::Closed>())
-        .unwrap_or_else(|| panic!("write error does not carry the reason: {err:?}"));
-    assert_eq!(closed.reason(), CloseReason::ReadIdleTimeout);
+    assert_eq!(support::reason_of(&err), CloseReason::ReadIdleTimeout);
     let at = b.closed_within(Duration::from_secs(1)).await;
     assert_timing(
         "read_idle_timeout while writing",
@@ -383,11 +379,7 @@ async fn write_idle_timeout_resets_a_stalled_writer() {
         .expect("the parked writer is woken")
         .unwrap();
     let err = result.expect_err("write fails after the reset");
-    let closed = err
-        .get_ref()
-        .and_then(|e| e.downcast_ref::<tcp_hygiene::error::Closed>())
-        .unwrap_or_else(|| panic!("write error does not carry the reason: {err:?}"));
-    assert_eq!(closed.reason(), CloseReason::WriteIdleTimeout);
+    assert_eq!(support::reason_of(&err), CloseReason::WriteIdleTimeout);
     assert_eq!(
         stalled.handle.close_reason(),
         Some(CloseReason::WriteIdleTimeout)

@@ -118,3 +118,11 @@ pub(crate) fn reset(client: tokio::net::TcpStream) {
         .expect("SO_LINGER 0");
     drop(client);
 }
+
+/// The close reason an I/O error of a closed stream carries (panics if it carries none).
+pub(crate) fn reason_of(err: &std::io::Error) -> tcp_hygiene::CloseReason {
+    err.get_ref()
+        .and_then(|e| e.downcast_ref::<tcp_hygiene::error::Closed>())
+        .unwrap_or_else(|| panic!("the error does not carry the close reason: {err:?}"))
+        .reason()
+}
