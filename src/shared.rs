@@ -11,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::conn::table::Table;
-use crate::observe::{ConnectionEvent, ConnectionEventKind};
 use crate::stats::Counters;
 use crate::supervisor::tx::Tx;
 use crate::sys::SocketCell;
@@ -65,18 +64,6 @@ impl Shared {
             notify: (0..NOTIFY_SHARDS)
                 .map(|_| Arc::new(Notify::new()))
                 .collect(),
-        }
-    }
-
-    /// Tells the hook (see [`Builder::on_event`](crate::Builder::on_event)) of `kind`.
-    pub(crate) fn event(&self, conn: &crate::conn::Conn, kind: ConnectionEventKind) {
-        if let Some(hook) = self.config.hook() {
-            hook.call(&ConnectionEvent {
-                id: conn.id(),
-                peer: conn.peer(),
-                since_accept: conn.accepted_at().elapsed(),
-                kind,
-            });
         }
     }
 

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use tokio::sync::Notify;
 
-use crate::observe::ConnectionEventKind;
+use crate::observe::{ConnectionEvent, ConnectionEventKind};
 use crate::shared::Shared;
 use crate::state::{CloseReason, ConnectionState};
 use crate::sys;
@@ -235,7 +235,7 @@ impl Conn {
             (Flags::LOCAL_FIN, ConnectionEventKind::LocalClosed),
         ] {
             if mask.contains(flag) && !old.contains(flag) && !old.contains(Flags::RELEASED) {
-                self.shared().event(self, kind);
+                self.event(kind);
             }
         }
         self.notify().notify_waiters();
@@ -244,6 +244,18 @@ impl Conn {
 
     /// Records `reason` as why the connection closed (the first reason wins) and counts
     /// it. Returns false if it already had one.
+    /// Tells the hook (see [`Builder::on_event`](crate::Builder::on_event)) of `kind`.
+    pub(crate) fn event(&self, kind: ConnectionEventKind) {
+        if let Some(hook) = self.shared().config.hook() {
+            hook.call(&ConnectionEvent {
+                id: self.id(),
+                peer: self.peer(),
+                since_accept: self.accepted_at().elapsed(),
+                kind,
+            });
+        }
+    }
+
     fn claim_reason(&self, reason: CloseReason) -> bool {
         let (_, claimed) = self.slot().cell.update(|w| {
             word::reason(w)
@@ -258,7 +270,7 @@ impl Conn {
                 | CloseReason::UserTimeout => ConnectionEventKind::Failed { reason },
                 _ => ConnectionEventKind::Closed { reason },
             };
-            self.shared().event(self, kind);
+            self.event(kind);
         }
         claimed
     }

@@ -43,7 +43,7 @@ impl Conn {
         shared
             .counters
             .released(self.accepted_at().elapsed(), ending);
-        shared.event(self, ConnectionEventKind::Released);
+        self.event(ConnectionEventKind::Released);
         shared.tx.released(self.index(), handover);
         shared.on_release(self.peer().ip());
         self.notify().notify_waiters();

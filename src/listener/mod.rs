@@ -231,7 +231,7 @@ impl TcpListener {
         }
         shared.counters.enter_state(ConnectionState::Open);
         shared.tx.register(index);
-        shared.event(&conn, ConnectionEventKind::Accepted);
+        conn.event(ConnectionEventKind::Accepted);
         Some(TcpStream::new(io, ConnRef::adopt(conn)))
     }
 
