@@ -7,7 +7,6 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, Histogram, Unit};
 
 use crate::state::{CloseReason, ConnectionState};
-use crate::supervisor::report::DrainReport;
 
 /// The names, each documented in the README's "Monitoring".
 pub(crate) const ACCEPTED: &str = "tcp_hygiene_connections_accepted_total";
@@ -156,13 +155,8 @@ impl Metrics {
         self.fin_detect.record(took.as_secs_f64());
     }
 
-    pub(crate) fn drained(&self, report: &DrainReport) {
-        let fates = [
-            report.connections,
-            report.finished,
-            report.idle_closed,
-            report.forced,
-        ];
+    /// `fates`: connections, finished, idle-closed, forced.
+    pub(crate) fn drained(&self, fates: [usize; 4]) {
         for (gauge, n) in self.drain.iter().zip(fates) {
             gauge.set(n as f64);
         }

@@ -1,12 +1,10 @@
 //! What the library tells the world beyond `Stats`: a hook called at every connection
 //! event (as Go's `http.Server.ConnState`), and, with the `metrics` feature, metrics
-//! through the `metrics` facade. Both are fed off the hot path: at accept, at state
+//! through the `metrics` facade (`serde` for the reports is with them, in `stats`). Both are fed off the hot path: at accept, at state
 //! changes, in the supervisor, at release.
 
 #[cfg(feature = "metrics")]
 pub(crate) mod metrics;
-#[cfg(feature = "serde")]
-mod serde;
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -177,7 +177,9 @@ impl Supervisor {
     pub(super) fn finish_drain(&mut self) {
         if let Some(drain) = self.drain.take() {
             tracing::info!(report = ?drain.report, "drain finished");
-            self.shared.counters.drained(&drain.report);
+            let r = &drain.report;
+            let fates = [r.connections, r.finished, r.idle_closed, r.forced];
+            self.shared.counters.drained(fates);
             let _ = drain.reply.send(drain.report);
             for reply in drain.also {
                 let _ = reply.send(drain.report);

@@ -1,5 +1,8 @@
 //! Counters, gauges by state, and per-connection snapshots.
 
+#[cfg(feature = "serde")]
+mod serde;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -133,10 +136,11 @@ impl Counters {
     }
 
     /// A drain finished.
-    pub(crate) fn drained(&self, report: &crate::supervisor::report::DrainReport) {
-        let _ = report;
+    /// `fates`: the drain report's connections, finished, idle-closed and forced.
+    pub(crate) fn drained(&self, fates: [usize; 4]) {
+        let _ = fates;
         #[cfg(feature = "metrics")]
-        self.metrics(|m| m.drained(report));
+        self.metrics(|m| m.drained(fates));
     }
 
     pub(crate) fn snapshot(&self) -> Stats {

@@ -4,8 +4,8 @@
 
 use serde::ser::{Serialize, SerializeMap, SerializeStruct, Serializer};
 
+use super::{ConnectionSnapshot, Stats};
 use crate::state::{CloseReason, ConnectionState};
-use crate::stats::{ConnectionSnapshot, Stats};
 use crate::tcp_info::KernelState;
 
 macro_rules! as_str {
@@ -75,7 +75,7 @@ mod tests {
 
     #[test]
     fn stats_serialize_as_to_json_writes_them() {
-        let counters = crate::stats::Counters::default();
+        let counters = super::Counters::default();
         counters.accepted();
         counters.enter_state(ConnectionState::PeerClosed);
         counters.closed(CloseReason::CloseWaitTimeout);
