@@ -75,7 +75,7 @@ mod tests {
 
     #[test]
     fn stats_serialize_as_to_json_writes_them() {
-        let counters = super::Counters::default();
+        let counters = crate::stats::Counters::default();
         counters.accepted();
         counters.enter_state(ConnectionState::PeerClosed);
         counters.closed(CloseReason::CloseWaitTimeout);
