@@ -1,0 +1,204 @@
+//! A server process: accepts and holds `N` connections of one contender without polling
+//! them, measures their memory and the idle CPU, then (for `hygiene`) FIN detection and
+//! reaping.
+
+use std::process::Stdio;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use socket2::SockRef;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::alloc::{size_breakdown, size_classes, LIVE_ALLOCS, LIVE_BYTES};
+use crate::common::host::raise_nofile;
+use crate::common::net::{listener_with_backlog, set_like_hygiene};
+use crate::probes::{
+    context_switches, cpu_time, epoll_registration_bytes, epoll_registrations, rss_bytes,
+};
+use crate::{common, env_usize, fin, BURST, CLOSE_WAIT_TIMEOUT};
+
+/// The streams a server holds and never polls.
+enum Held {
+    Raw(Vec<TcpStream>),
+    Hygiene(Vec<tcp_hygiene::TcpStream>),
+}
+
+pub(crate) fn main() {
+    raise_nofile();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(server());
+}
+
+/// One figure, for the orchestrator to collect.
+pub(crate) fn metric(key: &str, value: f64) {
+    println!("m {key} {value}");
+}
+
+/// What the library sets by default, set by hand on raw sockets.
+fn set_default_options(stream: &TcpStream) {
+    set_like_hygiene(
+        SockRef::from(stream),
+        tcp_hygiene::Keepalive::DEFAULT,
+        tcp_hygiene::Builder::DEFAULT_USER_TIMEOUT,
+    );
+}
+
+fn big_backlog_listener() -> tokio::net::TcpListener {
+    let listener = listener_with_backlog(4096);
+    listener.set_nonblocking(true).expect("nonblocking");
+    tokio::net::TcpListener::from_std(listener).expect("register")
+}
+
+async fn server() {
+    let contender = std::env::var("CONTENDER").expect("CONTENDER");
+    let n = env_usize("N", 5000);
+    let idle = Duration::from_secs(env_usize("IDLE_SECS", 10) as u64);
+    let wrapped = contender == "hygiene";
+
+    let tokio_listener = big_backlog_listener();
+    let port = tokio_listener.local_addr().expect("addr").port();
+    let hygiene_listener = wrapped.then(|| {
+        tcp_hygiene::Builder::new()
+            .close_wait_timeout(CLOSE_WAIT_TIMEOUT)
+            .wrap(big_backlog_listener())
+            .expect("wrap")
+    });
+    let port = hygiene_listener
+        .as_ref()
+        .map_or(port, |l| l.local_addr().expect("addr").port());
+
+    let mut client = tokio::process::Command::from(common::self_command("client"))
+        .env("PORT", port.to_string())
+        .env("N", n.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn client");
+    let mut to_client = client.stdin.take().expect("stdin");
+    let mut from_client = BufReader::new(client.stdout.take().expect("stdout")).lines();
+
+    // Give the runtime's threads and the supervisor their steady-state memory first.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sizes0 = size_classes();
+    let (bytes0, allocs0, rss0, epoll0) = (
+        LIVE_BYTES.load(Relaxed),
+        LIVE_ALLOCS.load(Relaxed),
+        rss_bytes(),
+        epoll_registrations(),
+    );
+
+    let start = Instant::now();
+    let mut ports = Vec::with_capacity(n);
+    let held = match &hygiene_listener {
+        Some(listener) => {
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                let (stream, peer) = listener.accept().await.expect("accept");
+                ports.push(peer.port());
+                v.push(stream);
+            }
+            Held::Hygiene(v)
+        }
+        None => {
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                let (stream, peer) = tokio_listener.accept().await.expect("accept");
+                set_default_options(&stream);
+                ports.push(peer.port());
+                v.push(stream);
+            }
+            Held::Raw(v)
+        }
+    };
+    let accepted_in = start.elapsed();
+    let holding = match &held {
+        Held::Raw(v) => v.len(),
+        Held::Hygiene(v) => v.len(),
+    };
+    assert_eq!(holding, n);
+    expect_line(&mut from_client, "connected").await;
+    println!(
+        "accepted {n} in {:.2} s; the client has them all",
+        accepted_in.as_secs_f64()
+    );
+    // Let the supervisor take in every registration.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // The port list is bookkeeping of the benchmark, not of the contender.
+    let ports_bytes = (ports.capacity() * std::mem::size_of::<u16>()) as isize;
+    let bytes = LIVE_BYTES.load(Relaxed) - bytes0 - ports_bytes;
+    let allocs = LIVE_ALLOCS.load(Relaxed) - allocs0 - 1;
+    metric("mem_per_conn_bytes", bytes as f64 / n as f64);
+    metric("allocs_per_conn", allocs as f64 / n as f64);
+    println!(
+        "heap per connection: {:.0} B in {:.2} allocations: {}",
+        bytes as f64 / n as f64,
+        allocs as f64 / n as f64,
+        size_breakdown(&sizes0, &size_classes(), n)
+    );
+    metric(
+        "rss_per_conn_bytes",
+        (rss_bytes() as f64 - rss0 as f64 - ports_bytes as f64) / n as f64,
+    );
+    metric(
+        "stream_size_bytes",
+        match &held {
+            Held::Raw(_) => std::mem::size_of::<TcpStream>(),
+            Held::Hygiene(_) => std::mem::size_of::<tcp_hygiene::TcpStream>(),
+        } as f64,
+    );
+    let registrations = (epoll_registrations() as f64 - epoll0 as f64) / n as f64;
+    metric("kernel_epoll_regs_per_conn", registrations);
+    metric(
+        "kernel_epoll_bytes_per_conn",
+        registrations * epoll_registration_bytes() as f64,
+    );
+
+    let (cpu0, ctx0, t0) = (cpu_time(), context_switches(), Instant::now());
+    tokio::time::sleep(idle).await;
+    let (cpu, ctx, window) = (cpu_time() - cpu0, context_switches() - ctx0, t0.elapsed());
+    metric("idle_cpu_ms", cpu.as_secs_f64() * 1e3);
+    metric(
+        "idle_cpu_pct",
+        cpu.as_secs_f64() / window.as_secs_f64() * 100.0,
+    );
+    metric("idle_wakeups", ctx as f64);
+
+    if let Held::Hygiene(streams) = &held {
+        let sequential = env_usize("SEQUENTIAL", 200);
+        let burst = env_usize("BURST", BURST);
+        fin::measure(
+            streams,
+            &ports,
+            sequential,
+            burst,
+            &mut to_client,
+            &mut from_client,
+        )
+        .await;
+    }
+
+    to_client.write_all(b"exit\n").await.expect("to client");
+    to_client.flush().await.expect("flush");
+    drop(held);
+    let status = client.wait().await.expect("client");
+    assert!(status.success(), "client failed: {status}");
+}
+
+pub(crate) type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
+
+async fn expect_line(lines: &mut Lines, want: &str) {
+    loop {
+        match lines.next_line().await.expect("client output") {
+            Some(line) if line == want => return,
+            Some(line) => println!("client: {line}"),
+            None => panic!("client exited before `{want}`"),
+        }
+    }
+}
