@@ -28,6 +28,10 @@ async fn client() {
     let port: u16 = env_usize("PORT", 0) as u16;
     let n = env_usize("N", 0);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    // Not before the server has taken its memory baseline and built its listener.
+    let go = lines.next_line().await.expect("stdin");
+    assert_eq!(go.as_deref(), Some("connect"), "the server's first command");
     let mut conns: HashMap<u16, Arc<TcpStream>> = HashMap::with_capacity(n);
     let mut pending = tokio::task::JoinSet::new();
     let mut started = 0;
@@ -47,8 +51,6 @@ async fn client() {
     }
     println!("connected");
 
-    let stdin = BufReader::new(tokio::io::stdin());
-    let mut lines = stdin.lines();
     while let Some(line) = lines.next_line().await.expect("stdin") {
         let f: Vec<&str> = line.split_whitespace().collect();
         match f.first().copied() {

@@ -5,12 +5,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::common::stats::{percentile, sorted};
 use crate::probes::mono_ns;
-use crate::server::{metric, Lines};
+use crate::server::{metric, tell, Lines};
 use crate::CLOSE_WAIT_TIMEOUT;
 
 /// Half-closes `sequential` connections one at a time, then `burst` at once, and reports
@@ -115,12 +114,7 @@ async fn fin_phase(
     tokio::time::sleep(Duration::from_millis(50)).await;
 
     let list: Vec<String> = ports.iter().map(u16::to_string).collect();
-    let command = format!("close {gap_us} {}\n", list.join(" "));
-    to_client
-        .write_all(command.as_bytes())
-        .await
-        .expect("to client");
-    to_client.flush().await.expect("flush");
+    tell(to_client, &format!("close {gap_us} {}", list.join(" "))).await;
 
     let mut shut: HashMap<u16, u64> = HashMap::new();
     let mut eof: HashMap<u16, u64> = HashMap::new();

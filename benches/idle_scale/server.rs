@@ -18,10 +18,59 @@ use crate::probes::{
 };
 use crate::{common, env_usize, fin, BURST, CLOSE_WAIT_TIMEOUT};
 
+/// The contender's listener.
+enum Listener {
+    Raw(tokio::net::TcpListener),
+    Hygiene(tcp_hygiene::TcpListener),
+}
+
 /// The streams a server holds and never polls.
 enum Held {
     Raw(Vec<TcpStream>),
     Hygiene(Vec<tcp_hygiene::TcpStream>),
+}
+
+impl Listener {
+    fn new(contender: &str, socket: std::net::TcpListener) -> Self {
+        let listener = tokio::net::TcpListener::from_std(socket).expect("register");
+        match contender {
+            "raw" => Listener::Raw(listener),
+            "hygiene" => Listener::Hygiene(
+                tcp_hygiene::Builder::new()
+                    .close_wait_timeout(CLOSE_WAIT_TIMEOUT)
+                    .wrap(listener)
+                    .expect("wrap"),
+            ),
+            other => panic!("unknown contender {other}"),
+        }
+    }
+
+    /// Accepts `n` connections: their streams, and their peers' ports.
+    async fn accept_all(&self, n: usize) -> (Held, Vec<u16>) {
+        let mut ports = Vec::with_capacity(n);
+        let held = match self {
+            Listener::Hygiene(listener) => {
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let (stream, peer) = listener.accept().await.expect("accept");
+                    ports.push(peer.port());
+                    v.push(stream);
+                }
+                Held::Hygiene(v)
+            }
+            Listener::Raw(listener) => {
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let (stream, peer) = listener.accept().await.expect("accept");
+                    set_default_options(&stream);
+                    ports.push(peer.port());
+                    v.push(stream);
+                }
+                Held::Raw(v)
+            }
+        };
+        (held, ports)
+    }
 }
 
 pub(crate) fn main() {
@@ -48,30 +97,15 @@ fn set_default_options(stream: &TcpStream) {
     );
 }
 
-fn big_backlog_listener() -> tokio::net::TcpListener {
-    let listener = listener_with_backlog(4096);
-    listener.set_nonblocking(true).expect("nonblocking");
-    tokio::net::TcpListener::from_std(listener).expect("register")
-}
-
 async fn server() {
     let contender = std::env::var("CONTENDER").expect("CONTENDER");
     let n = env_usize("N", 5000);
     let idle = Duration::from_secs(env_usize("IDLE_SECS", 10) as u64);
-    let wrapped = contender == "hygiene";
 
-    let tokio_listener = big_backlog_listener();
-    let port = tokio_listener.local_addr().expect("addr").port();
-    let hygiene_listener = wrapped.then(|| {
-        tcp_hygiene::Builder::new()
-            .close_wait_timeout(CLOSE_WAIT_TIMEOUT)
-            .wrap(big_backlog_listener())
-            .expect("wrap")
-    });
-    let port = hygiene_listener
-        .as_ref()
-        .map_or(port, |l| l.local_addr().expect("addr").port());
-
+    // The socket and the client process first: neither is the contender's.
+    let socket = listener_with_backlog(4096);
+    socket.set_nonblocking(true).expect("nonblocking");
+    let port = socket.local_addr().expect("addr").port();
     let mut client = tokio::process::Command::from(common::self_command("client"))
         .env("PORT", port.to_string())
         .env("N", n.to_string())
@@ -83,7 +117,9 @@ async fn server() {
     let mut to_client = client.stdin.take().expect("stdin");
     let mut from_client = BufReader::new(client.stdout.take().expect("stdout")).lines();
 
-    // Give the runtime's threads and the supervisor their steady-state memory first.
+    // Give the runtime's threads their steady-state memory, then take the baseline
+    // before the listener exists: whatever the library allocates when it is built (the
+    // supervisor, its tables) counts, spread over the connections it holds.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let sizes0 = size_classes();
     let (bytes0, allocs0, rss0, epoll0) = (
@@ -92,30 +128,11 @@ async fn server() {
         rss_bytes(),
         epoll_registrations(),
     );
+    let listener = Listener::new(&contender, socket);
+    tell(&mut to_client, "connect").await;
 
     let start = Instant::now();
-    let mut ports = Vec::with_capacity(n);
-    let held = match &hygiene_listener {
-        Some(listener) => {
-            let mut v = Vec::with_capacity(n);
-            for _ in 0..n {
-                let (stream, peer) = listener.accept().await.expect("accept");
-                ports.push(peer.port());
-                v.push(stream);
-            }
-            Held::Hygiene(v)
-        }
-        None => {
-            let mut v = Vec::with_capacity(n);
-            for _ in 0..n {
-                let (stream, peer) = tokio_listener.accept().await.expect("accept");
-                set_default_options(&stream);
-                ports.push(peer.port());
-                v.push(stream);
-            }
-            Held::Raw(v)
-        }
-    };
+    let (held, ports) = listener.accept_all(n).await;
     let accepted_in = start.elapsed();
     let holding = match &held {
         Held::Raw(v) => v.len(),
@@ -184,11 +201,20 @@ async fn server() {
         .await;
     }
 
-    to_client.write_all(b"exit\n").await.expect("to client");
-    to_client.flush().await.expect("flush");
+    tell(&mut to_client, "exit").await;
     drop(held);
+    drop(listener);
     let status = client.wait().await.expect("client");
     assert!(status.success(), "client failed: {status}");
+}
+
+/// Sends the client one command line.
+pub(crate) async fn tell(to_client: &mut tokio::process::ChildStdin, line: &str) {
+    to_client
+        .write_all(format!("{line}\n").as_bytes())
+        .await
+        .expect("to client");
+    to_client.flush().await.expect("flush");
 }
 
 pub(crate) type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
