@@ -59,10 +59,27 @@ async fn client() {
                 let ports: Vec<u16> = f[2..].iter().map(|p| p.parse().expect("port")).collect();
                 close(&conns, &ports, gap).await;
             }
+            Some("touch") => touch(&conns).await,
             Some("exit") | None => break,
             Some(other) => println!("unknown command {other}"),
         }
     }
+}
+
+/// Writes one byte on every connection (the server never reads it).
+async fn touch(conns: &HashMap<u16, Arc<TcpStream>>) {
+    for stream in conns.values() {
+        loop {
+            match stream.try_write(b"!") {
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    stream.writable().await.expect("writable");
+                }
+                Err(e) => panic!("touch: {e}"),
+            }
+        }
+    }
+    println!("touched");
 }
 
 /// Shuts down the write half of each of `ports` (`gap` apart) and stamps the EOF that

@@ -9,9 +9,12 @@
 //!
 //! `RLIMIT_NOFILE` is capped at 20,000 per process, so this binary plays three roles
 //! (chosen by the `TCP_HYGIENE_BENCH_ROLE` environment variable): the orchestrator runs
-//! one server process per contender (`raw` tokio streams, then `hygiene` streams, each
-//! in a fresh process so RSS and CPU time are its own), and each server runs its clients
-//! in a child process. Servers hold their accepted streams and never poll them.
+//! one server process per contender, each in a fresh process so RSS and CPU time are its
+//! own, and each server runs its clients in a child process. Servers hold their accepted
+//! streams and never poll them. Contenders: `raw` tokio streams (the library's default
+//! socket options set by hand), `hygiene` (the defaults, `close_wait_timeout` 1 s) and
+//! `hygiene_timeouts` (the same with `idle_timeout`, `read_idle_timeout` and
+//! `write_idle_timeout` at 60 s), the last twice: holding, then in the `looks` phase.
 //!
 //! Figures (`value <figure> <contender> <number>`):
 //!
@@ -21,9 +24,13 @@
 //!   library allocates for a listener (supervisor, pages of slots) is spread over the
 //!   connections it holds; `rss_per_conn_bytes` as a cross-check, and for `hygiene` the
 //!   kernel-side epoll registrations of the FIN watcher (`/sys/kernel/slab`).
-//! - `idle_cpu_pct`: process CPU time (`CLOCK_PROCESS_CPUTIME_ID`, what
-//!   `getrusage` sums) over the idle window, in percent of one
-//!   core; `idle_wakeups`: context switches of all threads in that window.
+//! - `idle_cpu_pct`: process CPU time (`CLOCK_PROCESS_CPUTIME_ID`, what `getrusage` sums)
+//!   over the idle window, in percent of one core; `idle_wakeups`: context switches of
+//!   all threads in that window. For `hygiene_timeouts` no deadline falls in that window
+//!   (they are 60 s away), so it is the cost between deadlines; `look_us` is the cost of
+//!   the one look per connection that each timeout takes (see `looks`), and
+//!   `idle_cpu_pct_per_timeout` the average over one 60 s timeout, its looks included:
+//!   `idle_cpu_pct + n × look_us / 60 s`.
 //! - `fin_detect_*`: from the client's `shutdown(SHUT_WR)` to the server's
 //!   `ConnectionHandle::peer_closed()` resolving, both stamped with `CLOCK_MONOTONIC`
 //!   (one clock for every process): one at a time (`fin_detect_p50_us`, `…_p99_us`), and
@@ -36,16 +43,19 @@
 //!
 //! # Layout
 //!
-//! `server` (a server process: hold, measure, then `fin`'s FIN and reap phases),
-//! `client` (the client process), `alloc` (the counting allocator) and `probes` (what a
-//! process measures about itself); `../common` is shared with the other benches.
+//! `server` (a server process: hold and measure, then `fin`'s FIN and reap phases, or
+//! `looks`), `client` (the client process), `alloc` (the counting allocator), `probes`
+//! (what a process measures about itself) and `report` (the summary and targets);
+//! `../common` is shared with the other benches.
 
 mod alloc;
 mod client;
 #[path = "../common/mod.rs"]
 mod common;
 mod fin;
+mod looks;
 mod probes;
+mod report;
 mod server;
 
 use std::collections::HashMap;
@@ -58,6 +68,11 @@ use common::{Args, Mode};
 
 const CLOSE_WAIT_TIMEOUT: Duration = Duration::from_secs(1);
 const BURST: usize = 1000;
+/// `idle_timeout`, `read_idle_timeout` and `write_idle_timeout` of `hygiene_timeouts`.
+const TIMEOUTS: Duration = Duration::from_secs(60);
+
+/// Every server's figures, by (figure, contender).
+type Results = HashMap<(String, String), f64>;
 
 /// A number from the environment that the orchestrator passes to its server processes.
 fn env_usize(name: &str, default: usize) -> usize {
@@ -74,6 +89,8 @@ struct Plan {
     /// Connections half-closed one at a time, and at once.
     sequential: usize,
     burst: usize,
+    /// The timeouts in the `looks` phase: short, so that a deadline falls in its window.
+    look_timeout_secs: u64,
 }
 
 fn main() {
@@ -90,18 +107,21 @@ fn main() {
             idle_secs: 1,
             sequential: 20,
             burst: 100,
+            look_timeout_secs: 3,
         },
         Mode::Quick => Plan {
             n: 5000,
             idle_secs: 10,
             sequential: 200,
             burst: BURST,
+            look_timeout_secs: 5,
         },
         Mode::Full => Plan {
             n: 15_000,
             idle_secs: 10,
             sequential: 500,
             burst: BURST,
+            look_timeout_secs: 5,
         },
     };
     if let Some(n) = args.value("--n") {
@@ -119,96 +139,31 @@ fn main() {
         load_average()
     );
 
-    let mut results: HashMap<(String, String), f64> = HashMap::new();
-    for contender in ["raw", "hygiene"] {
-        for (key, value) in run_server(contender, &plan) {
+    let mut results = Results::default();
+    for (contender, phase) in [
+        ("raw", "hold"),
+        ("hygiene", "hold"),
+        ("hygiene_timeouts", "hold"),
+        ("hygiene_timeouts", "looks"),
+    ] {
+        for (key, value) in run_server(contender, phase, &plan) {
             results.insert((key, contender.to_string()), value);
         }
     }
-    let get = |key: &str, c: &str| results.get(&(key.to_string(), c.to_string())).copied();
-
-    println!();
-    println!(
-        "{:<28} {:>12} {:>12} {:>12}",
-        "figure", "raw", "hygiene", "hygiene−raw"
-    );
-    let mut keys: Vec<&String> = results.keys().map(|(k, _)| k).collect();
-    keys.sort();
-    keys.dedup();
-    for key in &keys {
-        let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
-        let (r, h) = (get(key, "raw"), get(key, "hygiene"));
-        let d = r.zip(h).map(|(r, h)| h - r);
-        println!("{key:<28} {:>12} {:>12} {:>12}", fmt(r), fmt(h), fmt(d));
-    }
-    println!();
-    for key in &keys {
-        for c in ["raw", "hygiene"] {
-            if let Some(v) = get(key, c) {
-                println!("value {key} {c} {v:.3}");
-            }
-        }
-    }
-    for key in [
-        "mem_per_conn_bytes",
-        "rss_per_conn_bytes",
-        "idle_cpu_pct",
-        "allocs_per_conn",
-    ] {
-        if let (Some(r), Some(h)) = (get(key, "raw"), get(key, "hygiene")) {
-            println!("value {}_overhead hygiene {:.3}", key, h - r);
-        }
-    }
-    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
-    let overhead = |key: &str| get(key, "hygiene").zip(get(key, "raw")).map(|(h, r)| h - r);
-    if let (Some(h), Some(d)) = (get("idle_cpu_pct", "hygiene"), overhead("idle_cpu_pct")) {
-        println!(
-            "target idle CPU < 0.1 % of a core with {} connections: {} (hygiene {h:.4} %, {d:+.4} % over raw)",
-            plan.n,
-            verdict(h < 0.1)
-        );
-    }
-    if let Some(d) = overhead("mem_per_conn_bytes") {
-        println!(
-            "target user-space memory ≤ 128 B per connection over raw, counted from before the listener is built: {} ({d:.0} B; kernel: {:.0} B more in epoll)",
-            verdict(d <= 128.0),
-            overhead("kernel_epoll_bytes_per_conn").unwrap_or(f64::NAN)
-        );
-    }
-    if let Some(p99) = get("fin_detect_p99_us", "hygiene") {
-        println!(
-            "target FIN detection p99 ≤ 1 ms with {} registered: {} ({p99:.0} µs)",
-            plan.n,
-            verdict(p99 <= 1000.0)
-        );
-    }
-    if let (Some(max), Some(detected), Some(sent)) = (
-        get("fin_burst_max_ms", "hygiene"),
-        get("fin_burst_detected", "hygiene"),
-        get("fin_burst_sent", "hygiene"),
-    ) {
-        println!(
-            "target {sent:.0} simultaneous FINs all detected within 250 ms: {} ({detected:.0} detected, slowest {max:.1} ms)",
-            verdict(detected == sent && max <= 250.0)
-        );
-    }
-    if let (Some(p99), Some(early), Some(measured)) = (
-        get("reap_late_p99_ms", "hygiene"),
-        get("reap_early", "hygiene"),
-        get("reap_measured", "hygiene"),
-    ) {
-        println!(
-            "target reap p99 ≤ 20 ms late, never early: {} (p99 {p99:.1} ms, {early:.0} early of {measured:.0})",
-            verdict(p99 <= 20.0 && early == 0.0)
-        );
-    }
+    report::print(&mut results, &plan);
     println!("note: load average at end {}", load_average());
 }
 
 /// Runs one server process; its `m <figure> <value>` lines.
-fn run_server(contender: &str, plan: &Plan) -> Vec<(String, f64)> {
+fn run_server(contender: &str, phase: &str, plan: &Plan) -> Vec<(String, f64)> {
+    let timeouts = match phase {
+        "looks" => plan.look_timeout_secs,
+        _ => TIMEOUTS.as_secs(),
+    };
     let mut child = common::self_command("server")
         .env("CONTENDER", contender)
+        .env("PHASE", phase)
+        .env("TIMEOUT_SECS", timeouts.to_string())
         .env("N", plan.n.to_string())
         .env("IDLE_SECS", plan.idle_secs.to_string())
         .env("SEQUENTIAL", plan.sequential.to_string())
