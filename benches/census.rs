@@ -17,39 +17,31 @@
 //! for both and printed apart). Figures (`value <figure> <source> <µs>`, medians) and
 //! `ratio <figure> sock_diag <sock_diag time / procfs time>`.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rustix::process::{getrlimit, setrlimit, Resource};
+use common::stats::median;
+use common::{host, net, Args, Mode};
 use tcp_hygiene::{CensusQuery, KernelState, Source};
 
-const ROLE_ENV: &str = "TCP_HYGIENE_BENCH_ROLE";
-
 fn main() {
-    if std::env::var(ROLE_ENV).as_deref() == Ok("clients") {
+    if common::role().as_deref() == Some("clients") {
         return clients_main();
     }
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    // `cargo test --all-targets` runs benches without `--bench`: a small smoke test.
-    let smoke = !args.iter().any(|a| a == "--bench");
-    let sockets_arg = args
-        .iter()
-        .position(|a| a == "--sockets")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok());
-    let (mut sockets, rounds): (usize, usize) = match (smoke, quick) {
-        (true, _) => (1_000, 3),
-        (false, true) => (20_000, 10),
-        (false, false) => (20_000, 40),
+    let args = Args::from_env();
+    let mode = args.mode();
+    let (sockets, rounds): (usize, usize) = match mode {
+        Mode::Smoke => (1_000, 3),
+        Mode::Quick => (20_000, 10),
+        Mode::Full => (20_000, 40),
     };
-    if let Some(n) = sockets_arg {
-        sockets = n;
-    }
-    raise_nofile_limit();
+    let sockets = args.value("--sockets").unwrap_or(sockets);
+    host::raise_nofile();
     let started = Instant::now();
 
     // The port being counted.
@@ -67,15 +59,15 @@ fn main() {
 
     // The crowd: every connection is two sockets.
     let connections = sockets.saturating_sub(60) / 2;
-    let bulk = bulk_listener();
+    // The largest backlog the kernel allows: the client process outruns the acceptor.
+    let bulk = net::listener_with_backlog(i32::MAX);
     let bulk_addr = bulk.local_addr().unwrap();
     let acceptor = thread::spawn(move || {
         (0..connections)
             .map(|_| bulk.accept().unwrap().0)
             .collect::<Vec<_>>()
     });
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env(ROLE_ENV, "clients")
+    let mut child = common::self_command("clients")
         .args([bulk_addr.to_string(), connections.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -101,7 +93,7 @@ fn main() {
     );
     println!(
         "census bench ({}): {in_tables} TCP sockets in this namespace, port {port} holds {}; {rounds} rounds; set up in {:.1} s",
-        if smoke { "smoke test: run with `cargo bench` for numbers" } else if quick { "--quick" } else { "full" },
+        mode.label(),
         check.total() + 1,
         started.elapsed().as_secs_f64()
     );
@@ -123,13 +115,13 @@ fn main() {
         }
     }
     let owners = median(
-        (0..rounds.min(5))
+        &(0..rounds.min(5))
             .map(|_| {
                 let start = Instant::now();
                 CensusQuery::new().port(port).run().unwrap();
                 start.elapsed().as_secs_f64() * 1e6
             })
-            .collect(),
+            .collect::<Vec<_>>(),
     );
 
     println!();
@@ -139,8 +131,8 @@ fn main() {
     );
     let mut lines = Vec::new();
     for (f, (name, _)) in figures.iter().enumerate() {
-        let diag = median(times[f][0].clone());
-        let procfs = median(times[f][1].clone());
+        let diag = median(&times[f][0]);
+        let procfs = median(&times[f][1]);
         println!(
             "{name:<18} {diag:>14.0} {procfs:>14.0} {:>10.4}",
             diag / procfs
@@ -163,28 +155,6 @@ fn main() {
     let _ = child.wait();
     drop(servers);
     drop(held);
-}
-
-/// A listener with the largest backlog the kernel allows: with `std`'s 128 the client
-/// process outruns the acceptor, SYNs are dropped and each drop stalls a second.
-fn bulk_listener() -> TcpListener {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket
-        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
-    socket.listen(i32::MAX).unwrap();
-    socket.into()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn raise_nofile_limit() {
-    let mut limit = getrlimit(Resource::Nofile);
-    limit.current = limit.maximum;
-    setrlimit(Resource::Nofile, limit).expect("raise RLIMIT_NOFILE to its hard limit");
 }
 
 /// The child: opens the connections, says `ready`, and holds them until stdin closes.
