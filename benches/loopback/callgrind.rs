@@ -27,7 +27,7 @@ pub(crate) fn child() {
     rig.warm_up();
     for round in 0..2 {
         // Round 0 warms up caches of lazily resolved symbols; round 1 is reported.
-        for c in Contender::ALL {
+        for c in Contender::PER_POLL {
             let done = rig.read_batch(c, polls).is_some();
             let seq = LOOPS.load(Ordering::Relaxed);
             println!(
@@ -142,7 +142,7 @@ fn parse_callgrind(child_stdout: &str, out_file: &Path) -> Instructions {
             println!("note: no callgrind dump {}", dump.display());
             continue;
         };
-        let Some(c) = Contender::ALL.into_iter().find(|c| c.name() == name) else {
+        let Some(c) = Contender::PER_POLL.into_iter().find(|c| c.name() == name) else {
             continue;
         };
         let o = usize::from(op == "write");
@@ -151,7 +151,7 @@ fn parse_callgrind(child_stdout: &str, out_file: &Path) -> Instructions {
     }
     let mut out = Vec::new();
     for (o, op) in ["read", "write"].into_iter().enumerate() {
-        for c in Contender::ALL {
+        for c in Contender::PER_POLL {
             let (ir, polls) = sums[o][c.index()];
             if polls > 0.0 {
                 out.push((op, c, ir / polls));

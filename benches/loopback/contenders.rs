@@ -28,20 +28,41 @@ pub(crate) enum Contender {
     Raw,
     Hygiene,
     TokioIoTimeout,
+    /// The library with the `metrics` feature and a Prometheus recorder installed.
+    #[cfg(feature = "metrics")]
+    HygieneMetrics,
 }
 
 impl Contender {
-    pub(crate) const ALL: [Contender; 3] = [
+    /// Every contender of this build: with the `metrics` feature, also the library
+    /// reporting to a recorder.
+    pub(crate) const ALL: &[Contender] = &[
+        Contender::Raw,
+        Contender::Hygiene,
+        Contender::TokioIoTimeout,
+        #[cfg(feature = "metrics")]
+        Contender::HygieneMetrics,
+    ];
+
+    /// The contenders of the per-poll sections. Metrics touch no poll (they are fed at
+    /// accept, state changes and release), so the library with them runs the very same
+    /// poll code and is left out there.
+    pub(crate) const PER_POLL: [Contender; 3] = [
         Contender::Raw,
         Contender::Hygiene,
         Contender::TokioIoTimeout,
     ];
+
+    /// How many slots a round's `[f64; SLOTS]` has: one per possible contender.
+    pub(crate) const SLOTS: usize = 4;
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Contender::Raw => "raw",
             Contender::Hygiene => "hygiene",
             Contender::TokioIoTimeout => "tokio-io-timeout",
+            #[cfg(feature = "metrics")]
+            Contender::HygieneMetrics => "hygiene+metrics",
         }
     }
 
@@ -53,7 +74,7 @@ impl Contender {
     /// those named in `LOOPBACK_CONTENDERS` (comma-separated) if it is set, for profiling
     /// one contender alone.
     pub(crate) fn order(round: usize) -> Vec<Contender> {
-        let mut all = Self::ALL;
+        let mut all = Self::ALL.to_vec();
         all.rotate_left(round % Self::ALL.len());
         let only = std::env::var("LOOPBACK_CONTENDERS").ok();
         all.into_iter()
@@ -133,6 +154,35 @@ impl Server for HygieneServer {
     }
 }
 
+/// The library's listener, its metrics registered with a Prometheus recorder (the
+/// exporter the metrics example serves), which then receives every update.
+#[cfg(feature = "metrics")]
+pub(crate) struct HygieneMetricsServer(tcp_hygiene::TcpListener);
+
+#[cfg(feature = "metrics")]
+impl Server for HygieneMetricsServer {
+    type Stream = tcp_hygiene::TcpStream;
+
+    async fn bind() -> Self {
+        static RECORDER: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusRecorder> =
+            std::sync::OnceLock::new();
+        let recorder = RECORDER
+            .get_or_init(|| metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = metrics::with_local_recorder(recorder, || hygiene_builder().wrap(listener))
+            .expect("wrap");
+        Self(listener)
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.0.local_addr().expect("local_addr")
+    }
+
+    async fn accept(&self) -> io::Result<tcp_hygiene::TcpStream> {
+        Ok(self.0.accept().await?.0)
+    }
+}
+
 pub(crate) struct TioServer(TcpListener);
 
 pub(crate) fn timeout_stream(stream: TcpStream) -> Pin<Box<TimeoutStream<TcpStream>>> {
@@ -168,6 +218,10 @@ macro_rules! with_server {
             Contender::Raw => $f(RawServer::bind().await, $($arg),*).await,
             Contender::Hygiene => $f(HygieneServer::bind().await, $($arg),*).await,
             Contender::TokioIoTimeout => $f(TioServer::bind().await, $($arg),*).await,
+            #[cfg(feature = "metrics")]
+            Contender::HygieneMetrics => {
+                $f($crate::contenders::HygieneMetricsServer::bind().await, $($arg),*).await
+            }
         }
     }};
 }

@@ -37,7 +37,7 @@ pub(crate) fn run(rt: &Runtime, suffix: &str, p: &Params) -> Vec<Row> {
 
     let mut values = Vec::new();
     for round in 0..p.rounds * usize::from(p.runs("throughput")) {
-        let mut r = [0.0; 3];
+        let mut r = [0.0; Contender::SLOTS];
         for c in Contender::order(round) {
             r[c.index()] = rt.block_on(async { with_server!(c, throughput(p.throughput_bytes)) });
         }
@@ -52,7 +52,7 @@ pub(crate) fn run(rt: &Runtime, suffix: &str, p: &Params) -> Vec<Row> {
     for (variant, timer) in [("", false), ("timer_", true)] {
         let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
         for round in 0..p.rounds * usize::from(p.runs(&format!("pingpong_{variant}"))) {
-            let (mut a, mut b) = ([0.0; 3], [0.0; 3]);
+            let (mut a, mut b) = ([0.0; Contender::SLOTS], [0.0; Contender::SLOTS]);
             for c in Contender::order(round) {
                 let (p50, p99) =
                     rt.block_on(async { with_server!(c, pingpong(p.pingpong_iters, timer)) });
@@ -78,7 +78,7 @@ pub(crate) fn run(rt: &Runtime, suffix: &str, p: &Params) -> Vec<Row> {
 
     let mut values = Vec::new();
     for round in 0..p.rounds * usize::from(p.runs("accept")) {
-        let mut r = [0.0; 3];
+        let mut r = [0.0; Contender::SLOTS];
         for c in Contender::order(round) {
             r[c.index()] = rt.block_on(async {
                 with_server!(c, accept_rate(p.accept_burst, p.accept_concurrency))

@@ -23,7 +23,10 @@
 //!
 //! Contenders: `raw` (tokio's stream; keepalive, `TCP_USER_TIMEOUT` and nodelay set by
 //! hand, exactly what the library sets), `hygiene` (every timeout enabled) and
-//! `tokio-io-timeout` (read and write timeouts; socket options set by hand like `raw`).
+//! `tokio-io-timeout` (read and write timeouts; socket options set by hand like `raw`),
+//! and with `--features metrics` `hygiene+metrics` (the same, its metrics registered with
+//! a Prometheus recorder that receives every update; end to end only, since metrics touch
+//! no poll: `cargo bench --bench loopback --features metrics`).
 //! Shared 2-core VMs vary by ±20–30 % between identical runs, so contenders run
 //! interleaved in rounds (the order rotates each round), each figure is divided by the
 //! raw figure of the same round, and the median and spread (min..max) of those ratios

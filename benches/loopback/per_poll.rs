@@ -83,6 +83,10 @@ impl PollRig {
             Contender::Raw => &self.raw,
             Contender::Hygiene => self.hygiene.get_ref(),
             Contender::TokioIoTimeout => self.tio.get_ref(),
+            #[cfg(feature = "metrics")]
+            Contender::HygieneMetrics => {
+                unreachable!("not a per-poll contender (Contender::PER_POLL)")
+            }
         }
     }
 
@@ -114,6 +118,10 @@ impl PollRig {
             Contender::Raw => read_polls(&mut self.raw, polls),
             Contender::Hygiene => read_polls(&mut self.hygiene, polls),
             Contender::TokioIoTimeout => read_polls(&mut self.tio, polls),
+            #[cfg(feature = "metrics")]
+            Contender::HygieneMetrics => {
+                unreachable!("not a per-poll contender (Contender::PER_POLL)")
+            }
         };
         let elapsed = start.elapsed();
         LOOPS.fetch_add(1, Ordering::Relaxed);
@@ -134,6 +142,10 @@ impl PollRig {
             Contender::Raw => write_polls(&mut self.raw, polls),
             Contender::Hygiene => write_polls(&mut self.hygiene, polls),
             Contender::TokioIoTimeout => write_polls(&mut self.tio, polls),
+            #[cfg(feature = "metrics")]
+            Contender::HygieneMetrics => {
+                unreachable!("not a per-poll contender (Contender::PER_POLL)")
+            }
         };
         let elapsed = start.elapsed();
         LOOPS.fetch_add(1, Ordering::Relaxed);
@@ -151,7 +163,7 @@ impl PollRig {
     /// Brings every contender to the steady state: readiness known, lazy state
     /// initialised, first-poll effects gone.
     pub(crate) fn warm_up(&mut self) {
-        for c in Contender::ALL {
+        for c in Contender::PER_POLL {
             // A failed batch waits for readiness (after the refill, so data is there).
             for _ in 0..3 {
                 let _ = self.read_batch(c, READ_BATCH);
@@ -283,7 +295,7 @@ fn summarize_polls(
         "Δ rounds p10..90"
     ));
     let mut values = Vec::new();
-    for c in Contender::ALL {
+    for c in Contender::PER_POLL {
         let (dr, dw) = (diff(reads, c), diff(writes, c));
         let both: Vec<f64> = dr.iter().zip(&dw).map(|(a, b)| (a + b) / 2.0).collect();
         let sorted = sorted(both.clone());

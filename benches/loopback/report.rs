@@ -26,7 +26,7 @@ pub(crate) fn rows(
     figure: &str,
     unit: &'static str,
     higher_is_better: bool,
-    values: &[[f64; 3]],
+    values: &[[f64; Contender::SLOTS]],
 ) -> Vec<Row> {
     if values.is_empty() {
         return Vec::new();
@@ -138,6 +138,26 @@ fn print_targets(rows: &[Row], polls: &[(&'static str, Contender, f64)]) {
                 "target {name} {op} {limit}: {} ({h:.3}); no worse than tokio-io-timeout: {} ({t:.3})",
                 verdict(within),
                 verdict(no_worse)
+            );
+        }
+    }
+    // With the `metrics` feature: the same limits with a recorder receiving every update.
+    #[cfg(feature = "metrics")]
+    for suffix in ["ct", "mt"] {
+        for (figure, limit, higher_is_better) in &limits[..2] {
+            let name = format!("{figure}_{suffix}");
+            let Some(m) = ratio(&name, Contender::HygieneMetrics) else {
+                continue;
+            };
+            let within = if *higher_is_better {
+                m >= *limit
+            } else {
+                m <= *limit
+            };
+            let op = if *higher_is_better { "≥" } else { "≤" };
+            println!(
+                "target {name} with metrics {op} {limit}: {} ({m:.3})",
+                verdict(within)
             );
         }
     }

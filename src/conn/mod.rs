@@ -192,11 +192,13 @@ impl Conn {
         slot.read_parked_at.load(Relaxed) == read && slot.read_at_last_write.load(Relaxed) == read
     }
 
+    #[inline]
     pub(crate) fn flags(&self) -> Flags {
         word::flags(self.slot().cell.load())
     }
 
     /// Whether any of `flags` is set.
+    #[inline]
     pub(crate) fn has(&self, flags: Flags) -> bool {
         self.flags().intersects(flags)
     }

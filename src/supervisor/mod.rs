@@ -346,13 +346,16 @@ impl Supervisor {
     }
 
     /// The connection's span: its id and peer on every event about it.
+    /// Kept only if a subscriber wants it: with none, a close costs no span and no map entry.
     fn span(&mut self, conn: &Conn) -> tracing::Span {
-        self.spans
-            .entry(conn.index())
-            .or_insert_with(|| {
-                tracing::info_span!(parent: None, "tcp_hygiene::conn", id = conn.id(), peer = %conn.peer())
-            })
-            .clone()
+        if let Some(span) = self.spans.get(&conn.index()) {
+            return span.clone();
+        }
+        let span = tracing::info_span!(parent: None, "tcp_hygiene::conn", id = conn.id(), peer = %conn.peer());
+        if !span.is_disabled() {
+            self.spans.insert(conn.index(), span.clone());
+        }
+        span
     }
 
     /// Nothing left to enforce; the entry stays until the stream is released (a drain

@@ -52,6 +52,7 @@ impl SocketCell {
     }
 
     /// The user bits.
+    #[inline]
     pub(crate) fn load(&self) -> u32 {
         self.word.load(Ordering::Acquire) & USER_BITS
     }
