@@ -444,3 +444,61 @@ async fn http2_gets_goaway_not_rst_on_drain() {
         "{report:?}"
     );
 }
+
+/// The header read timeout is HTTP/1's, as hyper's: an idle HTTP/1 keep-alive connection
+/// is closed when it runs out (counted from the end of the response), while an HTTP/2
+/// connection that has made a request stays open past it and keeps serving. A request
+/// longer than the timeout is never cut by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_header_read_timeout_ends_idle_http1_but_not_http2() {
+    use http_body_util::BodyExt;
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    let listener = support::listener(&tcp_hygiene::Builder::new()).await;
+    let addr = listener.local_addr().unwrap();
+    let app = slow_app().route("/", axum::routing::get(|| async { "ok" }));
+    tokio::spawn(
+        tcp_hygiene::integration::axum::serve(listener, app)
+            .header_read_timeout(TIMEOUT)
+            .keep_alive_timeout(None)
+            .into_future(),
+    );
+
+    // HTTP/1: a 1 s request is answered in full, then the idle connection is closed one
+    // timeout after the response.
+    let mut h1 = TcpStream::connect(addr).await.unwrap();
+    h1.write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, body) = read_response(&mut h1).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(body, "done");
+    let answered = Instant::now();
+    let closed = closed_within(&mut h1, Duration::from_secs(5)).await;
+    let after = closed - answered;
+    eprintln!("header read timeout: idle HTTP/1 closed {after:?} after its response");
+    assert!(after >= TIMEOUT - Duration::from_millis(20), "{after:?}");
+    assert!(after < TIMEOUT + Duration::from_millis(500), "{after:?}");
+
+    // HTTP/2: the same idle time and more, and the connection still serves.
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    for _ in 0..2 {
+        let request = hyper::Request::get(format!("http://{addr}/"))
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+            .unwrap();
+        let response = sender
+            .send_request(request)
+            .await
+            .expect("HTTP/2 is still served after the header read timeout");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ok");
+        tokio::time::sleep(TIMEOUT * 3).await;
+    }
+    assert!(!conn.is_finished(), "the HTTP/2 connection ended");
+}

@@ -6,13 +6,14 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use ::hyper::body::Body;
 use ::hyper::service::Service;
 use ::hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
-use super::track::{InFlight, RequestBody, Tracked};
+use super::track::{Due, InFlight, RequestBody, Tracked};
 use super::{BoxError, Ctx};
 use crate::{CloseMode, CloseReason, ConnectionHandle, TcpStream};
 
@@ -27,7 +28,7 @@ where
     B::Error: Into<BoxError>,
 {
     let handle = stream.handle();
-    let in_flight = Arc::new(InFlight::new(handle.clone()));
+    let in_flight = Arc::new(InFlight::new(handle.clone(), ctx.http2_only));
     let service = Tracked::new(service, in_flight.clone(), handle.clone(), ctx.extend);
     let io = TokioIo::new(stream);
     if ctx.http2_only {
@@ -41,7 +42,9 @@ where
 
 /// Polls the connection to its end, asking it to wind down (HTTP/1: `Connection: close`
 /// after the current response, at once if idle; HTTP/2: GOAWAY) when the keep-alive
-/// timeout, the connection's age or a drain says so.
+/// timeout, the connection's age or a drain says so, and ending it when the header read
+/// timeout runs out. The two request timeouts share one timer, re-armed only when it
+/// fires (see [`InFlight::next_due`]).
 async fn drive<C: Future>(
     conn: C,
     graceful: impl Fn(Pin<&mut C>),
@@ -50,10 +53,18 @@ async fn drive<C: Future>(
     ctx: &Ctx,
 ) {
     tokio::pin!(conn);
-    let keep_alive = ctx.keep_alive_timeout;
+    let header_read = ctx.header_read_timeout;
     let age_at = ctx.winding_down_at(handle);
     let mut winding_down = false;
     let mut soft_passed = false;
+    let keep_alive = |winding_down: bool| ctx.keep_alive_timeout.filter(|_| !winding_down);
+    let first = in_flight.next_due(Instant::now(), header_read, keep_alive(false));
+    let mut timer_on = first.is_some();
+    let timer = tokio::time::sleep_until(match first {
+        Some(Due::Later(at)) => at.into(),
+        _ => tokio::time::Instant::now(),
+    });
+    tokio::pin!(timer);
     loop {
         tokio::select! {
             _ = conn.as_mut() => return,
@@ -61,9 +72,18 @@ async fn drive<C: Future>(
                 winding_down = true;
                 graceful(conn.as_mut());
             }
-            () = in_flight.idle_for(keep_alive.unwrap_or_default()), if !winding_down && keep_alive.is_some() => {
-                winding_down = true;
-                graceful(conn.as_mut());
+            () = timer.as_mut(), if timer_on => {
+                match in_flight.next_due(Instant::now(), header_read, keep_alive(winding_down)) {
+                    // As hyper's own header read timeout: the connection ends.
+                    Some(Due::HeaderRead) => return,
+                    Some(Due::KeepAlive) => {
+                        winding_down = true;
+                        graceful(conn.as_mut());
+                        timer_on = header_read.is_some();
+                    }
+                    Some(Due::Later(at)) => timer.as_mut().reset(at.into()),
+                    None => timer_on = false,
+                }
             }
             () = sleep_until(age_at), if !winding_down && age_at.is_some() => {
                 winding_down = true;

@@ -1,9 +1,9 @@
 //! The framework serves' common engine: an accept loop that spawns one task per
 //! connection through the library (so that a close by the library ends the task and
 //! frees its descriptor at once), hyper-util's auto builder with hyper's timer (so that
-//! hyper's own timeouts work), a keep-alive timeout that knows about requests, the
-//! connection age done the HTTP way, and a graceful shutdown that returns the drain's
-//! report.
+//! HTTP/2's keep-alive pings can work), a header read timeout and a keep-alive timeout
+//! that know about requests and cost one lazy timer per connection, the connection age
+//! done the HTTP way, and a graceful shutdown that returns the drain's report.
 //!
 //! [`axum::serve`](super::axum::serve), [`hyper::serve`](super::hyper::serve) and
 //! [`tonic::serve`](super::tonic::serve) each return a [`Serve`].
@@ -44,8 +44,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// - When the library closes a connection for any reason (`CLOSE_WAIT`, idle, a kernel
 ///   failure, a drain) it ends the connection's task, so a stuck handler's descriptor
 ///   and memory are freed at once.
-/// - hyper's timer is set, so hyper's own timeouts work: the
-///   [`header_read_timeout`](Self::header_read_timeout) (30 s) ends a client that
+/// - A [`header_read_timeout`](Self::header_read_timeout) (30 s) ends a client that
 ///   trickles its request head (slowloris).
 /// - A [`keep_alive_timeout`](Self::keep_alive_timeout) that runs only while no request
 ///   is in flight: a slow handler is never cut by it.
@@ -90,6 +89,7 @@ impl Options {
 pub(crate) struct Ctx {
     builder: auto::Builder<TokioExecutor>,
     shared: Arc<Shared>,
+    header_read_timeout: Option<Duration>,
     keep_alive_timeout: Option<Duration>,
     max_connection_age_jitter: f64,
     http2_only: bool,
@@ -132,12 +132,14 @@ impl<S> Serve<S> {
         }
     }
 
-    /// hyper's header read timeout: a client must send a whole request head within this,
-    /// from when hyper starts reading it, or the connection is closed (the defence
-    /// against slowloris, who trickles header bytes more often than any idle timeout).
-    /// HTTP/1 only. hyper starts it when it waits for the next request, so it also ends
-    /// an HTTP/1 keep-alive connection idle for that long. Pass `None` to disable.
-    /// Default is 30 seconds, as hyper's.
+    /// The header read timeout: a client must send a whole request head within this,
+    /// from when the server starts waiting for it (the connection's start, or the end of
+    /// the previous response), or the connection is closed: the defence against
+    /// slowloris, who trickles header bytes more often than any idle timeout. As hyper's
+    /// own (which this replaces: hyper's arms a timer for every request head), so it also
+    /// ends an HTTP/1 keep-alive connection idle for that long. HTTP/1 only: a connection
+    /// that has made an HTTP/2 request, or any under `tonic::serve`, is not subject to
+    /// it. Pass `None` to disable. Default is 30 seconds, as hyper's.
     pub fn header_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.options.header_read_timeout = timeout.into();
         self
@@ -306,7 +308,9 @@ where
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout);
+        // The library keeps the header read timeout itself (`conn::drive`): hyper's arms
+        // a boxed timer for every request head, a few percent of a small request's cost.
+        .header_read_timeout(None);
     builder.http2().timer(TokioTimer::new());
     if options.http2_only {
         builder = builder.http2_only();
@@ -319,6 +323,7 @@ where
     let ctx = Arc::new(Ctx {
         builder,
         shared: shared.clone(),
+        header_read_timeout: options.header_read_timeout,
         keep_alive_timeout: options.keep_alive_timeout,
         max_connection_age_jitter: options.max_connection_age_jitter,
         http2_only: options.http2_only,

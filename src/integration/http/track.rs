@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -15,7 +15,6 @@ use ::hyper::http::Extensions;
 use ::hyper::service::Service;
 use ::hyper::{Request, Response};
 use pin_project::pin_project;
-use tokio::sync::Notify;
 
 use crate::ConnectionHandle;
 
@@ -23,7 +22,11 @@ use crate::ConnectionHandle;
 /// `ConnectInfo`, tonic's `TcpConnectInfo`).
 pub(crate) type Extend = fn(&mut Extensions, &ConnectionHandle);
 
-/// The requests in flight on one connection.
+/// The requests in flight on one connection, and since when it has had none.
+///
+/// Nothing here wakes anyone: the connection's task looks at it when its own single
+/// timer fires ([`next_due`](Self::next_due)), and re-arms that timer for the true
+/// deadline, so a request costs two atomic updates and a clock read, not a timer.
 #[derive(Debug)]
 pub(crate) struct InFlight {
     handle: ConnectionHandle,
@@ -31,17 +34,29 @@ pub(crate) struct InFlight {
     /// When the connection last became idle (nanoseconds since `epoch`).
     idle_since: AtomicU64,
     epoch: Instant,
-    changed: Notify,
+    /// An HTTP/2 request was seen: the header read timeout (HTTP/1's) does not apply.
+    http2: AtomicBool,
+}
+
+/// What the connection's timer found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Due {
+    /// No request (and no whole request head) for the header read timeout: end it.
+    HeaderRead,
+    /// No request in flight for the keep-alive timeout: wind it down.
+    KeepAlive,
+    /// Nothing yet: look again then.
+    Later(Instant),
 }
 
 impl InFlight {
-    pub(crate) fn new(handle: ConnectionHandle) -> Self {
+    pub(crate) fn new(handle: ConnectionHandle, http2: bool) -> Self {
         Self {
             handle,
             requests: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             epoch: Instant::now(),
-            changed: Notify::new(),
+            http2: AtomicBool::new(http2),
         }
     }
 
@@ -50,8 +65,11 @@ impl InFlight {
         self.requests.load(Relaxed) == 0
     }
 
-    fn start(&self) {
+    fn start(&self, version: ::hyper::Version) {
         self.requests.fetch_add(1, Relaxed);
+        if version == ::hyper::Version::HTTP_2 && !self.http2.load(Relaxed) {
+            self.http2.store(true, Relaxed);
+        }
     }
 
     fn end(&self) {
@@ -65,32 +83,49 @@ impl InFlight {
                 .try_into()
                 .unwrap_or(u64::MAX);
             self.idle_since.store(since, Relaxed);
-            self.changed.notify_waiters();
         }
     }
 
-    /// Resolves once no request has been in flight for `timeout`: the keep-alive timeout,
-    /// which never runs while a request is being served, however long it takes.
-    pub(crate) async fn idle_for(&self, timeout: Duration) {
-        loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if !self.is_idle() {
-                changed.await;
-                continue;
-            }
-            let since = Duration::from_nanos(self.idle_since.load(Relaxed));
-            let at = crate::idle::later(crate::idle::later(self.epoch, since), timeout);
-            if Instant::now() >= at {
-                return;
-            }
-            tokio::select! {
-                () = tokio::time::sleep_until(at.into()) => {}
-                () = changed => {}
-            }
-        }
+    /// The first of the timeouts given (each `None` if off) that has run out at `now`,
+    /// counted from when the last request ended (or the connection began): the header
+    /// read timeout first (HTTP/1 only; hyper counts it from when it starts waiting for
+    /// the next request head), then the keep-alive timeout. Neither runs while a request
+    /// is in flight, however long it takes; then it looks again one timeout later.
+    pub(crate) fn next_due(
+        &self,
+        now: Instant,
+        header_read: Option<Duration>,
+        keep_alive: Option<Duration>,
+    ) -> Option<Due> {
+        let header_read = header_read.filter(|_| !self.http2.load(Relaxed));
+        let since = Duration::from_nanos(self.idle_since.load(Relaxed));
+        let since = self
+            .is_idle()
+            .then(|| crate::idle::later(self.epoch, since));
+        due(now, since, header_read, keep_alive)
     }
+}
+
+/// [`InFlight::next_due`] for a connection idle since `since` (`None`: a request is in
+/// flight).
+fn due(
+    now: Instant,
+    since: Option<Instant>,
+    header_read: Option<Duration>,
+    keep_alive: Option<Duration>,
+) -> Option<Due> {
+    let shortest = header_read.into_iter().chain(keep_alive).min()?;
+    let Some(since) = since else {
+        return Some(Due::Later(crate::idle::later(now, shortest)));
+    };
+    let at = |t: Duration| crate::idle::later(since, t);
+    if header_read.is_some_and(|t| at(t) <= now) {
+        return Some(Due::HeaderRead);
+    }
+    if keep_alive.is_some_and(|t| at(t) <= now) {
+        return Some(Due::KeepAlive);
+    }
+    Some(Due::Later(at(shortest)))
 }
 
 /// Ends one request's count when dropped: with its response body, or with its future if
@@ -98,8 +133,8 @@ impl InFlight {
 struct RequestGuard(Arc<InFlight>);
 
 impl RequestGuard {
-    fn new(in_flight: Arc<InFlight>) -> Self {
-        in_flight.start();
+    fn new(in_flight: Arc<InFlight>, version: ::hyper::Version) -> Self {
+        in_flight.start(version);
         Self(in_flight)
     }
 }
@@ -145,7 +180,7 @@ where
     type Future = TrackedFuture<S::Future>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        let guard = RequestGuard::new(self.in_flight.clone());
+        let guard = RequestGuard::new(self.in_flight.clone(), request.version());
         let mut request = request.map(|inner| {
             let received = if inner.is_end_stream() {
                 self.handle.set_received(true);
@@ -272,5 +307,56 @@ impl<B: Body> Body for TrackedBody<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn no_timeout_no_timer() {
+        assert_eq!(due(Instant::now(), None, None, None), None);
+    }
+
+    #[test]
+    fn a_request_in_flight_postpones_both_by_the_shortest() {
+        let now = Instant::now();
+        let d = due(now, None, Some(3 * S), Some(2 * S));
+        assert_eq!(d, Some(Due::Later(now + 2 * S)));
+    }
+
+    #[test]
+    fn idle_runs_out_the_header_read_timeout_first() {
+        let since = Instant::now();
+        let (hr, ka) = (Some(2 * S), Some(3 * S));
+        assert_eq!(
+            due(since + S, Some(since), hr, ka),
+            Some(Due::Later(since + 2 * S))
+        );
+        assert_eq!(
+            due(since + 2 * S, Some(since), hr, ka),
+            Some(Due::HeaderRead)
+        );
+        // Both due: the connection ends (the keep-alive would only wind it down).
+        assert_eq!(
+            due(since + 9 * S, Some(since), hr, ka),
+            Some(Due::HeaderRead)
+        );
+    }
+
+    #[test]
+    fn keep_alive_alone_winds_down() {
+        let since = Instant::now();
+        assert_eq!(
+            due(since + S, Some(since), None, Some(S)),
+            Some(Due::KeepAlive)
+        );
+        assert_eq!(
+            due(since, Some(since), None, Some(S)),
+            Some(Due::Later(since + S))
+        );
     }
 }

@@ -1,0 +1,213 @@
+//! HTTP requests per second through axum: the library's serve against axum's own server
+//! over tokio's listener, in the same run.
+//!
+//! ```text
+//! cargo bench --bench http --features axum               # full run (about a minute)
+//! cargo bench --bench http --features axum -- --quick    # provisional numbers
+//! ```
+//!
+//! Contenders (the same `Router`, `GET /` answering `ok`):
+//! - `raw`: `axum::serve` over `tokio::net::TcpListener`, no library at all;
+//! - `hygiene-listener`: `axum::serve` over the library's `TcpListener` (its
+//!   `axum::serve::Listener` impl): supervised sockets, axum's own connection handling;
+//! - `hygiene-serve`: `tcp_hygiene::integration::axum::serve`, which also owns every
+//!   connection's task, sets hyper's header read timeout and a keep-alive timeout, and
+//!   tracks each request (the `RequestBody` and `ConnectionHandle` per request).
+//!
+//! Both library contenders run with an idle timeout, a read-idle timeout and the default
+//! `CLOSE_WAIT`, FIN-wait, keepalive and user timeouts on. The load: 16 keep-alive
+//! HTTP/1.1 connections from hyper's client in the same runtime (2 workers), each sending
+//! its requests one after another. Contenders run interleaved in rounds (the order
+//! rotates), each round's requests per second is divided by raw's of the same round, and
+//! the median of those ratios is reported: `ratio http_rps <contender> <median>`. The
+//! target: ≥ 0.97.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::routing::get;
+use axum::Router;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use tokio::runtime::Runtime;
+
+use common::stats::{median, spread};
+use common::{Args, Mode};
+
+const CONNECTIONS: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Contender {
+    Raw,
+    HygieneListener,
+    HygieneServe,
+}
+
+impl Contender {
+    const ALL: [Contender; 3] = [
+        Contender::Raw,
+        Contender::HygieneListener,
+        Contender::HygieneServe,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Contender::Raw => "raw",
+            Contender::HygieneListener => "hygiene-listener",
+            Contender::HygieneServe => "hygiene-serve",
+        }
+    }
+}
+
+fn app() -> Router {
+    Router::new().route("/", get(|| async { "ok" }))
+}
+
+fn builder() -> tcp_hygiene::Builder {
+    let mut b = tcp_hygiene::Builder::new();
+    b.idle_timeout(Duration::from_secs(300))
+        .read_idle_timeout(Duration::from_secs(300));
+    b
+}
+
+/// Starts the contender's server on 127.0.0.1; its address and the task serving it.
+async fn start(c: Contender) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let tokio = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = tokio.local_addr().expect("local_addr");
+    let task = match c {
+        Contender::Raw => tokio::spawn(async move {
+            axum::serve(tokio, app()).await.expect("axum::serve");
+        }),
+        Contender::HygieneListener => {
+            let listener = builder().wrap(tokio).expect("wrap");
+            tokio::spawn(async move {
+                axum::serve(listener, app()).await.expect("axum::serve");
+            })
+        }
+        Contender::HygieneServe => {
+            let listener = builder().wrap(tokio).expect("wrap");
+            tokio::spawn(async move {
+                tcp_hygiene::integration::axum::serve(listener, app())
+                    .await
+                    .expect("serve");
+            })
+        }
+    };
+    (addr, task)
+}
+
+/// `CONNECTIONS` keep-alive clients, `requests` each, one after another; requests per
+/// second over all of them.
+async fn load(addr: SocketAddr, requests: usize) -> f64 {
+    let start = Instant::now();
+    let clients: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            tokio::spawn(async move {
+                let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                stream.set_nodelay(true).expect("nodelay");
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+                        .await
+                        .expect("handshake");
+                let driver = tokio::spawn(conn);
+                for _ in 0..requests {
+                    sender.ready().await.expect("ready");
+                    let request = hyper::Request::get("/")
+                        .header("host", "bench")
+                        .body(Empty::new())
+                        .expect("request");
+                    let response = sender.send_request(request).await.expect("response");
+                    assert!(response.status().is_success());
+                    let body = response.into_body().collect().await.expect("body");
+                    assert_eq!(body.to_bytes().as_ref(), b"ok");
+                }
+                drop(sender);
+                let _ = driver.await;
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.expect("client");
+    }
+    (CONNECTIONS * requests) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn one(rt: &Runtime, c: Contender, requests: usize) -> f64 {
+    rt.block_on(async {
+        let (addr, server) = start(c).await;
+        // A first request per connection outside the timing: connection set-up is the
+        // accept figure of the loopback bench, not this one's.
+        load(addr, 1).await;
+        let rps = load(addr, requests).await;
+        server.abort();
+        let _ = server.await;
+        rps
+    })
+}
+
+fn main() {
+    let args = Args::from_env();
+    let mode = args.mode();
+    let (rounds, requests) = match mode {
+        Mode::Smoke => (1, 20),
+        Mode::Quick => (9, 400),
+        Mode::Full => (21, 1500),
+    };
+    let rounds = args.value("--rounds").unwrap_or(rounds);
+    println!(
+        "http bench ({}): {rounds} rounds of {CONNECTIONS} keep-alive connections × {requests} requests, contenders interleaved",
+        mode.label()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut values = Vec::new();
+    for round in 0..rounds {
+        let mut order = Contender::ALL;
+        order.rotate_left(round % Contender::ALL.len());
+        let mut r = [0.0; 3];
+        for c in order {
+            r[c as usize] = one(&rt, c, requests);
+        }
+        values.push(r);
+    }
+    println!(
+        "{:<17} {:>10} {:>7} {:>15}",
+        "contender", "req/s", "ratio", "ratio spread"
+    );
+    let mut ratios = Vec::new();
+    for c in Contender::ALL {
+        let mine: Vec<f64> = values.iter().map(|r| r[c as usize]).collect();
+        let ratio: Vec<f64> = values
+            .iter()
+            .map(|r| r[c as usize] / r[Contender::Raw as usize])
+            .collect();
+        let (lo, hi) = spread(&ratio);
+        println!(
+            "{:<17} {:>10.0} {:>7.3} {:>15}",
+            c.name(),
+            median(&mine),
+            median(&ratio),
+            format!("{lo:.3}..{hi:.3}")
+        );
+        ratios.push((c, median(&ratio)));
+    }
+    println!();
+    for (c, ratio) in &ratios[1..] {
+        println!("ratio http_rps {} {ratio:.3}", c.name());
+    }
+    for (c, ratio) in &ratios[1..] {
+        let verdict = if *ratio >= 0.97 { "met" } else { "MISSED" };
+        println!(
+            "target http_rps {} ≥ 0.97: {verdict} ({ratio:.3})",
+            c.name()
+        );
+    }
+}
