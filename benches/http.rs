@@ -163,11 +163,7 @@ fn main() {
         "http bench ({}): {rounds} rounds of {CONNECTIONS} keep-alive connections × {requests} requests, contenders interleaved",
         mode.label()
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = common::multi_thread_runtime();
     let mut values = Vec::new();
     for round in 0..rounds {
         let mut order = Contender::ALL;

@@ -27,6 +27,23 @@ pub(crate) fn self_command(role: &str) -> Command {
     command
 }
 
+/// A current-thread tokio runtime with every driver.
+pub(crate) fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A multi-thread tokio runtime of 2 workers (one per core here) with every driver.
+pub(crate) fn multi_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// How much to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {

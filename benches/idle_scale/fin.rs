@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::common::stats::{percentile, sorted};
+use crate::lines::{metric, tell, Lines};
 use crate::probes::mono_ns;
-use crate::server::{metric, tell, Lines};
 use crate::CLOSE_WAIT_TIMEOUT;
 
 /// Half-closes `sequential` connections one at a time, then `burst` at once, and reports

@@ -24,8 +24,8 @@
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+use crate::lines::{expect_line, metric, tell, Lines};
 use crate::probes::{context_switches, cpu_time};
-use crate::server::{expect_line, metric, tell, Lines};
 
 /// Room for the runtime to take in the readiness of the bytes the client writes.
 const SETTLE: Duration = Duration::from_millis(300);

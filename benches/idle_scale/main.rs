@@ -53,6 +53,7 @@ mod client;
 #[path = "../common/mod.rs"]
 mod common;
 mod fin;
+mod lines;
 mod looks;
 mod probes;
 mod report;

@@ -7,12 +7,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use socket2::SockRef;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::alloc::{size_breakdown, size_classes, LIVE_ALLOCS, LIVE_BYTES};
 use crate::common::host::raise_nofile;
 use crate::common::net::{listener_with_backlog, set_like_hygiene};
+use crate::lines::{expect_line, metric, tell};
 use crate::probes::{
     context_switches, cpu_time, epoll_registration_bytes, epoll_registrations, rss_bytes,
 };
@@ -88,11 +89,6 @@ pub(crate) fn main() {
         .build()
         .expect("runtime");
     rt.block_on(server());
-}
-
-/// One figure, for the orchestrator to collect.
-pub(crate) fn metric(key: &str, value: f64) {
-    println!("m {key} {value}");
 }
 
 /// What the library sets by default, set by hand on raw sockets.
@@ -254,25 +250,4 @@ async fn idle_window(idle: Duration) {
         cpu.as_secs_f64() / window.as_secs_f64() * 100.0,
     );
     metric("idle_wakeups", ctx as f64);
-}
-
-/// Sends the client one command line.
-pub(crate) async fn tell(to_client: &mut tokio::process::ChildStdin, line: &str) {
-    to_client
-        .write_all(format!("{line}\n").as_bytes())
-        .await
-        .expect("to client");
-    to_client.flush().await.expect("flush");
-}
-
-pub(crate) type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
-
-pub(crate) async fn expect_line(lines: &mut Lines, want: &str) {
-    loop {
-        match lines.next_line().await.expect("client output") {
-            Some(line) if line == want => return,
-            Some(line) => println!("client: {line}"),
-            None => panic!("client exited before `{want}`"),
-        }
-    }
 }

@@ -70,12 +70,12 @@ impl Contender {
         self as usize
     }
 
-    /// The contenders of round `round`, rotated so that none always runs first; only
-    /// those named in `LOOPBACK_CONTENDERS` (comma-separated) if it is set, for profiling
-    /// one contender alone.
-    pub(crate) fn order(round: usize) -> Vec<Contender> {
-        let mut all = Self::ALL.to_vec();
-        all.rotate_left(round % Self::ALL.len());
+    /// The contenders of `among` for round `round`, rotated so that none always runs
+    /// first; only those named in `LOOPBACK_CONTENDERS` (comma-separated) if it is set,
+    /// for profiling one contender alone.
+    pub(crate) fn order(round: usize, among: &[Contender]) -> Vec<Contender> {
+        let mut all = among.to_vec();
+        all.rotate_left(round % among.len().max(1));
         let only = std::env::var("LOOPBACK_CONTENDERS").ok();
         all.into_iter()
             .filter(|c| {

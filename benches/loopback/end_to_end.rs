@@ -17,28 +17,13 @@ use crate::{Params, SMALL};
 /// The server's writes in `throughput`.
 const CHUNK: usize = 64 * 1024;
 
-pub(crate) fn current_thread() -> Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-pub(crate) fn multi_thread() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 pub(crate) fn run(rt: &Runtime, suffix: &str, p: &Params) -> Vec<Row> {
     let mut out = Vec::new();
 
     let mut values = Vec::new();
     for round in 0..p.rounds * usize::from(p.runs("throughput")) {
         let mut r = [0.0; Contender::SLOTS];
-        for c in Contender::order(round) {
+        for c in Contender::order(round, Contender::ALL) {
             r[c.index()] = rt.block_on(async { with_server!(c, throughput(p.throughput_bytes)) });
         }
         values.push(r);
@@ -53,7 +38,7 @@ pub(crate) fn run(rt: &Runtime, suffix: &str, p: &Params) -> Vec<Row> {
         let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
         for round in 0..p.rounds * usize::from(p.runs(&format!("pingpong_{variant}"))) {
             let (mut a, mut b) = ([0.0; Contender::SLOTS], [0.0; Contender::SLOTS]);
-            for c in Contender::order(round) {
+            for c in Contender::order(round, Contender::ALL) {
                 let (p50, p99) =
                     rt.block_on(async { with_server!(c, pingpong(p.pingpong_iters, timer)) });
                 a[c.index()] = p50;
@@ -79,7 +64,7 @@ pub(crate) fn run(rt: &Runtime, suffix: &str, p: &Params) -> Vec<Row> {
     let mut values = Vec::new();
     for round in 0..p.rounds * usize::from(p.runs("accept")) {
         let mut r = [0.0; Contender::SLOTS];
-        for c in Contender::order(round) {
+        for c in Contender::order(round, Contender::ALL) {
             r[c.index()] = rt.block_on(async {
                 with_server!(c, accept_rate(p.accept_burst, p.accept_concurrency))
             });

@@ -150,8 +150,8 @@ fn main() {
 
     let mut rows = Vec::new();
     for (suffix, rt) in [
-        ("ct", end_to_end::current_thread()),
-        ("mt", end_to_end::multi_thread()),
+        ("ct", common::current_thread_runtime()),
+        ("mt", common::multi_thread_runtime()),
     ] {
         rows.extend(end_to_end::run(&rt, suffix, &params));
     }
@@ -160,7 +160,7 @@ fn main() {
     let polls = if params.runs("poll") {
         per_poll::timed(&params)
     } else {
-        per_poll::PollResults::default()
+        report::PollResults::default()
     };
     let instructions = if params.callgrind && params.runs("callgrind") {
         callgrind::run(&params)

@@ -14,9 +14,10 @@ use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 use tokio_io_timeout::TimeoutStream;
 
+use crate::common::current_thread_runtime as current_thread;
 use crate::common::stats::{median, median_ci, percentile, sorted};
 use crate::contenders::{hygiene_builder, timeout_stream, Contender};
-use crate::end_to_end::current_thread;
+use crate::report::PollResults;
 use crate::{Params, SMALL};
 
 /// Calls of `read_polls`/`write_polls` so far: callgrind dumps once after each.
@@ -207,12 +208,6 @@ fn write_polls<S: AsyncWrite + Unpin>(stream: &mut S, polls: usize) -> usize {
     polls
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct PollResults {
-    pub(crate) table: Vec<String>,
-    pub(crate) values: Vec<(&'static str, Contender, f64)>,
-}
-
 pub(crate) fn timed(p: &Params) -> PollResults {
     std::thread::spawn({
         let p = p.clone();
@@ -228,7 +223,7 @@ pub(crate) fn timed(p: &Params) -> PollResults {
             // same machine, so their difference is far less noisy than either.
             for round in 0..p.poll_rounds {
                 let (mut r, mut w) = ([0.0; 3], [0.0; 3]);
-                for c in Contender::order(round) {
+                for c in Contender::order(round, &Contender::PER_POLL) {
                     let (mut t, mut n) = (Duration::ZERO, 0);
                     while n < p.poll_batches {
                         match rig.read_batch(c, READ_BATCH) {
@@ -241,7 +236,7 @@ pub(crate) fn timed(p: &Params) -> PollResults {
                     }
                     r[c.index()] = t.as_nanos() as f64 / (n * READ_BATCH) as f64;
                 }
-                for c in Contender::order(round) {
+                for c in Contender::order(round, &Contender::PER_POLL) {
                     let (mut t, mut n) = (Duration::ZERO, 0);
                     // Writes cost ~5x more per poll; batches are smaller to keep the
                     // send path from filling up, so take more of them.

@@ -3,7 +3,13 @@
 
 use crate::common::stats::{median, spread};
 use crate::contenders::Contender;
-use crate::per_poll::PollResults;
+
+/// The per-poll sections' table and `value` lines.
+#[derive(Debug, Default)]
+pub(crate) struct PollResults {
+    pub(crate) table: Vec<String>,
+    pub(crate) values: Vec<(&'static str, Contender, f64)>,
+}
 
 /// Instructions per poll under callgrind: (`read` or `write`, contender, instructions).
 pub(crate) type Instructions = Vec<(&'static str, Contender, f64)>;
