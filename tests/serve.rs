@@ -319,6 +319,24 @@ async fn sigterm_drains_axum_and_prints_a_report_that_adds_up() {
     assert_eq!(n("forced"), 0, "{report}");
 }
 
+/// An HTTP/2 (prior knowledge) client connection to `addr`: its request sender, and the
+/// task driving the connection (it ends when the connection does).
+async fn h2_connect(
+    addr: std::net::SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<hyper::body::Bytes>>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    (sender, tokio::spawn(conn))
+}
+
 /// An HTTP/2 (h2c, prior knowledge) client of an in-process `axum::serve`: sends
 /// `/slow`, and returns the response body and how the connection ended (`Ok`: GOAWAY
 /// and a clean close; an error: a reset, or a protocol failure).
@@ -330,14 +348,7 @@ async fn h2_slow_request(
     hyper::client::conn::http2::SendRequest<http_body_util::Empty<hyper::body::Bytes>>,
 ) {
     use http_body_util::BodyExt;
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut sender, conn) = h2_connect(addr).await;
     let request = hyper::Request::get(format!("http://{addr}/slow"))
         .body(http_body_util::Empty::new())
         .unwrap();
@@ -480,14 +491,7 @@ async fn the_header_read_timeout_ends_idle_http1_but_not_http2() {
     assert!(after < TIMEOUT + Duration::from_millis(500), "{after:?}");
 
     // HTTP/2: the same idle time and more, and the connection still serves.
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut sender, conn) = h2_connect(addr).await;
     for _ in 0..2 {
         let request = hyper::Request::get(format!("http://{addr}/"))
             .body(http_body_util::Empty::<hyper::body::Bytes>::new())
