@@ -4,6 +4,8 @@
 //! ```text
 //! cargo bench --bench loopback               # full run (a few minutes)
 //! cargo bench --bench loopback -- --quick    # provisional numbers, under a minute
+//! cargo bench --bench loopback --features axum,metrics   # with the http section and
+//!                                                        # the metrics contender
 //! ```
 //!
 //! # What is measured
@@ -15,7 +17,10 @@
 //! - `pingpong_p50`, `pingpong_p99`: 64-byte echo round trip (µs); `pingpong_*_timer`:
 //!   the same with a far-off timer armed in the runtime for every contender (see
 //!   `end_to_end` for why);
-//! - `accept`: a bounded burst of connect + close, accepts per second.
+//! - `accept`: a bounded burst of connect + close, accepts per second;
+//! - `http` (with `--features axum`): requests per second through axum, the library's
+//!   serve and `axum::serve` over the library's listener against `axum::serve` over
+//!   tokio's (`ratio http_rps …`; see `http`).
 //!
 //! Clients run in the same runtime as the server: there a round trip (~15 µs here) is
 //! user-space and kernel work, where a client thread of its own puts it at ~85 µs ±30 %,
@@ -42,20 +47,22 @@
 //! (`value poll_instructions …`), which are exact and immune to noise.
 //!
 //! Positional arguments select sections by substring (`throughput`, `pingpong`, `accept`,
-//! `poll`, `callgrind`), e.g. `-- --quick accept`; `LOOPBACK_CONTENDERS=hygiene` runs only
+//! `poll`, `callgrind`, `http`), e.g. `-- --quick accept`; `LOOPBACK_CONTENDERS=hygiene` runs only
 //! the named contenders (for profiling one of them, e.g. under `perf` or `strace -c`).
 //!
 //! # Layout
 //!
-//! `contenders` (the three server sides), `end_to_end`, `per_poll` (timed), `callgrind`
-//! (instruction counts, in a copy of this binary under valgrind) and `report` (tables,
-//! `ratio`/`value` lines, targets); `../common` is shared with the other benches.
+//! `contenders` (the server sides), `end_to_end`, `per_poll` (timed), `callgrind`
+//! (instruction counts, in a copy of this binary under valgrind), `http` and `report`
+//! (tables, `ratio`/`value` lines, targets); `../common` is shared with the other benches.
 
 mod callgrind;
 #[path = "../common/mod.rs"]
 mod common;
 mod contenders;
 mod end_to_end;
+#[cfg(feature = "axum")]
+mod http;
 mod per_poll;
 mod report;
 
@@ -81,6 +88,10 @@ struct Params {
     poll_batches: usize,
     callgrind_polls: usize,
     callgrind: bool,
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    http_rounds: usize,
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    http_requests: usize,
 }
 
 impl Params {
@@ -98,6 +109,8 @@ impl Params {
                 poll_batches: 1,
                 callgrind_polls: 0,
                 callgrind: false,
+                http_rounds: 1,
+                http_requests: 20,
             },
             Mode::Quick => Self {
                 filters: Vec::new(),
@@ -110,6 +123,8 @@ impl Params {
                 poll_batches: 1,
                 callgrind_polls: 500,
                 callgrind: true,
+                http_rounds: 9,
+                http_requests: 400,
             },
             Mode::Full => Self {
                 filters: Vec::new(),
@@ -122,6 +137,8 @@ impl Params {
                 poll_batches: 1,
                 callgrind_polls: 1000,
                 callgrind: true,
+                http_rounds: 21,
+                http_requests: 1500,
             },
         }
     }
@@ -168,7 +185,20 @@ fn main() {
         Vec::new()
     };
 
+    #[cfg(feature = "axum")]
+    let http = if params.runs("http") {
+        http::run(params.http_rounds, params.http_requests)
+    } else {
+        Vec::new()
+    };
+    #[cfg(not(feature = "axum"))]
+    let http = vec!["note: the http section runs with `--features axum`".to_string()];
+
     report::print(&rows, &polls, &instructions);
+    println!();
+    for line in http {
+        println!("{line}");
+    }
     println!(
         "note: end-to-end took {:.1} s, all {:.1} s; load average at end: {}",
         e2e_done.as_secs_f64(),

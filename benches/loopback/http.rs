@@ -1,28 +1,20 @@
-//! HTTP requests per second through axum: the library's serve against axum's own server
-//! over tokio's listener, in the same run.
-//!
-//! ```text
-//! cargo bench --bench http --features axum               # full run (about a minute)
-//! cargo bench --bench http --features axum -- --quick    # provisional numbers
-//! ```
+//! HTTP requests per second through axum (with `--features axum`): the library's serve
+//! against axum's own server over tokio's listener, in the same rounds.
 //!
 //! Contenders (the same `Router`, `GET /` answering `ok`):
 //! - `raw`: `axum::serve` over `tokio::net::TcpListener`, no library at all;
 //! - `hygiene-listener`: `axum::serve` over the library's `TcpListener` (its
 //!   `axum::serve::Listener` impl): supervised sockets, axum's own connection handling;
 //! - `hygiene-serve`: `tcp_hygiene::integration::axum::serve`, which also owns every
-//!   connection's task, sets hyper's header read timeout and a keep-alive timeout, and
-//!   tracks each request (the `RequestBody` and `ConnectionHandle` per request).
+//!   connection's task, keeps a header read timeout and a keep-alive timeout, and tracks
+//!   each request (the `RequestBody` and `ConnectionHandle` per request).
 //!
 //! Both library contenders run with an idle timeout, a read-idle timeout and the default
 //! `CLOSE_WAIT`, FIN-wait, keepalive and user timeouts on. The load: 16 keep-alive
 //! HTTP/1.1 connections from hyper's client in the same runtime (2 workers), each sending
-//! its requests one after another. Contenders run interleaved in rounds (the order
-//! rotates), each round's requests per second is divided by raw's of the same round, and
-//! the median of those ratios is reported: `ratio http_rps <contender> <median>`. The
-//! target: ≥ 0.97.
-
-mod common;
+//! its requests one after another. Each round's requests per second is divided by raw's
+//! of the same round; the median of those ratios is reported as
+//! `ratio http_rps <contender> <median>`. The target: ≥ 0.97.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -34,8 +26,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio::runtime::Runtime;
 
-use common::stats::{median, spread};
-use common::{Args, Mode};
+use crate::common::stats::{median, spread};
 
 const CONNECTIONS: usize = 16;
 
@@ -150,20 +141,12 @@ fn one(rt: &Runtime, c: Contender, requests: usize) -> f64 {
     })
 }
 
-fn main() {
-    let args = Args::from_env();
-    let mode = args.mode();
-    let (rounds, requests) = match mode {
-        Mode::Smoke => (1, 20),
-        Mode::Quick => (9, 400),
-        Mode::Full => (21, 1500),
-    };
-    let rounds = args.value("--rounds").unwrap_or(rounds);
-    println!(
-        "http bench ({}): {rounds} rounds of {CONNECTIONS} keep-alive connections × {requests} requests, contenders interleaved",
-        mode.label()
-    );
-    let rt = common::multi_thread_runtime();
+/// Runs `rounds` rounds of `requests` requests per connection; the lines to print.
+pub(crate) fn run(rounds: usize, requests: usize) -> Vec<String> {
+    let mut out = vec![format!(
+        "http: {rounds} rounds of {CONNECTIONS} keep-alive connections × {requests} requests of GET /, contenders interleaved"
+    )];
+    let rt = crate::common::multi_thread_runtime();
     let mut values = Vec::new();
     for round in 0..rounds {
         let mut order = Contender::ALL;
@@ -174,10 +157,10 @@ fn main() {
         }
         values.push(r);
     }
-    println!(
+    out.push(format!(
         "{:<17} {:>10} {:>7} {:>15}",
         "contender", "req/s", "ratio", "ratio spread"
-    );
+    ));
     let mut ratios = Vec::new();
     for c in Contender::ALL {
         let mine: Vec<f64> = values.iter().map(|r| r[c as usize]).collect();
@@ -186,24 +169,24 @@ fn main() {
             .map(|r| r[c as usize] / r[Contender::Raw as usize])
             .collect();
         let (lo, hi) = spread(&ratio);
-        println!(
+        out.push(format!(
             "{:<17} {:>10.0} {:>7.3} {:>15}",
             c.name(),
             median(&mine),
             median(&ratio),
             format!("{lo:.3}..{hi:.3}")
-        );
+        ));
         ratios.push((c, median(&ratio)));
     }
-    println!();
     for (c, ratio) in &ratios[1..] {
-        println!("ratio http_rps {} {ratio:.3}", c.name());
+        out.push(format!("ratio http_rps {} {ratio:.3}", c.name()));
     }
     for (c, ratio) in &ratios[1..] {
         let verdict = if *ratio >= 0.97 { "met" } else { "MISSED" };
-        println!(
+        out.push(format!(
             "target http_rps {} ≥ 0.97: {verdict} ({ratio:.3})",
             c.name()
-        );
+        ));
     }
+    out
 }
