@@ -506,3 +506,63 @@ async fn the_header_read_timeout_ends_idle_http1_but_not_http2() {
     }
     assert!(!conn.is_finished(), "the HTTP/2 connection ended");
 }
+
+/// `slowhttptest -H` itself (slowloris: 100 connections, a header line every second):
+/// under the library's serve with a 1 s header read timeout the kernel shows none of its
+/// connections left 4 s in, and `curl` is answered meanwhile; under `--plain`
+/// (`axum::serve` on tokio's listener) all 100 are still established.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowhttptest_slowloris_is_cut_and_plain_axum_is_not() {
+    const CONNECTIONS: usize = 100;
+    let hygiene = Server::start("axum_server", &["--header-read-timeout-ms", "1000"]);
+    let plain = Server::start("axum_server", &["--plain"]);
+    let dir = std::env::temp_dir().join(format!("tcp-hygiene-slowloris-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let attack = |server: &Server, name: &str| {
+        let mut command = std::process::Command::new("slowhttptest");
+        command
+            .args(["-H", "-c", &CONNECTIONS.to_string(), "-r", "100", "-i", "1"])
+            .args(["-l", "6", "-p", "3", "-g", "-o"])
+            .arg(dir.join(name))
+            .args(["-u", &format!("{}/", server.url())])
+            .current_dir(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let child = command
+            .spawn()
+            .expect("slowhttptest must be installed (.ci/run installs it)");
+        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap().status)
+    };
+    let on_hygiene = attack(&hygiene, "hygiene");
+    let on_plain = attack(&plain, "plain");
+    wait_for(Duration::from_secs(3), "slowhttptest connected", || {
+        ss_count(plain.port(), "established") >= CONNECTIONS
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        curl(&["-sf", "--max-time", "3", &format!("{}/", hygiene.url())]),
+        "ok"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (left, held) = (
+        ss_count(hygiene.port(), "established"),
+        ss_count(plain.port(), "established"),
+    );
+    eprintln!(
+        "slowhttptest -H, 4 s in: {left} connections left under the serve, {held} under --plain"
+    );
+    assert_eq!(
+        left, 0,
+        "slowloris connections survived the header read timeout"
+    );
+    assert_eq!(
+        held, CONNECTIONS,
+        "the control should hold every connection"
+    );
+    assert!(on_hygiene.await.unwrap().success());
+    assert!(on_plain.await.unwrap().success());
+    let csv = std::fs::read_to_string(dir.join("hygiene.csv")).expect("slowhttptest's CSV");
+    eprintln!("slowhttptest on the serve:\n{csv}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
