@@ -178,13 +178,18 @@ impl RateWindow {
     }
 
     /// When the window needs a look.
-    pub(crate) fn deadline(&self, rate: &crate::MinDataRate) -> Instant {
+    pub(crate) fn deadline(&self, rate: &crate::config::MinDataRate) -> Instant {
         later(self.since, rate.grace())
     }
 
     /// A look with the byte count as of `now`: too slow (expired) if the window is over
     /// and fewer bytes moved in it than the rate asks; else the next window starts.
-    pub(crate) fn check(&mut self, bytes: u64, rate: &crate::MinDataRate, now: Instant) -> Verdict {
+    pub(crate) fn check(
+        &mut self,
+        bytes: u64,
+        rate: &crate::config::MinDataRate,
+        now: Instant,
+    ) -> Verdict {
         let due = self.deadline(rate);
         if now < due {
             return Verdict::CheckAt(due);

@@ -118,7 +118,7 @@ impl Shared {
         soft: std::time::Duration,
         hard: std::time::Duration,
         half_close: bool,
-    ) -> tokio::sync::oneshot::Receiver<crate::DrainReport> {
+    ) -> tokio::sync::oneshot::Receiver<crate::supervisor::report::DrainReport> {
         // The supervisor counts the connections first: the ones the signal makes close
         // at once (idle keep-alive connections under a serve) count as finished.
         let report = self.tx.drain(soft, hard, half_close);
