@@ -282,6 +282,7 @@ impl Builder {
     /// feature), for a server with several listeners. Default: the bound address, as
     /// `127.0.0.1:8080`.
     #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     pub fn metrics_label(&mut self, label: impl Into<String>) -> &mut Self {
         self.options.metrics_label = Some(label.into());
         self
