@@ -1,4 +1,5 @@
-//! Our `TcpStream`: tokio's stream plus two counters and an EOF check on the hot path.
+//! Our `TcpStream`: tokio's stream plus byte counters, a flag check and an EOF check on
+//! the hot path.
 
 use std::fmt;
 use std::io::{self, IoSlice};
@@ -19,13 +20,15 @@ use crate::state::{CloseReason, ConnectionState};
 /// goes wherever a `tokio::net::TcpStream` does: `tokio::io::split`,
 /// `copy_bidirectional`, hyper-util's `TokioIo`, tonic, axum.
 ///
-/// On the hot path it adds two relaxed counter updates (bytes read, bytes written) and
-/// notes EOF and `poll_shutdown`; everything else (deadlines, FIN detection, closing)
+/// On the hot path it adds relaxed counter updates (bytes read, bytes written, the read
+/// count at the last write) and a load of the connection's flags, and notes EOF, a read
+/// that waits and `poll_shutdown`; everything else (deadlines, FIN detection, closing)
 /// happens in the supervisor, which keeps working when nobody polls this stream.
 ///
-/// When the supervisor closes the connection for a timeout, pending and later reads
-/// return EOF and writes fail with an [`io::Error`] that carries a
-/// [`Closed`](crate::error::Closed) naming the reason. When the kernel ended it (reset,
+/// When the supervisor closes the connection gracefully, pending and later reads return
+/// EOF (after what the peer sent before its FIN, if it had sent one) and writes fail with
+/// an [`io::Error`] that carries a [`Closed`](crate::error::Closed) naming the reason;
+/// after an abortive close, reads fail the same way. When the kernel ended it (reset,
 /// keepalive or user timeout), reads and writes return the kernel's error (e.g.
 /// `TimedOut`, `ConnectionReset`), even if the supervisor took it from the socket first.
 /// The descriptor itself is freed when this stream is dropped.
@@ -137,7 +140,10 @@ impl AsyncRead for TcpStream {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let conn: &Conn = &this.registration.0;
-        if conn.has(Flags::SHUT) {
+        // Closed by the library: EOF at once, unless the peer had already sent FIN, in
+        // which case what it sent before is still read (the kernel ends it with EOF).
+        let flags = conn.flags();
+        if flags.contains(Flags::SHUT) && !flags.contains(Flags::PEER_FIN) {
             return shut(conn);
         }
         let before = buf.filled().len();

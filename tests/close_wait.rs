@@ -251,3 +251,36 @@ async fn handler_that_reads_eof_then_hangs_is_reaped() {
     assert_eq!(handle.close_reason(), Some(CloseReason::CloseWaitTimeout));
     drop(server);
 }
+
+/// The library's close of a `CLOSE_WAIT` socket must not cut off what the peer sent
+/// before its FIN: a handler that reads a 50,000-byte upload slowly (1,000 bytes, then
+/// nothing for longer than the timeout) still reads every byte, then EOF, and the close
+/// is recorded as `CloseWaitTimeout`. Linux (where CI runs it): the portable
+/// implementation sees a FIN behind unread data only when the application reads up to it
+/// (`sys::fallback::probe`), so there the close this test needs never comes.
+#[cfg(not(tcp_hygiene_fallback))]
+#[tokio::test]
+async fn a_slow_reader_of_an_upload_gets_every_byte_after_the_close() {
+    const UPLOAD: usize = 50_000;
+    let listener = support::listener(Builder::new().close_wait_timeout(CLOSE_WAIT)).await;
+    let (mut client, mut server) = support::connect_pair(&listener).await;
+    let upload: Vec<u8> = (0..UPLOAD).map(|i| (i % 251) as u8).collect();
+    client.write_all(&upload).await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut got = vec![0u8; 1000];
+    server.read_exact(&mut got).await.unwrap();
+    // The handler works on it for longer than the timeout, writing nothing.
+    wait_for(CLOSE_WAIT * 6, "the library's close", || {
+        server.close_reason().is_some()
+    })
+    .await;
+    assert_eq!(server.close_reason(), Some(CloseReason::CloseWaitTimeout));
+    let mut rest = Vec::new();
+    server.read_to_end(&mut rest).await.unwrap();
+    got.extend_from_slice(&rest);
+    assert_eq!(got.len(), UPLOAD, "the upload was cut off");
+    assert_eq!(got, upload);
+    // Our FIN reached the client: its read ends.
+    let mut buf = [0u8; 8];
+    assert_eq!(client.read(&mut buf).await.unwrap(), 0);
+}

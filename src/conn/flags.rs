@@ -20,7 +20,8 @@ impl Flags {
     /// The library closed the connection, or the kernel ended it (reset, timeout).
     pub(crate) const CLOSED: Flags = Flags(4);
     /// The library closed the connection gracefully: our FIN follows every queued byte,
-    /// and the stream's reads end at EOF (woken if parked) while its writes fail.
+    /// its writes fail, and its reads end at EOF (woken if parked); if the peer had sent
+    /// FIN first, what it sent before that is still read, then EOF.
     pub(crate) const SHUT: Flags = Flags(8);
     /// The application's own read returned EOF: nothing is left unread.
     pub(crate) const READ_EOF: Flags = Flags(16);
