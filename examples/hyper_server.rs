@@ -65,7 +65,7 @@ async fn main() -> ExitCode {
         let id = request
             .extensions()
             .get::<ConnectionHandle>()
-            .map_or(0, ConnectionHandle::id);
+            .map_or(0, |h| h.id().as_u64());
         respond(request, id)
     });
     let serve = tcp_hygiene::integration::hyper::serve(listener, service);

@@ -132,12 +132,6 @@ impl MinDataRate {
     pub const fn grace(&self) -> Duration {
         self.grace
     }
-
-    /// The fewest bytes that must move in a window of `elapsed`.
-    pub(crate) fn least_in(&self, elapsed: Duration) -> u64 {
-        let bytes = self.bytes_per_second as u128 * elapsed.as_nanos() / 1_000_000_000;
-        bytes.try_into().unwrap_or(u64::MAX)
-    }
 }
 
 /// How the library closes a connection when a timeout fires.

@@ -98,10 +98,12 @@ mod config;
 mod conn;
 pub mod error;
 mod handle;
-mod idle;
+mod id;
 pub mod integration;
 mod listener;
+mod mailbox;
 mod observe;
+mod rules;
 mod shared;
 mod state;
 mod stats;
@@ -110,6 +112,7 @@ mod supervisor;
 #[allow(unsafe_code)]
 mod sys;
 mod tcp_info;
+mod time;
 
 pub use census::{
     reap, Census, CensusQuery, Lingering, ListenQueue, PortCensus, Process, ReapFilter,
@@ -118,12 +121,12 @@ pub use census::{
 pub use config::{CloseMode, Config, Keepalive, MinDataRate};
 pub use error::ConfigError;
 pub use handle::{ConnectionHandle, Draining, PeerClosed, ReadIdle};
+pub use id::ConnectionId;
 pub use listener::{Builder, Controller, TcpListener};
 pub use observe::{ConnectionEvent, ConnectionEventKind};
 pub use state::{CloseReason, ConnectionState};
-pub use stats::{ConnectionSnapshot, Stats};
+pub use stats::{ConnectionSnapshot, DrainReport, Stats};
 pub use stream::TcpStream;
-pub use supervisor::DrainReport;
 pub use tcp_info::{KernelState, TcpInfo};
 
 /// The README's examples are compiled as doc tests.

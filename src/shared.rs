@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::conn::table::Table;
+use crate::mailbox::Tx;
 use crate::stats::Counters;
-use crate::supervisor::tx::Tx;
 use crate::sys::SocketCell;
 
 /// State changes wake waiters through one of these, chosen by slot: a waiter wakes for
@@ -118,7 +118,7 @@ impl Shared {
         soft: std::time::Duration,
         hard: std::time::Duration,
         half_close: bool,
-    ) -> tokio::sync::oneshot::Receiver<crate::supervisor::report::DrainReport> {
+    ) -> tokio::sync::oneshot::Receiver<crate::stats::DrainReport> {
         // The supervisor counts the connections first: the ones the signal makes close
         // at once (idle keep-alive connections under a serve) count as finished.
         let report = self.tx.drain(soft, hard, half_close);
@@ -135,17 +135,6 @@ impl Shared {
         let _ = self
             .listening
             .with_fd(|fd| socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Read));
-    }
-
-    /// When the library's `max_connection_age` close comes for a connection accepted at
-    /// `accepted`, if the rule is on.
-    pub(crate) fn max_age_deadline(
-        &self,
-        accepted: std::time::Instant,
-    ) -> Option<std::time::Instant> {
-        let age = self.config.max_connection_age()?;
-        let grace = std::time::Duration::from_nanos(self.age_grace.load(Relaxed));
-        Some(crate::idle::later(accepted, age.saturating_add(grace)))
     }
 
     /// An error for `accept` if the supervisor has stopped (only a bug can do that).

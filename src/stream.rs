@@ -66,7 +66,7 @@ impl TcpStream {
     }
 
     /// The connection's id, unique within its listener.
-    pub fn id(&self) -> u64 {
+    pub fn id(&self) -> crate::ConnectionId {
         self.conn().id()
     }
 
@@ -143,7 +143,7 @@ impl AsyncRead for TcpStream {
         // Closed by the library: EOF at once, unless the peer had already sent FIN, in
         // which case what it sent before is still read (the kernel ends it with EOF).
         let flags = conn.flags();
-        if flags.contains(Flags::SHUT) && !flags.contains(Flags::PEER_FIN) {
+        if flags.contains(Flags::SHUT) && !flags.contains(Flags::PEER_FIN) && !peer_fin_came(conn) {
             return shut(conn);
         }
         let before = buf.filled().len();
@@ -175,6 +175,18 @@ fn parked(conn: &Conn, cx: &Context<'_>) -> Poll<io::Result<()>> {
         return shut(conn);
     }
     Poll::Pending
+}
+
+/// After the library's close: whether the peer's FIN has arrived though no one has said
+/// so yet (the kernel watcher's event may still be on its way), so that what the peer
+/// sent before it is still read.
+#[cold]
+fn peer_fin_came(conn: &Conn) -> bool {
+    let came = conn.tcp_info().is_some_and(|i| i.state.peer_fin_received());
+    if came {
+        conn.set_flag(Flags::PEER_FIN);
+    }
+    came
 }
 
 #[cold]

@@ -37,7 +37,16 @@ async fn controller_works_after_the_listener_moved_into_axum() {
 
     // The live connections, by the peers' own addresses.
     let peers: Vec<_> = [&a, &b].iter().map(|s| s.local_addr().unwrap()).collect();
-    let connections = controller.connections();
+    // The stream counts a write once its syscall has returned, which may be after the
+    // client has read the response: wait for both counts.
+    let started = std::time::Instant::now();
+    let mut connections = controller.connections();
+    while connections.iter().any(|c| c.bytes_written == 0)
+        && started.elapsed() < std::time::Duration::from_secs(2)
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        connections = controller.connections();
+    }
     assert_eq!(connections.len(), 2, "{connections:?}");
     for peer in &peers {
         let c = connections
@@ -69,7 +78,7 @@ async fn controller_works_after_the_listener_moved_into_axum() {
     })
     .await;
     assert!(
-        !controller.close(a_id + (1 << 32), CloseMode::Graceful),
+        !controller.close(u64::from(a_id) + (1 << 32), CloseMode::Graceful),
         "no such id"
     );
     assert!(get(&mut b).await.ends_with("ok"));

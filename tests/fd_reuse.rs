@@ -74,7 +74,7 @@ impl Server {
 
 /// The handler: the first byte says what kind of client this is.
 async fn handle(mut stream: tcp_hygiene::TcpStream, server: Arc<Server>) {
-    let id = stream.id();
+    let id = u64::from(stream.id());
     let mut seed = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut kind = [0u8; 1];
     let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut kind)).await;

@@ -13,7 +13,8 @@ use std::time::Duration;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use support::{ss_count, wait_for};
 use tcp_hygiene::{
-    Builder, CloseReason, ConnectionEvent, ConnectionEventKind, ConnectionState, TcpListener,
+    Builder, CloseReason, ConnectionEvent, ConnectionEventKind, ConnectionId, ConnectionState,
+    TcpListener,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -176,7 +177,7 @@ async fn metrics_agree_with_stats_and_the_kernel() {
             .as_array()
             .unwrap()
             .iter()
-            .find(|c| c["id"] == open.handle().id())
+            .find(|c| c["id"] == u64::from(open.handle().id()))
             .unwrap();
         assert_eq!(fifth["state"], "open");
         assert_eq!(fifth["tcp_info"]["state"], "ESTABLISHED");
@@ -267,7 +268,7 @@ async fn first_byte_timeouts_are_counted() {
 }
 
 /// The events of one connection, in order.
-type Log = Arc<Mutex<Vec<(u64, ConnectionEventKind)>>>;
+type Log = Arc<Mutex<Vec<(ConnectionId, ConnectionEventKind)>>>;
 
 fn logging(builder: &mut Builder) -> Log {
     let log = Log::default();
@@ -278,7 +279,7 @@ fn logging(builder: &mut Builder) -> Log {
     log
 }
 
-fn events_of(log: &Log, id: u64) -> Vec<ConnectionEventKind> {
+fn events_of(log: &Log, id: ConnectionId) -> Vec<ConnectionEventKind> {
     let log = log.lock().unwrap();
     log.iter()
         .filter(|(i, _)| *i == id)

@@ -27,11 +27,13 @@ impl Flags {
     pub(crate) const READ_EOF: Flags = Flags(16);
     /// The application has dropped the stream (or taken the tokio stream back).
     pub(crate) const RELEASED: Flags = Flags(32);
-    /// The peer's address is IPv4 (how its stored bytes read back).
-    pub(crate) const PEER_V4: Flags = Flags(64);
-    /// The supervisor wants to hear of the next write: `write_idle_timeout` is on and
-    /// nothing was queued at its last look, so it stopped looking.
-    pub(crate) const WATCH_WRITES: Flags = Flags(128);
+    /// The supervisor wants to hear of the next write: a rule that runs while data is
+    /// queued (`write_idle_timeout`, `min_send_rate`) found nothing queued at its last
+    /// look, so it stopped looking.
+    pub(crate) const WATCH_WRITES: Flags = Flags(64);
+    /// The supervisor wants to hear when the peer starts owing data: `min_receive_rate`
+    /// is on and the peer owed nothing at its last look.
+    pub(crate) const WATCH_READS: Flags = Flags(128);
 
     pub(crate) const fn bits(self) -> u8 {
         self.0
@@ -87,24 +89,25 @@ impl fmt::Debug for Flags {
     }
 }
 
-/// How the rest of the word is laid out around the flags: bits 8..=11 the close reason,
-/// 12..=14 the cell's locks, 15 [`WATCH_READS`], 16..=22 the kernel's errno, 23
-/// [`RECEIVED`], 24..=31 the application's errno.
+/// How the rest of the word is laid out around the flags: bits 8..=12 the close reason,
+/// 13 [`RECEIVED`], 14 [`OWED`], 15..=21 the kernel's errno, 22..=28 the application's
+/// errno, 29..=31 the cell's locks (`sys::SocketCell`).
 pub(crate) mod word {
     use super::{CloseReason, Flags};
 
     const REASON_SHIFT: u32 = 8;
-    const REASON_MASK: u32 = 0xF << REASON_SHIFT;
-    const KERNEL_ERRNO_SHIFT: u32 = 16;
-    const KERNEL_ERRNO_MASK: u32 = 0x7F;
-    const APP_ERRNO_SHIFT: u32 = 24;
+    const REASON_MASK: u32 = 0x1F << REASON_SHIFT;
+    const ERRNO_MASK: u32 = 0x7F;
+    const KERNEL_ERRNO_SHIFT: u32 = 15;
+    const APP_ERRNO_SHIFT: u32 = 22;
 
-    /// The supervisor wants to hear when the peer starts owing data: `min_receive_rate`
-    /// is on and the connection was between requests at its last look.
-    pub(crate) const WATCH_READS: u32 = 1 << 15;
-    /// A framework serve says the request is fully received: until the next request,
-    /// the peer owes nothing, whatever the stream's marks say (the handler is computing).
-    pub(crate) const RECEIVED: u32 = 1 << 23;
+    /// A framework serve says the request in flight is fully received: until the next
+    /// request, the peer owes nothing, whatever the stream's marks say (the handler is
+    /// computing, or has not read a body that arrived whole).
+    pub(crate) const RECEIVED: u32 = 1 << 13;
+    /// A framework serve says a handler waits for more of a request body: the peer owes
+    /// data, whatever the stream's marks say.
+    pub(crate) const OWED: u32 = 1 << 14;
 
     pub(crate) fn flags(word: u32) -> Flags {
         Flags::from_bits(word as u8)
@@ -121,40 +124,51 @@ pub(crate) mod word {
         (word & !REASON_MASK) | ((reason.index() as u32 + 1) << REASON_SHIFT)
     }
 
-    /// An errno as it fits its bits of the word (`max` at most); larger ones (none that
-    /// TCP reports on the systems this runs on) are not kept.
-    fn errno_bits(errno: i32, max: u32) -> Option<u32> {
-        u32::try_from(errno).ok().filter(|b| *b != 0 && *b <= max)
+    /// Claims `reason` as the one the connection closed for and sets `flags`, unless it
+    /// has a reason already: the first reason wins, and is counted once.
+    pub(crate) fn claim(word: u32, why: CloseReason, flags: Flags) -> Option<u32> {
+        reason(word)
+            .is_none()
+            .then(|| with_reason(word, why) | u32::from(flags.bits()))
+    }
+
+    /// An errno as it fits its 7 bits of the word; larger ones (none that TCP reports on
+    /// the systems this runs on) are not kept.
+    fn errno_bits(errno: i32) -> Option<u32> {
+        u32::try_from(errno)
+            .ok()
+            .filter(|b| *b != 0 && *b <= ERRNO_MASK)
+    }
+
+    fn errno_at(word: u32, shift: u32) -> Option<i32> {
+        match (word >> shift) & ERRNO_MASK {
+            0 => None,
+            n => Some(n as i32),
+        }
     }
 
     pub(crate) fn kernel_errno(word: u32) -> Option<i32> {
-        match (word >> KERNEL_ERRNO_SHIFT) & KERNEL_ERRNO_MASK {
-            0 => None,
-            n => Some(n as i32),
-        }
+        errno_at(word, KERNEL_ERRNO_SHIFT)
     }
 
     pub(crate) fn app_errno(word: u32) -> Option<i32> {
-        match (word >> APP_ERRNO_SHIFT) & 0xFF {
-            0 => None,
-            n => Some(n as i32),
-        }
+        errno_at(word, APP_ERRNO_SHIFT)
     }
 
     /// Records `errno` as the kernel's, unless one is recorded already.
     pub(crate) fn with_kernel_errno(word: u32, errno: i32) -> Option<u32> {
-        let byte = errno_bits(errno, KERNEL_ERRNO_MASK)?;
+        let bits = errno_bits(errno)?;
         kernel_errno(word)
             .is_none()
-            .then_some(word | (byte << KERNEL_ERRNO_SHIFT))
+            .then_some(word | (bits << KERNEL_ERRNO_SHIFT))
     }
 
     /// Records `errno` as the application's, unless one is recorded already.
     pub(crate) fn with_app_errno(word: u32, errno: i32) -> Option<u32> {
-        let byte = errno_bits(errno, 0xFF)?;
+        let bits = errno_bits(errno)?;
         app_errno(word)
             .is_none()
-            .then_some(word | (byte << APP_ERRNO_SHIFT))
+            .then_some(word | (bits << APP_ERRNO_SHIFT))
     }
 
     #[cfg(test)]
@@ -166,7 +180,7 @@ pub(crate) mod word {
             let w = with_reason(0, CloseReason::Drained);
             let w = with_kernel_errno(w, 110).unwrap();
             let w = with_app_errno(w, 104).unwrap();
-            let w = w | 0xFF | WATCH_READS | RECEIVED;
+            let w = w | 0xFF | RECEIVED | OWED;
             assert_eq!(w & !crate::sys::USER_BITS, 0);
             assert_eq!(reason(w), Some(CloseReason::Drained));
             assert_eq!(kernel_errno(w), Some(110));
@@ -187,7 +201,12 @@ pub(crate) mod word {
             }
             for reason in CloseReason::ALL {
                 assert_eq!(super::reason(with_reason(0, reason)), Some(reason));
+                let claimed = claim(0, reason, Flags::CLOSED).unwrap();
+                assert_eq!(super::reason(claimed), Some(reason));
+                assert_eq!(claim(claimed, CloseReason::Drained, Flags::SHUT), None);
             }
+            // Room for 31 reasons.
+            assert!(CloseReason::ALL.len() < 32);
         }
     }
 }

@@ -8,6 +8,8 @@ pub(crate) mod table;
 pub(crate) use flags::{word, Flags};
 pub(crate) use table::{Page, PAGE};
 
+use crate::id::ConnectionId;
+
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
@@ -57,9 +59,9 @@ impl Conn {
         self.slot().gen.load(Relaxed)
     }
 
-    /// Unique within the listener: generation and slot.
-    pub(crate) fn id(&self) -> u64 {
-        (u64::from(self.gen()) << 32) | u64::from(self.index)
+    /// Unique within the listener: slot and generation.
+    pub(crate) fn id(&self) -> ConnectionId {
+        ConnectionId::new(self.index, self.gen())
     }
 
     pub(crate) fn peer(&self) -> SocketAddr {
@@ -67,8 +69,12 @@ impl Conn {
     }
 
     pub(crate) fn accepted_at(&self) -> Instant {
-        let nanos = self.slot().accepted_ns.load(Relaxed);
-        self.shared().table.instant(nanos)
+        self.shared().table.instant(self.accepted_ns())
+    }
+
+    /// When it was accepted, on the table's clock (the rules' clock).
+    pub(crate) fn accepted_ns(&self) -> u64 {
+        self.slot().accepted_ns.load(Relaxed)
     }
 
     pub(crate) fn bytes_read(&self) -> u64 {
@@ -114,7 +120,7 @@ impl Conn {
             .cell
             .fetch_clear(Flags::WATCH_WRITES.bits().into());
         if word::flags(old).contains(Flags::WATCH_WRITES) {
-            self.shared().tx.wrote(self.index);
+            self.shared().tx.look(self.id());
         }
     }
 
@@ -131,8 +137,8 @@ impl Conn {
         slot.read_parked_at.store(read, Relaxed);
         slot.cell.register_waker(waker);
         let word = slot.cell.load_relaxed();
-        if word & word::WATCH_READS != 0
-            && word & word::RECEIVED == 0
+        if word & u32::from(Flags::WATCH_READS.bits()) != 0
+            && word & (word::RECEIVED | word::OWED) == 0
             && slot.read_at_last_write.load(Relaxed) != read
         {
             self.started_owing();
@@ -143,36 +149,58 @@ impl Conn {
     /// supervisor had asked to hear of it (`min_receive_rate`).
     #[cold]
     fn started_owing(&self) {
-        let old = self.slot().cell.fetch_clear(word::WATCH_READS);
-        if old & word::WATCH_READS != 0 {
-            self.shared().tx.receiving(self.index);
+        let old = self
+            .slot()
+            .cell
+            .fetch_clear(Flags::WATCH_READS.bits().into());
+        if word::flags(old).contains(Flags::WATCH_READS) {
+            self.shared().tx.look(self.id());
         }
     }
 
     /// Asks to hear when the peer starts owing data.
     pub(crate) fn watch_reads(&self) {
-        self.slot().cell.fetch_or(word::WATCH_READS);
+        self.slot().cell.fetch_or(Flags::WATCH_READS.bits().into());
     }
 
-    /// Whether the peer owes us data: the application waits in a read, the last thing
-    /// that moved was the peer's data rather than our reply, and no framework serve says
-    /// the request is fully received.
+    /// Whether the peer owes us data. A framework serve knows (a handler waits for more
+    /// of a request body; or the request is fully received); otherwise the stream's
+    /// marks say: the application waits in a read, and the last thing that moved was the
+    /// peer's data rather than our reply.
     pub(crate) fn owes_data(&self) -> bool {
         let slot = self.slot();
+        let word = slot.cell.load();
+        if word & word::OWED != 0 {
+            return true;
+        }
         let read = slot.bytes_read.load(Relaxed) as u32;
         slot.read_parked_at.load(Relaxed) == read
             && slot.read_at_last_write.load(Relaxed) != read
-            && slot.cell.load() & word::RECEIVED == 0
+            && word & word::RECEIVED == 0
     }
 
     /// A framework serve's word on the request in flight: fully received (the peer owes
-    /// nothing until the next request) or not.
+    /// nothing until the next request) or not (the stream's marks say again).
     #[cfg(feature = "hyper")]
     pub(crate) fn set_received(&self, received: bool) {
         if received {
             self.slot().cell.fetch_or(word::RECEIVED);
         } else {
             self.slot().cell.fetch_clear(word::RECEIVED);
+        }
+    }
+
+    /// A framework serve's word on a request body: a handler waits for more of it (the
+    /// peer owes data) or not.
+    #[cfg(feature = "hyper")]
+    pub(crate) fn set_owed(&self, owed: bool) {
+        if owed {
+            let old = self.slot().cell.fetch_or(word::OWED);
+            if old & word::OWED == 0 && word::flags(old).contains(Flags::WATCH_READS) {
+                self.started_owing();
+            }
+        } else {
+            self.slot().cell.fetch_clear(word::OWED);
         }
     }
 
@@ -220,32 +248,36 @@ impl Conn {
     /// wakes whoever waits on the connection if anything changed.
     pub(crate) fn set_flags(&self, mask: Flags) -> Flags {
         let old = word::flags(self.slot().cell.fetch_or(u32::from(mask.bits())));
-        if old.contains(mask) {
-            return old;
+        self.flags_changed(old, mask);
+        old
+    }
+
+    /// After `set` was set on flags that were `old`: keeps the gauges by state, tells the
+    /// hook, and wakes whoever waits on the connection, if anything changed.
+    fn flags_changed(&self, old: Flags, set: Flags) {
+        if old.contains(set) {
+            return;
         }
-        let (from, to) = (old.state(), (old | mask).state());
+        let (from, to) = (old.state(), (old | set).state());
         if from != to && !old.contains(Flags::RELEASED) {
             let counters = &self.shared().counters;
             counters.leave_state(from);
             counters.enter_state(to);
         }
         if from != to {
-            tracing::debug!(id = self.id(), peer = %self.peer(), %from, %to, "state change");
+            tracing::debug!(id = %self.id(), peer = %self.peer(), %from, %to, "state change");
         }
         for (flag, kind) in [
             (Flags::PEER_FIN, ConnectionEventKind::PeerClosed),
             (Flags::LOCAL_FIN, ConnectionEventKind::LocalClosed),
         ] {
-            if mask.contains(flag) && !old.contains(flag) && !old.contains(Flags::RELEASED) {
+            if set.contains(flag) && !old.contains(flag) && !old.contains(Flags::RELEASED) {
                 self.event(kind);
             }
         }
         self.notify().notify_waiters();
-        old
     }
 
-    /// Records `reason` as why the connection closed (the first reason wins) and counts
-    /// it. Returns false if it already had one.
     /// Tells the hook (see [`Builder::on_event`](crate::Builder::on_event)) of `kind`.
     pub(crate) fn event(&self, kind: ConnectionEventKind) {
         if let Some(hook) = self.shared().config.hook() {
@@ -258,45 +290,47 @@ impl Conn {
         }
     }
 
-    fn claim_reason(&self, reason: CloseReason) -> bool {
-        let (_, claimed) = self.slot().cell.update(|w| {
-            word::reason(w)
-                .is_none()
-                .then(|| word::with_reason(w, reason))
-        });
-        if claimed {
-            self.shared().counters.closed(reason);
-            let kind = match reason {
-                CloseReason::ResetByPeer
-                | CloseReason::KeepaliveFailed
-                | CloseReason::UserTimeout => ConnectionEventKind::Failed { reason },
-                _ => ConnectionEventKind::Closed { reason },
-            };
+    /// Claims `reason` as why the connection closed and sets `flags` with it, in one
+    /// atomic step; nothing else (no user code runs, so it may be called while the
+    /// descriptor is borrowed). Returns the flags before, or `None` if it had a reason
+    /// already: the first reason wins. Follow with [`announce`](Self::announce).
+    pub(crate) fn claim(&self, reason: CloseReason, flags: Flags) -> Option<Flags> {
+        let (old, claimed) = self.slot().cell.update(|w| word::claim(w, reason, flags));
+        claimed.then(|| word::flags(old))
+    }
+
+    /// After a successful [`claim`](Self::claim): counts the reason, keeps the gauges by
+    /// state, tells the hook, wakes whoever waits on the connection.
+    pub(crate) fn announce(&self, reason: CloseReason, old: Flags, set: Flags) {
+        self.shared().counters.closed(reason);
+        let kind = match reason {
+            CloseReason::ResetByPeer | CloseReason::KeepaliveFailed | CloseReason::UserTimeout => {
+                ConnectionEventKind::Failed { reason }
+            }
+            _ => ConnectionEventKind::Closed { reason },
+        };
+        if !old.contains(Flags::RELEASED) {
             self.event(kind);
         }
-        claimed
+        self.flags_changed(old, set);
     }
 
     /// Marks the connection closed for `reason`: by an abortive close, or by the kernel.
     /// Returns false if it was already closed.
     pub(crate) fn mark_closed(&self, reason: CloseReason) -> bool {
-        if !self.claim_reason(reason) {
-            return false;
+        match self.claim(reason, Flags::CLOSED) {
+            Some(old) => {
+                self.announce(reason, old, Flags::CLOSED);
+                true
+            }
+            None => false,
         }
-        self.set_flag(Flags::CLOSED);
-        true
     }
 
-    /// Marks the connection closed gracefully by the library for `reason`, right before
-    /// it shuts down our write half: from now on reads return EOF and writes fail.
-    /// Returns false if it was already closed.
-    pub(crate) fn mark_shut(&self, reason: CloseReason) -> bool {
-        if !self.claim_reason(reason) {
-            return false;
-        }
-        self.set_flags(Flags::CLOSED | Flags::SHUT | Flags::LOCAL_FIN);
-        true
-    }
+    /// The flags the library sets when it closes a connection gracefully: from then on
+    /// reads return EOF and writes fail.
+    pub(crate) const SHUT_FLAGS: Flags =
+        Flags::from_bits(Flags::CLOSED.bits() | Flags::SHUT.bits() | Flags::LOCAL_FIN.bits());
 
     pub(crate) fn close_reason(&self) -> Option<CloseReason> {
         word::reason(self.slot().cell.load())
@@ -341,14 +375,14 @@ impl Conn {
     pub(crate) fn observed_eof(&self) {
         let old = self.set_flags(Flags::PEER_FIN | Flags::READ_EOF);
         if !old.contains(Flags::PEER_FIN) {
-            self.shared().tx.peer_fin(self.index);
+            self.shared().tx.look(self.id());
         }
     }
 
     /// The application shut down its write half.
     pub(crate) fn observed_local_shutdown(&self) {
         if self.set_flag(Flags::LOCAL_FIN) {
-            self.shared().tx.local_fin(self.index);
+            self.shared().tx.look(self.id());
         }
     }
 

@@ -6,9 +6,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use super::{word, Conn, Flags};
+use crate::mailbox::Handover;
 use crate::observe::ConnectionEventKind;
 use crate::state::CloseReason;
-use crate::supervisor::tx::Handover;
 use crate::sys;
 use crate::tcp_info::KernelState;
 
@@ -25,26 +25,43 @@ impl Conn {
         if self.is_released() {
             return;
         }
-        self.failed_before_release();
-        let handover = if closing {
-            self.with_fd(|fd| self.before_close(fd)).flatten()
-        } else {
-            None
+        let mut handover = {
+            // Whatever happens in here (a panicking metrics recorder or tracing
+            // subscriber included), the descriptor is forgotten before the caller closes
+            // it: the supervisor must never borrow a descriptor number that the kernel may
+            // hand to another socket.
+            let _forget = ForgetOnDrop(self);
+            self.failed_before_release();
+            if closing {
+                self.with_fd(|fd| self.before_close(fd)).flatten()
+            } else {
+                None
+            }
         };
-        self.slot().cell.forget_fd();
         let old = word::flags(self.slot().cell.fetch_or(Flags::RELEASED.bits().into()));
         if old.contains(Flags::RELEASED) {
+            if handover.take().is_some() {
+                self.shared().lingering.fetch_sub(1, Relaxed);
+            }
             return;
         }
         let shared = self.shared();
         shared.counters.leave_state(old.state());
-        // Who closed first, for a connection the library did not close.
+        shared.counters.released(self.accepted_at().elapsed());
+        // How a connection the library did not close ended (who closed first); counted
+        // now, or, if a lingering close takes over, when it ends, unless it ends in a
+        // reset: each connection is counted once.
         let ending = (!old.contains(Flags::CLOSED)).then(|| old.contains(Flags::PEER_FIN));
-        shared
-            .counters
-            .released(self.accepted_at().elapsed(), ending);
+        match handover.as_mut() {
+            Some(handover) => handover.ending = ending,
+            None => {
+                if let Some(peer_first) = ending {
+                    shared.counters.ended(peer_first);
+                }
+            }
+        }
         self.event(ConnectionEventKind::Released);
-        shared.tx.released(self.index(), handover);
+        shared.tx.released(self.id(), handover);
         shared.on_release(self.peer().ip());
         self.notify().notify_waiters();
         self.wake_reader();
@@ -109,7 +126,7 @@ impl Conn {
             if reset_asked {
                 return None; // the application set SO_LINGER 0 itself: it wants the RST
             }
-            if let Some(handover) = self.hand_over(fd, flags) {
+            if let Some(handover) = self.hand_over(fd) {
                 return Some(handover);
             }
         }
@@ -127,22 +144,28 @@ impl Conn {
         None
     }
 
-    fn hand_over(&self, fd: BorrowedFd<'_>, flags: Flags) -> Option<Handover> {
+    fn hand_over(&self, fd: BorrowedFd<'_>) -> Option<Handover> {
         let lingering = &self.shared().lingering;
         if lingering.fetch_add(1, Relaxed) >= MAX_LINGERING {
             lingering.fetch_sub(1, Relaxed);
             return None;
         }
         match fd.try_clone_to_owned() {
-            Ok(fd) => Some(Handover {
-                fd,
-                fin_sent: flags.contains(Flags::LOCAL_FIN),
-            }),
+            Ok(fd) => Some(Handover { fd, ending: None }),
             Err(error) => {
                 lingering.fetch_sub(1, Relaxed);
-                tracing::debug!(id = self.id(), %error, "cannot keep the socket for a lingering close");
+                tracing::debug!(id = %self.id(), %error, "cannot keep the socket for a lingering close");
                 None
             }
         }
+    }
+}
+
+/// Forgets the connection's descriptor when dropped, also while unwinding.
+struct ForgetOnDrop<'a>(&'a Conn);
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.slot().cell.forget_fd();
     }
 }

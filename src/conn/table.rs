@@ -10,11 +10,14 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering::AcqRel, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering::AcqRel, Ordering::Relaxed,
+};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::flags::{word, Flags};
+use crate::id::ConnectionId;
 use crate::shared::Shared;
 use crate::sys::SocketCell;
 
@@ -29,7 +32,7 @@ pub(crate) struct Slot {
     pub(super) bytes_written: AtomicU64,
     /// When it was accepted: nanoseconds since the table's epoch.
     pub(super) accepted_ns: AtomicU64,
-    /// The peer's IP address, 16 bytes big-endian (IPv4 as mapped; see `Flags::PEER_V4`).
+    /// The peer's IP address, 16 bytes big-endian (IPv4 as mapped; see `peer_v4`).
     peer_ip: [AtomicU64; 2],
     /// The state word, the descriptor and the parked reader's waker.
     pub(super) cell: SocketCell,
@@ -43,6 +46,8 @@ pub(crate) struct Slot {
     /// Low 32 bits of `bytes_read` at the last write.
     pub(super) read_at_last_write: AtomicU32,
     peer_port: AtomicU16,
+    /// The peer's address is IPv4 (how `peer_ip` reads back).
+    peer_v4: AtomicBool,
 }
 
 impl Slot {
@@ -58,6 +63,7 @@ impl Slot {
             read_parked_at: AtomicU32::new(u32::MAX),
             read_at_last_write: AtomicU32::new(0),
             peer_port: AtomicU16::new(0),
+            peer_v4: AtomicBool::new(false),
         }
     }
 
@@ -71,10 +77,11 @@ impl Slot {
         self.accepted_ns.store(accepted_ns, Relaxed);
         // The stream and the supervisor.
         self.refs.store(2, Relaxed);
-        let (ip, flags) = match peer.ip() {
-            IpAddr::V4(ip) => (ip.to_ipv6_mapped(), flags | Flags::PEER_V4),
-            IpAddr::V6(ip) => (ip, flags),
+        let (ip, v4) = match peer.ip() {
+            IpAddr::V4(ip) => (ip.to_ipv6_mapped(), true),
+            IpAddr::V6(ip) => (ip, false),
         };
+        self.peer_v4.store(v4, Relaxed);
         let ip = u128::from(ip);
         self.peer_ip[0].store((ip >> 64) as u64, Relaxed);
         self.peer_ip[1].store(ip as u64, Relaxed);
@@ -96,7 +103,7 @@ impl Slot {
             | u128::from(self.peer_ip[1].load(Relaxed));
         let ip = Ipv6Addr::from(ip);
         let port = self.peer_port.load(Relaxed);
-        let v4 = word::flags(self.cell.load()).contains(Flags::PEER_V4);
+        let v4 = self.peer_v4.load(Relaxed);
         match (v4, ip.to_ipv4_mapped()) {
             (true, Some(v4)) => SocketAddr::V4(SocketAddrV4::new(v4, port)),
             _ => SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0)),
@@ -114,6 +121,8 @@ pub(crate) struct Table {
     epoch: Instant,
     pages: Mutex<Vec<Arc<Page>>>,
     free: Mutex<Vec<u32>>,
+    /// The supervisor is gone and has let go of the pages: no slot is handed out again.
+    closed: AtomicBool,
 }
 
 impl Table {
@@ -122,6 +131,7 @@ impl Table {
             epoch: Instant::now(),
             pages: Mutex::new(Vec::new()),
             free: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -134,24 +144,27 @@ impl Table {
     }
 
     pub(crate) fn instant(&self, nanos: u64) -> Instant {
-        crate::idle::later(self.epoch, Duration::from_nanos(nanos))
+        crate::time::later(self.epoch, Duration::from_nanos(nanos))
     }
 
     /// A slot for a new connection, starting with `flags`: the page that holds it, and
-    /// its index.
+    /// its index; `None` once the supervisor is gone.
     pub(crate) fn occupy(
         &self,
         shared: &Arc<Shared>,
         fd: RawFd,
         peer: SocketAddr,
         flags: Flags,
-    ) -> (Arc<Page>, u32) {
+    ) -> Option<(Arc<Page>, u32)> {
+        if self.closed.load(Relaxed) {
+            return None;
+        }
         let accepted = self.nanos(Instant::now());
         let index = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let index = index.unwrap_or_else(|| self.grow(shared));
-        let page = self.page(index).expect("a slot's page exists");
+        let page = self.page(index)?;
         page.slots[index as usize % PAGE].occupy(fd, peer, accepted, flags);
-        (page, index)
+        Some((page, index))
     }
 
     /// Adds a page; returns one of its slots and puts the others on the free list.
@@ -192,8 +205,8 @@ impl Table {
 
     /// The slot of connection `id` (generation and index), if its stream is still held,
     /// with a reference counted for the caller (to adopt).
-    pub(crate) fn find(&self, id: u64) -> Option<(Arc<Page>, u32)> {
-        let (index, gen) = (id as u32, (id >> 32) as u32);
+    pub(crate) fn find(&self, id: ConnectionId) -> Option<(Arc<Page>, u32)> {
+        let (index, gen) = (id.slot(), id.generation());
         let page = self.page(index)?;
         let slot = &page.slots[index as usize % PAGE];
         if !self.acquire_held(slot, index) {
@@ -234,6 +247,9 @@ impl Table {
     /// free list.
     fn vacate(&self, slot: &Slot, index: u32) {
         slot.gen.fetch_add(1, Relaxed);
+        if self.closed.load(Relaxed) {
+            return; // its page is no longer the table's
+        }
         self.free
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -243,8 +259,10 @@ impl Table {
     /// Drops the table's pages: the supervisor is done, and the pages' references to the
     /// shared state must not keep it alive any longer.
     pub(crate) fn clear(&self) {
+        self.closed.store(true, Relaxed);
         let pages = std::mem::take(&mut *self.pages.lock().unwrap_or_else(|e| e.into_inner()));
         drop(pages);
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
 

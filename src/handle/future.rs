@@ -13,7 +13,7 @@ use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::conn::{ConnRef, Flags};
-use crate::idle::{IdleClock, Verdict};
+use crate::rules::{nanos, ReadIdleClock, Verdict};
 
 /// Future of [`ConnectionHandle::peer_closed`](super::ConnectionHandle::peer_closed).
 #[pin_project]
@@ -68,7 +68,7 @@ impl fmt::Debug for PeerClosed {
 #[must_use = "futures do nothing unless polled"]
 pub struct ReadIdle {
     conn: ConnRef,
-    clock: IdleClock,
+    clock: ReadIdleClock,
     #[pin]
     sleep: Sleep,
 }
@@ -76,7 +76,8 @@ pub struct ReadIdle {
 impl ReadIdle {
     pub(super) fn new(conn: ConnRef, idle: Duration) -> Self {
         let now = Instant::now();
-        let clock = IdleClock::new(idle, received(&conn), now);
+        let clock =
+            ReadIdleClock::new(nanos(idle), received(&conn), conn.shared().table.nanos(now));
         Self {
             conn,
             clock,
@@ -98,14 +99,12 @@ impl Future for ReadIdle {
         let mut this = self.project();
         loop {
             ready!(this.sleep.as_mut().poll(cx));
-            let now = Instant::now();
-            let verdict = match this.conn.tcp_info() {
-                Some(info) => this.clock.check_quiet_for(info.since_data_received(), now),
-                None => this.clock.check(received(this.conn), now),
-            };
-            match verdict {
+            let table = &this.conn.shared().table;
+            let now = table.nanos(Instant::now());
+            let quiet = this.conn.tcp_info().map(|i| nanos(i.since_data_received()));
+            match this.clock.check(received(this.conn), quiet, now) {
                 Verdict::Expired => return Poll::Ready(()),
-                Verdict::CheckAt(at) => this.sleep.as_mut().reset(at.into()),
+                Verdict::CheckAt(at) => this.sleep.as_mut().reset(table.instant(at).into()),
             }
         }
     }

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::conn::{ConnRef, Flags};
+use crate::id::ConnectionId;
 use crate::state::{CloseReason, ConnectionState};
 use crate::stats::ConnectionSnapshot;
 
@@ -28,7 +29,7 @@ impl ConnectionHandle {
     }
 
     /// The connection's id, unique within its listener.
-    pub fn id(&self) -> u64 {
+    pub fn id(&self) -> ConnectionId {
         self.conn.id()
     }
 
@@ -89,16 +90,6 @@ impl ConnectionHandle {
         ReadIdle::new(self.conn.clone(), idle)
     }
 
-    #[cfg(feature = "hyper")]
-    pub(crate) fn index(&self) -> u32 {
-        self.conn.index()
-    }
-
-    #[cfg(feature = "hyper")]
-    pub(crate) fn gen(&self) -> u32 {
-        self.conn.gen()
-    }
-
     /// Our local address of the connection, while its stream is held (`getsockname`).
     #[cfg(feature = "tonic")]
     pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
@@ -117,6 +108,30 @@ impl ConnectionHandle {
     #[cfg(feature = "hyper")]
     pub(crate) fn set_received(&self, received: bool) {
         self.conn.set_received(received);
+    }
+
+    /// A framework serve's word on a request body: a handler waits for more of it.
+    #[cfg(feature = "hyper")]
+    pub(crate) fn set_owed(&self, owed: bool) {
+        self.conn.set_owed(owed);
+    }
+
+    /// Bytes the application has written.
+    #[cfg(feature = "hyper")]
+    pub(crate) fn bytes_written(&self) -> u64 {
+        self.conn.bytes_written()
+    }
+
+    /// The kernel's view, while the stream is held (Linux).
+    #[cfg(feature = "hyper")]
+    pub(crate) fn tcp_info(&self) -> Option<crate::TcpInfo> {
+        self.conn.tcp_info()
+    }
+
+    /// Asks the supervisor to close the connection.
+    #[cfg(feature = "hyper")]
+    pub(crate) fn close(&self, mode: crate::CloseMode, reason: CloseReason) {
+        self.conn.shared().tx.close(self.conn.id(), mode, reason);
     }
 
     /// Idle between requests as far as the stream can tell (see the drain).

@@ -7,10 +7,11 @@ use std::time::Duration;
 use crate::config::{CloseMode, Config};
 use crate::conn::{Conn, ConnRef};
 use crate::handle::ConnectionHandle;
+use crate::id::ConnectionId;
 use crate::shared::Shared;
 use crate::state::CloseReason;
+use crate::stats::DrainReport;
 use crate::stats::{ConnectionSnapshot, Stats};
-use crate::supervisor::report::DrainReport;
 
 /// A handle on a listener's supervision, from [`TcpListener::controller`](crate::TcpListener::controller).
 ///
@@ -79,14 +80,14 @@ impl Controller {
     /// (our FIN after every queued byte) or abortively (RST), with reason
     /// [`CloseReason::Requested`]; its task is ended if it was spawned through the
     /// library. Returns false if no such connection is open.
-    pub fn close(&self, id: u64, mode: CloseMode) -> bool {
-        let Some((page, index)) = self.shared.table.find(id) else {
+    pub fn close(&self, id: impl Into<ConnectionId>, mode: CloseMode) -> bool {
+        let Some((page, index)) = self.shared.table.find(id.into()) else {
             return false;
         };
         let conn = ConnRef::adopt(Conn::new(page, index));
         self.shared
             .tx
-            .close(index, conn.gen(), mode, CloseReason::Requested);
+            .close(conn.id(), mode, CloseReason::Requested);
         true
     }
 

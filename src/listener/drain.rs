@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::TcpListener;
-use crate::supervisor::report::DrainReport;
+use crate::stats::DrainReport;
 
 impl TcpListener {
     /// Stops accepting and drains the connections, with deadlines, and resolves with a

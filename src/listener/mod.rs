@@ -87,7 +87,7 @@ impl TcpListener {
         listener: tokio::net::TcpListener,
         config: Config,
     ) -> io::Result<Self> {
-        let (tx, rx) = supervisor::tx::channel();
+        let (tx, rx) = crate::mailbox::channel();
         let label = config
             .metrics_label()
             .map(str::to_owned)
@@ -224,13 +224,19 @@ impl TcpListener {
             true if sys::HAS_TCP_INFO => Flags::WATCH_WRITES,
             _ => Flags::NONE,
         };
-        let (page, index) = shared.table.occupy(shared, io.as_raw_fd(), peer, watch);
+        let watch = match shared.config.min_receive_rate() {
+            Some(_) => watch | Flags::WATCH_READS,
+            None => watch,
+        };
+        let Some((page, index)) = shared.table.occupy(shared, io.as_raw_fd(), peer, watch) else {
+            // The supervisor is gone (the runtime is shutting down): nothing would
+            // supervise this connection.
+            shared.on_release(peer.ip());
+            return None;
+        };
         let conn = Conn::new(page, index);
-        if shared.config.min_receive_rate().is_some() {
-            conn.watch_reads();
-        }
         shared.counters.enter_state(ConnectionState::Open);
-        shared.tx.register(index);
+        shared.tx.register(conn.id());
         conn.event(ConnectionEventKind::Accepted);
         Some(TcpStream::new(io, ConnRef::adopt(conn)))
     }

@@ -6,8 +6,8 @@ use std::io;
 use std::time::Duration;
 
 use super::TcpListener;
+use crate::stats::DrainReport;
 use crate::stream::TcpStream;
-use crate::supervisor::report::DrainReport;
 
 impl TcpListener {
     /// Accepts connections forever, running `handler` for each in its own task.
@@ -69,10 +69,11 @@ impl TcpListener {
         H: Fn(TcpStream) -> F,
         F: Future<Output = ()> + Send + 'static,
     {
-        let (index, gen) = (stream.conn().index(), stream.conn().gen());
+        let id = stream.conn().id();
         let task = tokio::spawn(handler(stream));
-        // If the supervisor closed the connection before it gets this, it aborts the task
-        // on arrival; if the task is already over, it forgets it.
-        self.shared().tx.task(index, gen, task.abort_handle());
+        // If the connection ended before the supervisor gets this (closed by the library
+        // or failed in the kernel), it aborts the task on arrival; if the stream is
+        // released already, it forgets it.
+        self.shared().tx.task(id, task.abort_handle());
     }
 }

@@ -21,7 +21,7 @@ use crate::state::CloseReason;
 #[non_exhaustive]
 pub struct ConnectionEvent {
     /// The connection's id, as [`ConnectionHandle::id`](crate::ConnectionHandle::id).
-    pub id: u64,
+    pub id: crate::ConnectionId,
     /// The peer's address.
     pub peer: SocketAddr,
     /// Time since the connection was accepted.

@@ -1,7 +1,10 @@
 //! Counters, gauges by state, and per-connection snapshots.
 
+mod drain;
 #[cfg(feature = "serde")]
 mod serde;
+
+pub use drain::DrainReport;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -104,20 +107,26 @@ impl Counters {
         self.metrics(|m| m.state(state, -1.0));
     }
 
-    /// A stream was released after `lived`; `closed_first_by_peer` says how a connection
-    /// that the library did not close ended (none: the library closed it).
-    pub(crate) fn released(&self, lived: Duration, closed_first_by_peer: Option<bool>) {
+    /// A stream was released after `lived`.
+    pub(crate) fn released(&self, lived: Duration) {
         Self::bump(&self.released);
-        let _ = (lived, closed_first_by_peer);
+        let _ = lived;
+        #[cfg(feature = "metrics")]
+        self.metrics(|m| m.duration(lived));
+    }
+
+    /// A connection the library did not close ended: the peer closed first, or the
+    /// application did.
+    pub(crate) fn ended(&self, peer_first: bool) {
+        let _ = peer_first;
         #[cfg(feature = "metrics")]
         self.metrics(|m| {
             use crate::observe::metrics::Ending;
-            m.duration(lived);
-            match closed_first_by_peer {
-                Some(true) => m.ended(Ending::Peer),
-                Some(false) => m.ended(Ending::Application),
-                None => {}
-            }
+            m.ended(if peer_first {
+                Ending::Peer
+            } else {
+                Ending::Application
+            });
         });
     }
 
@@ -247,7 +256,7 @@ impl Stats {
 #[non_exhaustive]
 pub struct ConnectionSnapshot {
     /// The connection's id, unique within its listener.
-    pub id: u64,
+    pub id: crate::ConnectionId,
     /// The peer's address.
     pub peer_addr: SocketAddr,
     /// Time since accept.

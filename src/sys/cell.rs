@@ -15,12 +15,12 @@ use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::task::Waker;
 
-const FD_BUSY: u32 = 1 << 12;
-const WAKER_LOCK: u32 = 1 << 13;
-const FD_GONE: u32 = 1 << 14;
+const FD_BUSY: u32 = 1 << 29;
+const WAKER_LOCK: u32 = 1 << 30;
+const FD_GONE: u32 = 1 << 31;
 const RESERVED: u32 = FD_BUSY | WAKER_LOCK | FD_GONE;
 
-/// The bits of the word that belong to the caller: bits 0..=11 and 15..=31.
+/// The bits of the word that belong to the caller: bits 0..=28.
 pub(crate) const USER_BITS: u32 = !RESERVED;
 
 pub(crate) struct SocketCell {

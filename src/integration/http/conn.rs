@@ -95,9 +95,7 @@ async fn drive<C: Future>(
                 // closed now, and counted as idle-closed by the drain. One with a request
                 // in flight (or a request head half read) finishes it.
                 if in_flight.is_idle() && handle.waits_for_next_request() {
-                    ctx.shared
-                        .tx
-                        .close(handle.index(), handle.gen(), CloseMode::Graceful, CloseReason::Drained);
+                    handle.close(CloseMode::Graceful, CloseReason::Drained);
                 }
             }
         }

@@ -104,10 +104,10 @@ impl Ctx {
     fn winding_down_at(&self, handle: &ConnectionHandle) -> Option<Instant> {
         let age = self.shared.config.max_connection_age()?;
         let mut hasher = self.random.build_hasher();
-        hasher.write_u64(handle.id());
+        hasher.write_u64(handle.id().as_u64());
         let u = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
         let early = age.mul_f64((self.max_connection_age_jitter * u).clamp(0.0, 1.0));
-        Some(crate::idle::later(
+        Some(crate::time::later(
             handle.accepted_at(),
             age.saturating_sub(early),
         ))
@@ -351,7 +351,7 @@ where
             () = &mut signal => break,
         }
     }
-    let _ = ctx.soft_at.set(crate::idle::later(Instant::now(), soft));
+    let _ = ctx.soft_at.set(crate::time::later(Instant::now(), soft));
     let report = shared.start_drain(soft, hard, false);
     // Stops accepting: the listening socket closes.
     drop(listener);

@@ -34,8 +34,12 @@ pub(crate) struct InFlight {
     /// When the connection last became idle (nanoseconds since `epoch`).
     idle_since: AtomicU64,
     epoch: Instant,
-    /// An HTTP/2 request was seen: the header read timeout (HTTP/1's) does not apply.
+    /// An HTTP/2 connection: the header read timeout (HTTP/1's) does not apply, and the
+    /// client owes nothing between requests (its frames are not a request head).
     http2: AtomicBool,
+    /// The bytes written when the connection last became idle: a response still being
+    /// written keeps the request timeouts from running.
+    written_at_idle: AtomicU64,
 }
 
 /// What the connection's timer found.
@@ -51,12 +55,25 @@ pub(crate) enum Due {
 
 impl InFlight {
     pub(crate) fn new(handle: ConnectionHandle, http2: bool) -> Self {
-        Self {
+        let in_flight = Self {
             handle,
             requests: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             epoch: Instant::now(),
-            http2: AtomicBool::new(http2),
+            http2: AtomicBool::new(false),
+            written_at_idle: AtomicU64::new(0),
+        };
+        if http2 {
+            in_flight.is_http2();
+        }
+        in_flight
+    }
+
+    /// The connection speaks HTTP/2: from now on the peer owes data only while a handler
+    /// waits for a request body (a PING, SETTINGS or WINDOW_UPDATE is no request head).
+    pub(crate) fn is_http2(&self) {
+        if !self.http2.swap(true, Relaxed) {
+            self.handle.set_received(true);
         }
     }
 
@@ -67,23 +84,58 @@ impl InFlight {
 
     fn start(&self, version: ::hyper::Version) {
         self.requests.fetch_add(1, Relaxed);
-        if version == ::hyper::Version::HTTP_2 && !self.http2.load(Relaxed) {
-            self.http2.store(true, Relaxed);
+        if version == ::hyper::Version::HTTP_2 {
+            self.is_http2();
         }
     }
 
     fn end(&self) {
         if self.requests.fetch_sub(1, Relaxed) == 1 {
-            // The next request's head, from its first byte, is owed again.
-            self.handle.set_received(false);
-            let since = self
-                .epoch
-                .elapsed()
-                .as_nanos()
-                .try_into()
-                .unwrap_or(u64::MAX);
-            self.idle_since.store(since, Relaxed);
+            self.handle.set_owed(false);
+            if !self.http2.load(Relaxed) {
+                // The next request's head, from its first byte, is owed again.
+                self.handle.set_received(false);
+            }
+            self.became_idle(Instant::now());
         }
+    }
+
+    fn became_idle(&self, now: Instant) {
+        let since = now
+            .saturating_duration_since(self.epoch)
+            .as_nanos()
+            .try_into()
+            .unwrap_or(u64::MAX);
+        self.idle_since.store(since, Relaxed);
+        self.written_at_idle
+            .store(self.handle.bytes_written(), Relaxed);
+    }
+
+    /// A response may still have been on its way when the request ended: hyper counts a
+    /// request as done when it takes the last frame of its body, with the end of it still
+    /// in its own buffer and the kernel's. The idle time counts from when it was
+    /// delivered: now, if the kernel still holds data for the client; else when the
+    /// kernel last sent data (without `TCP_INFO`: now, if anything was written since).
+    /// Returns whether the idle start moved.
+    fn settle(&self, now: Instant) -> bool {
+        let written = self.handle.bytes_written();
+        let moved = written != self.written_at_idle.load(Relaxed);
+        let delivered_at = match self.handle.tcp_info() {
+            Some(info) if info.has_pending_send() => Some(now),
+            Some(info) if moved => now.checked_sub(info.since_data_sent()),
+            None if moved => Some(now),
+            _ => None,
+        };
+        self.written_at_idle.store(written, Relaxed);
+        let Some(at) = delivered_at else {
+            return false;
+        };
+        let at: u64 = at
+            .saturating_duration_since(self.epoch)
+            .as_nanos()
+            .try_into()
+            .unwrap_or(u64::MAX);
+        self.idle_since.fetch_max(at, Relaxed) < at
     }
 
     /// The first of the timeouts given (each `None` if off) that has run out at `now`,
@@ -101,8 +153,15 @@ impl InFlight {
         let since = Duration::from_nanos(self.idle_since.load(Relaxed));
         let since = self
             .is_idle()
-            .then(|| crate::idle::later(self.epoch, since));
-        due(now, since, header_read, keep_alive)
+            .then(|| crate::time::later(self.epoch, since));
+        match due(now, since, header_read, keep_alive) {
+            // Not idle while the last response was still on its way: the timeouts count
+            // from when it was delivered, and closing before would cut it off.
+            Some(Due::HeaderRead | Due::KeepAlive) if self.settle(now) => {
+                self.next_due(now, header_read, keep_alive)
+            }
+            due => due,
+        }
     }
 }
 
@@ -116,9 +175,9 @@ fn due(
 ) -> Option<Due> {
     let shortest = header_read.into_iter().chain(keep_alive).min()?;
     let Some(since) = since else {
-        return Some(Due::Later(crate::idle::later(now, shortest)));
+        return Some(Due::Later(crate::time::later(now, shortest)));
     };
-    let at = |t: Duration| crate::idle::later(since, t);
+    let at = |t: Duration| crate::time::later(since, t);
     if header_read.is_some_and(|t| at(t) <= now) {
         return Some(Due::HeaderRead);
     }
@@ -181,14 +240,12 @@ where
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let guard = RequestGuard::new(self.in_flight.clone(), request.version());
-        let mut request = request.map(|inner| {
-            let received = if inner.is_end_stream() {
-                self.handle.set_received(true);
-                None
-            } else {
-                Some(self.handle.clone())
-            };
-            RequestBody { inner, received }
+        // The request head is in: the client owes nothing more unless a handler waits for
+        // more of its body (which the body says, while it waits).
+        self.handle.set_received(true);
+        let mut request = request.map(|inner| RequestBody {
+            owed: (!inner.is_end_stream()).then(|| self.handle.clone()),
+            inner,
         });
         let extensions = request.extensions_mut();
         extensions.insert(self.handle.clone());
@@ -201,9 +258,9 @@ where
 }
 
 /// A request's body under a framework serve: hyper's [`Incoming`], which tells the
-/// library when it has been read to the end. Until then the client owes data, and
-/// `min_receive_rate` judges how fast it sends it; after, it owes nothing until its next
-/// request, however long the handler takes.
+/// library when a handler waits for more of it. While it waits the client owes data, and
+/// `min_receive_rate` judges how fast it sends it; otherwise it owes nothing until its
+/// next request, however long the handler takes (or whether it reads the body at all).
 ///
 /// It is what [`hyper::serve`](crate::integration::hyper::serve)'s service receives
 /// (`Request<RequestBody>`); axum and tonic take it as any other body.
@@ -211,8 +268,8 @@ where
 pub struct RequestBody {
     #[pin]
     inner: Incoming,
-    /// Told once the body has been read to the end.
-    received: Option<ConnectionHandle>,
+    /// Told while a handler waits for more of the body (`None` once it is all in).
+    owed: Option<ConnectionHandle>,
 }
 
 impl RequestBody {
@@ -231,13 +288,22 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
-        if frame.is_none() {
-            if let Some(handle) = this.received.take() {
-                handle.set_received(true);
+        let Some(handle) = this.owed.as_ref() else {
+            return this.inner.poll_frame(cx);
+        };
+        match this.inner.poll_frame(cx) {
+            Poll::Pending => {
+                handle.set_owed(true);
+                Poll::Pending
+            }
+            Poll::Ready(frame) => {
+                handle.set_owed(false);
+                if frame.is_none() {
+                    *this.owed = None;
+                }
+                Poll::Ready(frame)
             }
         }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -1,5 +1,8 @@
-//! The supervisor's mailbox: what listeners and streams tell it, each as a method, so
-//! that the messages themselves stay private to the supervisor.
+//! The supervisor's mailbox: what listeners, streams and serves tell it, each as a method
+//! on [`Tx`], so that the messages themselves are read in one place (the supervisor).
+//! Every message about a connection names it by its [`ConnectionId`], slot and
+//! generation, so that a message about an earlier occupant of a slot is never taken for
+//! the current one's.
 
 use std::os::fd::OwnedFd;
 use std::time::Duration;
@@ -7,30 +10,27 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
-use super::report::DrainReport;
 use crate::config::CloseMode;
+use crate::id::ConnectionId;
 use crate::state::CloseReason;
+use crate::stats::DrainReport;
 
 /// Messages to the supervisor, in the order they were sent.
 #[derive(Debug)]
-pub(super) enum Msg {
-    /// A connection was accepted into slot `index`.
-    Register(u32),
-    /// The application shut down its write half.
-    LocalFin(u32),
-    /// The application read EOF (the kernel watcher may not have seen the FIN).
-    PeerFin(u32),
-    /// The application wrote, and the supervisor had asked to hear of it.
-    Wrote(u32),
-    /// The peer started owing data, and the supervisor had asked to hear of it.
-    Receiving(u32),
+pub(crate) enum Msg {
+    /// A connection was accepted.
+    Register(ConnectionId),
+    /// Something changed that the rules may care about: the application shut down its
+    /// write half, read EOF, wrote while the supervisor watched for it, or the peer
+    /// started owing data while it watched for that.
+    Look(ConnectionId),
     /// The application is done with the stream; with a socket to close for it, if data
     /// was still on its way.
-    Released(u32, Option<Handover>),
-    /// The task serving the connection (slot, generation), spawned through the library.
-    Task(u32, u32, AbortHandle),
-    /// Close the connection (slot, generation) on request, for `reason`.
-    Close(u32, u32, CloseMode, CloseReason),
+    Released(ConnectionId, Option<Handover>),
+    /// The task serving the connection, spawned through the library.
+    Task(ConnectionId, AbortHandle),
+    /// Close the connection on request, for `reason`.
+    Close(ConnectionId, CloseMode, CloseReason),
     Drain(DrainRequest),
     /// The listener is gone: once its last connection is too, the supervisor ends.
     ListenerClosed,
@@ -42,21 +42,23 @@ pub(super) enum Msg {
 pub(crate) struct Handover {
     /// A duplicate of the application's descriptor, taken before it closed its own.
     pub(crate) fd: OwnedFd,
-    /// Whether our FIN was already sent (the application shut down its write half, or
-    /// the library closed the connection).
-    pub(crate) fin_sent: bool,
+    /// How the connection ended, for the metrics, if the library did not close it (who
+    /// closed first: the peer or the application). Counted when the lingering close
+    /// ends, unless it ends in a reset (then the reset's reason is counted instead):
+    /// each connection is counted once.
+    pub(crate) ending: Option<bool>,
 }
 
 /// Asks the supervisor to drain every connection (see `TcpListener::drain`).
 #[derive(Debug)]
-pub(super) struct DrainRequest {
-    pub(super) soft: Duration,
-    pub(super) hard: Duration,
+pub(crate) struct DrainRequest {
+    pub(crate) soft: Duration,
+    pub(crate) hard: Duration,
     /// Whether the soft deadline half-closes the connections idle between requests (the
     /// plain drain) or leaves that to the HTTP layer, which knows which requests are in
     /// flight (the framework serves).
-    pub(super) half_close: bool,
-    pub(super) reply: oneshot::Sender<DrainReport>,
+    pub(crate) half_close: bool,
+    pub(crate) reply: oneshot::Sender<DrainReport>,
 }
 
 /// The sending side of the supervisor's mailbox. Sending never blocks and never fails
@@ -69,7 +71,7 @@ pub(crate) struct Tx(mpsc::UnboundedSender<Msg>);
 pub(crate) struct Rx(mpsc::UnboundedReceiver<Msg>);
 
 impl Rx {
-    pub(super) async fn recv(&mut self) -> Option<Msg> {
+    pub(crate) async fn recv(&mut self) -> Option<Msg> {
         self.0.recv().await
     }
 }
@@ -85,39 +87,27 @@ impl Tx {
         let _ = self.0.send(msg);
     }
 
-    pub(crate) fn register(&self, index: u32) {
-        self.send(Msg::Register(index));
+    pub(crate) fn register(&self, id: ConnectionId) {
+        self.send(Msg::Register(id));
     }
 
-    pub(crate) fn local_fin(&self, index: u32) {
-        self.send(Msg::LocalFin(index));
+    /// Asks the supervisor to look at the connection again (see [`Msg::Look`]).
+    pub(crate) fn look(&self, id: ConnectionId) {
+        self.send(Msg::Look(id));
     }
 
-    pub(crate) fn peer_fin(&self, index: u32) {
-        self.send(Msg::PeerFin(index));
+    pub(crate) fn released(&self, id: ConnectionId, handover: Option<Handover>) {
+        self.send(Msg::Released(id, handover));
     }
 
-    pub(crate) fn wrote(&self, index: u32) {
-        self.send(Msg::Wrote(index));
+    pub(crate) fn task(&self, id: ConnectionId, task: AbortHandle) {
+        self.send(Msg::Task(id, task));
     }
 
-    pub(crate) fn receiving(&self, index: u32) {
-        self.send(Msg::Receiving(index));
-    }
-
-    pub(crate) fn released(&self, index: u32, handover: Option<Handover>) {
-        self.send(Msg::Released(index, handover));
-    }
-
-    pub(crate) fn task(&self, index: u32, gen: u32, task: AbortHandle) {
-        self.send(Msg::Task(index, gen, task));
-    }
-
-    /// Closes the connection (slot, generation) for `reason`, if it is still open. A
-    /// drain counts a connection it closes for `Drained` before the hard deadline as
-    /// idle-closed.
-    pub(crate) fn close(&self, index: u32, gen: u32, mode: CloseMode, reason: CloseReason) {
-        self.send(Msg::Close(index, gen, mode, reason));
+    /// Closes the connection for `reason`, if it is still open. A drain counts a
+    /// connection it closes for `Drained` before the hard deadline as idle-closed.
+    pub(crate) fn close(&self, id: ConnectionId, mode: CloseMode, reason: CloseReason) {
+        self.send(Msg::Close(id, mode, reason));
     }
 
     /// Starts a drain; the report comes on the receiver by the hard deadline. With

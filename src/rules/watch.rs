@@ -1,0 +1,351 @@
+//! What the supervisor keeps per connection, and the connection's life around the rules:
+//! who closed it, whether its task must end, its part in a drain, its lingering close.
+//!
+//! Every method is a decision the supervisor then carries out; none does I/O.
+
+use super::table::State;
+use super::{evaluate, Clocks, Limits, Nanos, Outcome, Sample};
+use crate::state::CloseReason;
+
+/// What a drain did to a connection; each connection is counted under its last fate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fate {
+    Untouched,
+    IdleClosed,
+    Forced,
+}
+
+/// A connection's entry: 16 bytes, the clocks boxed since most connections run none.
+#[derive(Debug, Default)]
+pub(crate) struct Watch {
+    /// Which heap items are current: bumped at every reschedule, and when the slot is
+    /// freed, so that items of an earlier occupant never match.
+    pub(crate) sched: u32,
+    bits: Bits,
+    clocks: Option<Box<Clocks>>,
+}
+
+/// What a look found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Look {
+    /// A rule expired: close the connection, gracefully or with a reset.
+    Close { reason: CloseReason, abortive: bool },
+    /// The kernel says the connection is over, and no event said so yet: find out why
+    /// (the socket's error) and end it as the kernel did.
+    KernelEnded,
+    /// A lingering close is done: everything queued was delivered (or the connection is
+    /// over). Close the socket.
+    LingerDone,
+    /// Nothing to do now.
+    Wait {
+        /// When to look again (`None`: only when an event says so).
+        next: Option<Nanos>,
+        /// Ask the stream to say when it writes (a rule waits for queued data).
+        watch_writes: bool,
+        /// Ask the stream to say when the peer owes data.
+        watch_reads: bool,
+    },
+}
+
+impl Watch {
+    /// A connection registered in this slot.
+    pub(crate) fn open(&mut self) {
+        self.sched = self.sched.wrapping_add(1);
+        self.bits = Bits::LIVE;
+        self.clocks = None;
+    }
+
+    /// The slot is free again: its heap items must never match a later occupant.
+    pub(crate) fn free(&mut self) {
+        let sched = self.sched.wrapping_add(1);
+        *self = Self {
+            sched,
+            ..Self::default()
+        };
+    }
+
+    pub(crate) fn is_live(&self) -> bool {
+        self.bits.has(Bits::LIVE)
+    }
+
+    pub(crate) fn is_lingering(&self) -> bool {
+        self.bits.has(Bits::LINGERING)
+    }
+
+    /// Over: reset, timed out, both FINs done and gone.
+    pub(crate) fn is_ended(&self) -> bool {
+        self.bits.has(Bits::ENDED)
+    }
+
+    pub(crate) fn is_closed_by_us(&self) -> bool {
+        self.bits.has(Bits::CLOSED_BY_US)
+    }
+
+    /// Live, held by the application, and not over: rules and events still matter.
+    pub(crate) fn is_supervised(&self) -> bool {
+        self.is_live() && !self.is_ended() && !self.is_lingering()
+    }
+
+    /// The connection's state as the rules see it, from what the supervisor knows and
+    /// what `sample` shows.
+    pub(crate) fn state(&self, sample: &Sample) -> State {
+        let lingering = self.is_lingering();
+        let mut fins = sample.fins();
+        if lingering && !fins.ours() {
+            // A lingering close always sends our FIN first.
+            fins = super::table::Fins::of(fins.peer(), true);
+        }
+        State {
+            fins,
+            closed_by_us: self.is_closed_by_us(),
+            lingering,
+            ended: self.is_ended(),
+        }
+    }
+
+    /// Looks at the connection: what the rules say at `now`.
+    pub(crate) fn look(
+        &mut self,
+        sample: &Sample,
+        limits: &Limits,
+        accepted: Nanos,
+        now: Nanos,
+    ) -> Look {
+        if !self.is_live() || self.is_ended() {
+            self.clocks = None;
+            return Look::Wait {
+                next: None,
+                watch_writes: false,
+                watch_reads: false,
+            };
+        }
+        if self.is_lingering() {
+            // Without the kernel's view there is nothing to wait for.
+            match sample.kernel {
+                None => return Look::LingerDone,
+                Some(k) if k.closed || !k.queued => return Look::LingerDone,
+                Some(_) => {}
+            }
+        } else if sample.kernel.is_some_and(|k| k.closed) {
+            return Look::KernelEnded;
+        }
+        let state = self.state(sample);
+        let Outcome {
+            expired,
+            next,
+            watch_writes,
+            watch_reads,
+        } = evaluate(&mut self.clocks, state, sample, limits, accepted, now);
+        match expired {
+            Some(rule) => Look::Close {
+                reason: rule.reason,
+                abortive: rule.abortive,
+            },
+            None => Look::Wait {
+                next,
+                watch_writes,
+                watch_reads,
+            },
+        }
+    }
+
+    /// The library closed the connection for one of its rules or on request: gracefully
+    /// (our FIN) or with a reset. `ends_task`: the task serving it (if spawned through
+    /// the library) ends too. Returns whether to abort that task now; if it is not known
+    /// yet, it is aborted when it is.
+    pub(crate) fn closed(&mut self, abortive: bool, ends_task: bool) -> bool {
+        if abortive {
+            self.bits.set(Bits::ENDED);
+            self.clocks = None;
+        } else {
+            self.bits.set(Bits::CLOSED_BY_US);
+        }
+        ends_task && self.end_task()
+    }
+
+    /// The kernel ended the connection: a failure (reset, keepalive or user timeout),
+    /// which ends its task too, or the normal end after both FINs, which does not (the
+    /// task ends by itself). Returns whether to abort the task now.
+    pub(crate) fn kernel_ended(&mut self, failure: bool) -> bool {
+        self.bits.set(Bits::ENDED);
+        self.clocks = None;
+        failure && self.end_task()
+    }
+
+    /// The task must end: true if it is known (abort it now), else it is aborted on
+    /// arrival.
+    pub(crate) fn end_task(&mut self) -> bool {
+        if self.bits.has(Bits::TASK) {
+            self.bits.clear(Bits::TASK);
+            true
+        } else {
+            self.bits.set(Bits::DOOMED);
+            false
+        }
+    }
+
+    /// The task serving the connection is known now. Returns true if it must be aborted
+    /// at once (the connection was ended before the task was known); otherwise the
+    /// supervisor keeps its handle.
+    pub(crate) fn task_known(&mut self) -> bool {
+        if self.bits.has(Bits::DOOMED) {
+            self.bits.clear(Bits::DOOMED);
+            return true;
+        }
+        self.bits.set(Bits::TASK);
+        false
+    }
+
+    /// Whether the supervisor holds the task's handle.
+    #[cfg(test)]
+    pub(crate) fn has_task(&self) -> bool {
+        self.bits.has(Bits::TASK)
+    }
+
+    /// The application let go of the stream. `lingering`: the supervisor keeps the socket
+    /// to deliver what is queued. Returns the connection's fate if a drain counts it.
+    pub(crate) fn released(&mut self, lingering: bool) -> Option<Fate> {
+        let fate = self.leave_drain();
+        self.bits.clear(Bits::TASK);
+        self.bits.clear(Bits::DOOMED);
+        if lingering {
+            self.bits.set(Bits::LINGERING);
+        }
+        fate
+    }
+
+    /// Part of a drain from now on (open when it began, or accepted while it runs).
+    pub(crate) fn join_drain(&mut self) {
+        self.bits.set(Bits::IN_DRAIN);
+        self.bits.set_fate(Fate::Untouched);
+    }
+
+    pub(crate) fn in_drain(&self) -> bool {
+        self.bits.has(Bits::IN_DRAIN)
+    }
+
+    pub(crate) fn fate(&self) -> Fate {
+        self.bits.fate()
+    }
+
+    pub(crate) fn set_fate(&mut self, fate: Fate) {
+        self.bits.set_fate(fate);
+    }
+
+    /// Leaves the drain, if in one: its fate, to be counted.
+    pub(crate) fn leave_drain(&mut self) -> Option<Fate> {
+        if !self.bits.has(Bits::IN_DRAIN) {
+            return None;
+        }
+        self.bits.clear(Bits::IN_DRAIN);
+        Some(self.bits.fate())
+    }
+
+    /// The kernel watcher could not take it: swept instead.
+    pub(crate) fn set_unwatched(&mut self) {
+        self.bits.set(Bits::UNWATCHED);
+    }
+
+    pub(crate) fn is_unwatched(&self) -> bool {
+        self.bits.has(Bits::UNWATCHED)
+    }
+
+    /// Whether it keeps clocks on the heap (tests).
+    #[cfg(test)]
+    pub(crate) fn has_clocks(&self) -> bool {
+        self.clocks.is_some()
+    }
+}
+
+/// An entry's flags, and a drain's verdict on it in the top bits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Bits(u16);
+
+impl Bits {
+    /// A registered connection whose slot is not freed yet.
+    const LIVE: Bits = Bits(1);
+    /// Over in the kernel, or reset by us: no rule applies.
+    const ENDED: Bits = Bits(1 << 1);
+    /// The library has closed it gracefully.
+    const CLOSED_BY_US: Bits = Bits(1 << 2);
+    /// Released by the application with data still on its way: a lingering close.
+    const LINGERING: Bits = Bits(1 << 3);
+    /// The kernel watcher could not take it: swept instead.
+    const UNWATCHED: Bits = Bits(1 << 4);
+    /// The supervisor holds the abort handle of the task serving it.
+    const TASK: Bits = Bits(1 << 5);
+    /// Ended before its task was known: abort the task when it is.
+    const DOOMED: Bits = Bits(1 << 6);
+    /// Counted by the running drain.
+    const IN_DRAIN: Bits = Bits(1 << 7);
+    const FATE_SHIFT: u16 = 8;
+
+    fn has(self, bits: Bits) -> bool {
+        self.0 & bits.0 != 0
+    }
+
+    fn set(&mut self, bits: Bits) {
+        self.0 |= bits.0;
+    }
+
+    fn clear(&mut self, bits: Bits) {
+        self.0 &= !bits.0;
+    }
+
+    fn fate(self) -> Fate {
+        match (self.0 >> Self::FATE_SHIFT) & 3 {
+            0 => Fate::Untouched,
+            1 => Fate::IdleClosed,
+            _ => Fate::Forced,
+        }
+    }
+
+    fn set_fate(&mut self, fate: Fate) {
+        let n = match fate {
+            Fate::Untouched => 0,
+            Fate::IdleClosed => 1,
+            Fate::Forced => 2,
+        };
+        self.0 = (self.0 & !(3 << Self::FATE_SHIFT)) | (n << Self::FATE_SHIFT);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_is_16_bytes() {
+        assert_eq!(std::mem::size_of::<Watch>(), 16);
+    }
+
+    #[test]
+    fn fate_keeps_to_its_bits() {
+        let mut watch = Watch::default();
+        watch.open();
+        watch.join_drain();
+        for fate in [Fate::Forced, Fate::IdleClosed, Fate::Untouched] {
+            watch.set_fate(fate);
+            assert_eq!(watch.fate(), fate);
+            assert!(watch.is_live() && watch.in_drain());
+        }
+    }
+
+    #[test]
+    fn a_task_known_after_its_connection_ended_is_aborted_on_arrival() {
+        let mut watch = Watch::default();
+        watch.open();
+        assert!(!watch.kernel_ended(true), "no task known yet");
+        assert!(watch.task_known(), "aborted on arrival");
+        // Known first, ended after: aborted then.
+        let mut watch = Watch::default();
+        watch.open();
+        assert!(!watch.task_known());
+        assert!(watch.closed(false, true));
+        // The normal end after both FINs leaves the task alone.
+        let mut watch = Watch::default();
+        watch.open();
+        assert!(!watch.kernel_ended(false));
+        assert!(!watch.task_known());
+    }
+}

@@ -1,0 +1,137 @@
+//! The connections as the supervisor reaches them: the table's pages it knows of, and its
+//! own entry ([`Watch`]) per slot, page by page like the table.
+
+use std::sync::Arc;
+
+use crate::conn::{Conn, Flags, Page, PAGE};
+use crate::id::ConnectionId;
+use crate::rules::Watch;
+use crate::shared::Shared;
+use crate::sys;
+
+pub(super) struct Slots {
+    shared: Arc<Shared>,
+    /// The table's pages, as far as registrations have reached.
+    pages: Vec<Arc<Page>>,
+    watches: Vec<Box<[Watch; PAGE]>>,
+}
+
+impl Slots {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            pages: Vec::new(),
+            watches: Vec::new(),
+        }
+    }
+
+    /// Learns of the table's new pages, up to the one of slot `index`.
+    fn know_page(&mut self, index: u32) {
+        if index as usize / PAGE < self.pages.len() {
+            return;
+        }
+        self.pages = self.shared.table.pages();
+        while self.watches.len() < self.pages.len() {
+            self.watches
+                .push(Box::new(std::array::from_fn(|_| Watch::default())));
+        }
+    }
+
+    fn known(&self, index: u32) -> bool {
+        (index as usize / PAGE) < self.watches.len()
+    }
+
+    /// A connection registered in slot `index`: its entry opens.
+    pub(super) fn open(&mut self, index: u32) -> Conn {
+        self.know_page(index);
+        self.watch_mut(index).open();
+        self.conn(index)
+    }
+
+    /// The connection in slot `index` (its page must be known).
+    pub(super) fn conn(&self, index: u32) -> Conn {
+        Conn::new(self.pages[index as usize / PAGE].clone(), index)
+    }
+
+    pub(super) fn watch(&self, index: u32) -> &Watch {
+        &self.watches[index as usize / PAGE][index as usize % PAGE]
+    }
+
+    pub(super) fn watch_mut(&mut self, index: u32) -> &mut Watch {
+        &mut self.watches[index as usize / PAGE][index as usize % PAGE]
+    }
+
+    pub(super) fn is_live(&self, index: u32) -> bool {
+        self.known(index) && self.watch(index).is_live()
+    }
+
+    /// Whether a heap item (slot, schedule) is still the slot's current one.
+    pub(super) fn is_current(&self, index: u32, sched: u32) -> bool {
+        self.is_live(index) && self.watch(index).sched == sched
+    }
+
+    /// The slot of `id` if it is this connection's (not an earlier occupant's).
+    fn of(&self, id: ConnectionId) -> Option<u32> {
+        let index = id.slot();
+        (self.is_live(index) && self.conn(index).gen() == id.generation()).then_some(index)
+    }
+
+    /// The slot of `id` while its application holds the stream (over or not).
+    pub(super) fn held(&self, id: ConnectionId) -> Option<u32> {
+        self.of(id)
+            .filter(|i| !self.watch(*i).is_lingering() && !self.conn(*i).is_released())
+    }
+
+    /// The slot of `id` while the rules apply to it: held, and not over.
+    pub(super) fn supervised(&self, id: ConnectionId) -> Option<u32> {
+        self.held(id).filter(|i| !self.watch(*i).is_ended())
+    }
+
+    /// The slot of `id` while its socket's events matter: not over, held or lingering.
+    pub(super) fn watched(&self, id: ConnectionId) -> Option<u32> {
+        self.of(id).filter(|i| {
+            let watch = self.watch(*i);
+            !watch.is_ended() && (watch.is_lingering() || !self.conn(*i).is_released())
+        })
+    }
+
+    /// Every slot whose connection is held by its application.
+    pub(super) fn held_indices(&self) -> Vec<u32> {
+        self.indices(|watch| !watch.is_lingering())
+    }
+
+    /// The slots to sweep for a FIN or a failure: held, not over, and not watched by the
+    /// kernel (all of them where there are no kernel events).
+    pub(super) fn swept(&self) -> Vec<u32> {
+        self.indices(|watch| watch.is_supervised() && (sys::NEEDS_SWEEP || watch.is_unwatched()))
+            .into_iter()
+            .filter(|i| !self.conn(*i).has(Flags::RELEASED))
+            .collect()
+    }
+
+    fn indices(&self, keep: impl Fn(&Watch) -> bool) -> Vec<u32> {
+        let mut indices = Vec::new();
+        for (p, watches) in self.watches.iter().enumerate() {
+            for (i, watch) in watches.iter().enumerate() {
+                if watch.is_live() && keep(watch) {
+                    indices.push((p * PAGE + i) as u32);
+                }
+            }
+        }
+        indices
+    }
+
+    /// The connection in slot `index` is done with: its entry closes, and the
+    /// supervisor's reference goes.
+    pub(super) fn free(&mut self, index: u32) {
+        let conn = self.conn(index);
+        self.watch_mut(index).free();
+        conn.unref();
+    }
+
+    /// Lets go of the pages (the supervisor is ending).
+    pub(super) fn clear(&mut self) {
+        self.pages.clear();
+        self.watches.clear();
+    }
+}

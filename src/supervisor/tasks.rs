@@ -1,0 +1,28 @@
+//! The tasks spawned through the library, by slot: aborted when their connection ends.
+
+use std::collections::HashMap;
+
+use tokio::task::AbortHandle;
+
+#[derive(Debug, Default)]
+pub(super) struct Tasks {
+    handles: HashMap<u32, AbortHandle>,
+}
+
+impl Tasks {
+    pub(super) fn keep(&mut self, index: u32, task: AbortHandle) {
+        self.handles.insert(index, task);
+    }
+
+    /// Aborts the task serving slot `index`, if one is kept.
+    pub(super) fn abort(&mut self, index: u32) {
+        if let Some(task) = self.handles.remove(&index) {
+            task.abort();
+        }
+    }
+
+    /// The stream is released: its task no longer holds the connection.
+    pub(super) fn forget(&mut self, index: u32) {
+        self.handles.remove(&index);
+    }
+}
