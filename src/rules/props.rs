@@ -567,18 +567,16 @@ impl World {
         // Events about a connection that is not there (or is gone) do nothing.
         let live = |w: &World, c: usize| w.conns.get(c).is_some_and(|k| !k.freed);
         match ev {
-            Ev::Accept { task } => {
-                if self.conns.len() < MAX_CONNS {
-                    let c = self.conns.len();
-                    self.conns.push(Conn::new(now, task));
-                    if let Some(drain) = self.drain.as_mut() {
-                        drain.join();
-                        self.conns[c].watch.join_drain();
-                        self.conns[c].in_drain = true;
-                        self.drained += 1;
-                    }
-                    self.look(c);
+            Ev::Accept { task } if self.conns.len() < MAX_CONNS => {
+                let c = self.conns.len();
+                self.conns.push(Conn::new(now, task));
+                if let Some(drain) = self.drain.as_mut() {
+                    drain.join();
+                    self.conns[c].watch.join_drain();
+                    self.conns[c].in_drain = true;
+                    self.drained += 1;
                 }
+                self.look(c);
             }
             Ev::PeerSends { c, n } if live(self, c) => {
                 let conn = &mut self.conns[c];
@@ -616,7 +614,7 @@ impl World {
             }
             Ev::PeerReset { c } if live(self, c) => {
                 let conn = &mut self.conns[c];
-                if !conn.reset && !(conn.peer_fin && conn.our_fin) {
+                if !(conn.reset || conn.peer_fin && conn.our_fin) {
                     conn.reset = true;
                     if conn.watched() {
                         if conn.lingering {
@@ -666,31 +664,31 @@ impl World {
                 self.look(c);
             }
             Ev::Tick { ms } => self.advance(now + u64::from(ms) * MS),
-            Ev::Drain { soft_ms, hard_ms } => {
-                if self.drain.is_none() && self.reports.is_empty() {
-                    let held: Vec<usize> = (0..self.conns.len())
-                        .filter(|c| self.conns[*c].held)
-                        .collect();
-                    for &c in &held {
-                        self.conns[c].watch.join_drain();
-                        self.conns[c].in_drain = true;
-                    }
-                    self.drained = held.len();
-                    let soft = u64::from(soft_ms) * MS;
-                    let hard = u64::from(hard_ms) * MS;
-                    self.drain = Some(Drain::new(now, soft, hard, true, held.len()));
-                    if held.is_empty() {
-                        self.finish_drain();
-                    } else {
-                        self.drain_step();
-                    }
+            Ev::Drain { soft_ms, hard_ms } if self.drain.is_none() && self.reports.is_empty() => {
+                let held: Vec<usize> = (0..self.conns.len())
+                    .filter(|c| self.conns[*c].held)
+                    .collect();
+                for &c in &held {
+                    self.conns[c].watch.join_drain();
+                    self.conns[c].in_drain = true;
+                }
+                self.drained = held.len();
+                let soft = u64::from(soft_ms) * MS;
+                let hard = u64::from(hard_ms) * MS;
+                self.drain = Some(Drain::new(now, soft, hard, true, held.len()));
+                if held.is_empty() {
+                    self.finish_drain();
+                } else {
+                    self.drain_step();
                 }
             }
-            Ev::RequestClose { c, abortive } if live(self, c) && self.conns[c].held => {
-                if self.conns[c].watched() && self.close(c, CloseReason::Requested, abortive, true)
-                {
-                    self.look(c);
-                }
+            Ev::RequestClose { c, abortive }
+                if live(self, c)
+                    && self.conns[c].held
+                    && self.conns[c].watched()
+                    && self.close(c, CloseReason::Requested, abortive, true) =>
+            {
+                self.look(c);
             }
             _ => {}
         }
@@ -720,8 +718,7 @@ impl World {
         if conn.task == Task::Known || conn.task == Task::Unknown {
             conn.task = Task::None; // the stream is gone: the task no longer matters
         }
-        let lingering =
-            !conn.reset && conn.queued() && !conn.peer_fin && !(conn.peer_fin && conn.our_fin);
+        let lingering = !conn.reset && conn.queued() && !conn.peer_fin;
         // Our FIN goes out with the close (ours, or the lingering close's).
         if !conn.our_fin && !conn.reset {
             conn.our_fin = true;
