@@ -361,3 +361,68 @@ async fn connect_info_socket_addr_through_tap_io() {
     assert_eq!(body, client.local_addr().unwrap().to_string());
     server.abort();
 }
+
+/// Issue 15, defect 3: `min_receive_rate` closed a connection whose handler was merely
+/// slow, under `axum::serve` (axum's own server over the supervised listener) and under
+/// `serve_connection` over the listener: hyper keeps a read pending while the handler
+/// computes, and the last thing that moved was the request, so the connection looked as
+/// if the client owed data. The client owes nothing once its request (no body) is sent:
+/// a handler that takes 2 s answers in full under a rate of 100 B/s with a 500 ms grace.
+/// (It was closed `SlowReceive` at 501 ms, with no response.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_handler_is_not_cut_by_min_receive_rate_under_axum_serve_or_serve_connection() {
+    use std::future::IntoFuture;
+    let grace = Duration::from_millis(500);
+    let app = || {
+        Router::new().route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                "done"
+            }),
+        )
+    };
+    let mut failures = Vec::new();
+    for way in ["axum::serve", "serve_connection"] {
+        let listener = support::listener(
+            Builder::new().min_receive_rate(tcp_hygiene::MinDataRate::new(100, grace)),
+        )
+        .await;
+        let addr = listener.local_addr().unwrap();
+        let controller = listener.controller();
+        let server = match way {
+            "axum::serve" => tokio::spawn(axum::serve(listener, app()).into_future()),
+            _ => tokio::spawn(async move {
+                loop {
+                    let (stream, _) = listener.accept().await?;
+                    let service = hyper_util::service::TowerToHyperService::new(app());
+                    tokio::spawn(tcp_hygiene::integration::hyper::serve_connection(
+                        stream, service,
+                    ));
+                }
+            }),
+        };
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let response = support::http::try_read_response(&mut client, Duration::from_secs(10)).await;
+        let slow_receive = controller
+            .stats()
+            .closed(tcp_hygiene::CloseReason::SlowReceive);
+        match response {
+            Ok((status, body)) if status.starts_with("HTTP/1.1 200") && body == "done" => {}
+            Ok((status, body)) => failures.push(format!("{way}: {status} {body:?}")),
+            Err(how) => failures.push(format!(
+                "{way}: no response, the connection ended: {how}; SlowReceive closes: {slow_receive}"
+            )),
+        }
+        server.abort();
+    }
+    assert!(
+        failures.is_empty(),
+        "a 2 s handler under min_receive_rate 100 B/s, grace {grace:?}:\n{}",
+        failures.join("\n")
+    );
+}

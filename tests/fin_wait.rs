@@ -346,3 +346,81 @@ async fn fin_wait_bounds_the_orphan_after_the_application_drops_the_stream() {
     );
     drop(clients);
 }
+
+/// Issue 15, defect 8: `fin_wait_timeout` reset a half-closed peer that was still
+/// sending, because its clock counted only the acknowledgements of our bytes. The server
+/// says its last word and shuts down its write half; the client reads it and our FIN, and
+/// keeps uploading 4 bytes every 50 ms for five times the timeout. A peer that keeps
+/// sending after our FIN is legal and well-behaved: it is never reset while it does, its
+/// every write succeeds, and the server's socket stays in FIN_WAIT_2. (It was reset about
+/// 560 ms after our FIN, `FinWaitTimeout`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_closed_peer_that_keeps_uploading_is_not_reset_by_fin_wait_timeout() {
+    let listener = support::listener(
+        Builder::new()
+            .fin_wait_timeout(FIN_WAIT)
+            .close_wait_timeout(None),
+    )
+    .await;
+    let port = listener.local_addr().unwrap().port();
+    let (mut client, mut server) = support::connect_pair(&listener).await;
+    let client_port = client.local_addr().unwrap().port();
+    let handle = server.handle();
+    server.write_all(b"send me the rest\n").await.unwrap();
+    server.shutdown().await.unwrap();
+    let fin = Instant::now();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), client.read_to_end(&mut got))
+        .await
+        .expect("client reads EOF")
+        .unwrap();
+    assert_eq!(got, b"send me the rest\n");
+    // The server reads the upload as it comes.
+    let reader = tokio::spawn(async move {
+        let mut total = 0;
+        let mut buf = [0u8; 1024];
+        while let Ok(Ok(n @ 1..)) =
+            tokio::time::timeout(Duration::from_secs(5), server.read(&mut buf)).await
+        {
+            total += n;
+        }
+        (total, server)
+    });
+    let uploading = FIN_WAIT * 5;
+    let mut sent = 0;
+    while fin.elapsed() < uploading {
+        if let Err(e) = client.write_all(b"data").await {
+            panic!(
+                "the client's upload failed {:?} after our FIN ({sent} bytes sent): {e:?}; \
+                 close reason {:?}",
+                fin.elapsed(),
+                handle.close_reason()
+            );
+        }
+        sent += 4;
+        if let Some(reason) = handle.close_reason() {
+            panic!(
+                "closed ({reason:?}) {:?} after our FIN (fin_wait_timeout {FIN_WAIT:?}) while \
+                 the peer kept sending ({sent} bytes so far, 4 every 50 ms)",
+                fin.elapsed()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(handle.close_reason(), None);
+    assert_eq!(
+        ss_conn(port, client_port, "fin-wait-2"),
+        1,
+        "{}",
+        support::ss_lines(port)
+    );
+    // The client ends the upload with its FIN: an orderly close, nothing counted.
+    client.shutdown().await.unwrap();
+    let (total, server) = tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .expect("the server reads the upload to its end")
+        .unwrap();
+    assert_eq!(total, sent);
+    assert_eq!(listener.stats().closed_total(), 0);
+    drop(server);
+}

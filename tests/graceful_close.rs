@@ -359,3 +359,129 @@ async fn linger_zero_resets_on_drop_without_blocking() {
     let err = client.read(&mut buf).await.expect_err("reset");
     assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
 }
+
+/// Issue 15, defect 5: a lingering close that ended at the peer's FIN left an unbounded
+/// orphan. `write_idle_timeout` bounds every socket the application dropped with data
+/// still queued: here a peer with a 4 KiB window stops reading, the server writes until
+/// it stalls and drops the stream (the library's lingering close takes it over), then the
+/// peer half-closes and still reads nothing. Nothing is acknowledged any more: the
+/// server's socket must be gone (reset) soon after `write_idle_timeout`, however the
+/// lingering close ends. (It sat in CLOSING with the data unsent for `TCP_USER_TIMEOUT`,
+/// 120 s: the lingering close handed it to the kernel at the peer's FIN without lowering
+/// the user timeout, as the plain drop path does.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lingering_close_that_ends_at_the_peers_fin_stays_bounded_by_write_idle_timeout() {
+    let write_idle = Duration::from_millis(500);
+    let listener = support::listener(Builder::new().write_idle_timeout(write_idle)).await;
+    let port = listener.local_addr().unwrap().port();
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let (client, accepted) = tokio::join!(
+        socket.connect(listener.local_addr().unwrap()),
+        listener.accept()
+    );
+    let (mut client, (mut server, _)) = (client.unwrap(), accepted.unwrap());
+    let client_port = client.local_addr().unwrap().port();
+    let chunk = vec![9u8; CHUNK];
+    let started = Instant::now();
+    loop {
+        match tokio::time::timeout(Duration::from_millis(200), server.write_all(&chunk)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("write failed before stalling: {e:?}"),
+            Err(_) => break, // stalled: the client's window is shut
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "never stalled");
+    }
+    drop(server); // data still queued: a lingering close
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client.shutdown().await.unwrap(); // the peer's FIN; it still reads nothing
+    let fin = Instant::now();
+    let limit = write_idle * 4;
+    while ss_conn_any(port, client_port) && fin.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !ss_conn_any(port, client_port),
+        "{:?} after the peer's FIN (write_idle_timeout {write_idle:?}), the socket the \
+         application dropped with data queued is still there, acknowledging nothing:\n{}",
+        fin.elapsed(),
+        support::ss_lines(port)
+    );
+    drop(client);
+}
+
+/// Whether the server's socket of one connection is in any connected state.
+fn ss_conn_any(port: u16, client_port: u16) -> bool {
+    support::ss_conn(port, client_port, "connected") > 0
+}
+
+/// Issue 15, suspected case "a read returns EOF whenever SHUT is set, even when data the
+/// peer sent before its FIN is still unread" (confirmed). The client sends a request the
+/// handler has not read yet; the library closes the connection gracefully (here on
+/// request, through the controller: any rule does the same); the client sees our FIN and
+/// answers with its own, as clients do. What the client sent before its FIN must reach
+/// the handler, then EOF: the bytes are in the kernel, and the kernel will end them with
+/// EOF. (The handler read EOF at once, and after the client's FIN arrived the same
+/// stream returned the request's bytes: data after EOF.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_peer_sent_before_a_library_close_is_read_before_eof() {
+    const REQUEST: &[u8] = b"PUT /upload HTTP/1.1\r\nContent-Length: 11\r\n\r\nhello world";
+    let listener = support::listener(&Builder::new()).await;
+    let controller = listener.controller();
+    let (mut client, mut server) = support::connect_pair(&listener).await;
+    let handle = server.handle();
+    client.write_all(REQUEST).await.unwrap();
+    wait_for(
+        Duration::from_secs(2),
+        "the request in the server's kernel",
+        || {
+            handle
+                .snapshot()
+                .tcp_info
+                .is_some_and(|i| i.bytes_received >= REQUEST.len() as u64)
+        },
+    )
+    .await;
+    assert!(controller.close(server.id(), tcp_hygiene::CloseMode::Graceful));
+    wait_for(Duration::from_secs(2), "closed by the library", || {
+        handle.close_reason().is_some()
+    })
+    .await;
+    let mut buf = [0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(2), client.read(&mut buf))
+        .await
+        .expect("our FIN reaches the client")
+        .unwrap();
+    assert_eq!(n, 0, "the client reads our FIN");
+    // The client answers our FIN with its own a little later; the handler reads
+    // meanwhile, to the end.
+    let client_fin = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        client.shutdown().await.unwrap();
+        client
+    });
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), server.read_to_end(&mut got)).await;
+    let _client = client_fin.await.unwrap();
+    let before_eof = got.clone();
+    // What a second read sees once the peer's FIN has been seen too (the kernel watcher
+    // reports it within microseconds; `is_peer_closed` cannot tell, being true once the
+    // library has closed the connection).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut after_eof = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(1), server.read_to_end(&mut after_eof)).await;
+    assert!(
+        read.is_ok() && before_eof == REQUEST && after_eof.is_empty(),
+        "after the library's close the handler read {} of the {} request bytes, then \
+         {:?}; once the client's FIN was seen, reading on returned {} more bytes{}",
+        before_eof.len(),
+        REQUEST.len(),
+        read.map(|r| r.map(|_| "EOF")),
+        after_eof.len(),
+        if before_eof.is_empty() && !after_eof.is_empty() {
+            " (data after EOF)"
+        } else {
+            ""
+        }
+    );
+}

@@ -445,3 +445,73 @@ async fn the_metrics_example_serves_a_scrape_that_counts_the_reaped() {
     ));
     assert_eq!(accepted, (LEAKED + 1) as f64, "{scrape}");
 }
+
+/// Issue 15, defect 7: one connection was counted under two close reasons. The peer stops
+/// reading (4 KiB window); `max_connection_age` closes the connection gracefully while
+/// the server writes; the application's write fails and it drops the stream with data
+/// still queued; the lingering close that delivers it then resets it for
+/// `write_idle_timeout` and counted that too. Each connection counts exactly once: in
+/// `Stats` and in the metrics, whatever happens to its socket after its first reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_is_counted_under_one_close_reason() {
+    let (listener, snapshotter) = recorded_listener(
+        Builder::new()
+            .max_connection_age(Duration::from_millis(300))
+            .write_idle_timeout(Duration::from_millis(500)),
+    )
+    .await;
+    let addr = listener.local_addr().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let (client, accepted) = tokio::join!(socket.connect(addr), listener.accept());
+    let (client, (mut server, _)) = (client.unwrap(), accepted.unwrap());
+    let client_port = client.local_addr().unwrap().port();
+    // The client never reads. The server writes until a write fails (the age).
+    let chunk = vec![5u8; 64 * 1024];
+    let err = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Err(e) = server.write_all(&chunk).await {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("a write fails once the connection reaches its age");
+    assert_eq!(support::reason_of(&err), CloseReason::MaxConnectionAge);
+    drop(server); // data still queued: the lingering close takes it over
+    wait_for(Duration::from_secs(5), "the server's socket gone", || {
+        support::ss_conn(addr.port(), client_port, "connected") == 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stats = listener.stats();
+    let by_reason: Vec<_> = CloseReason::ALL
+        .iter()
+        .filter(|r| stats.closed(**r) > 0)
+        .map(|r| (r.as_str(), stats.closed(*r)))
+        .collect();
+    let recorded = Recorded::take(&snapshotter, addr);
+    let mut metric: Vec<_> = recorded
+        .0
+        .iter()
+        .filter(|((name, _), _)| name == "tcp_hygiene_connections_closed_total")
+        .filter_map(|((_, reason), value)| match value {
+            DebugValue::Counter(n) if *n > 0 => Some((reason.clone(), *n)),
+            _ => None,
+        })
+        .collect();
+    metric.sort();
+    assert_eq!(
+        (stats.accepted, stats.closed_total()),
+        (1, 1),
+        "one connection, closed by its age: Stats counts {by_reason:?}; the metric \
+         tcp_hygiene_connections_closed_total counts {metric:?}"
+    );
+    assert_eq!(stats.closed(CloseReason::MaxConnectionAge), 1);
+    assert_eq!(
+        metric,
+        vec![("max_connection_age".to_owned(), 1)],
+        "tcp_hygiene_connections_closed_total"
+    );
+    drop(client);
+}

@@ -566,3 +566,264 @@ async fn slowhttptest_slowloris_is_cut_and_plain_axum_is_not() {
     eprintln!("slowhttptest on the serve:\n{csv}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ----------------------------------------------------------------------------------------
+// Regressions of issue 15.
+
+/// A listener on 127.0.0.1 whose accepted sockets have a small send buffer (they inherit
+/// the listening socket's): what is not yet in the kernel stays in hyper's buffers.
+fn listener_with_send_buffer(
+    builder: &tcp_hygiene::Builder,
+    bytes: usize,
+) -> tcp_hygiene::TcpListener {
+    support::trace_init();
+    let std = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    socket2::SockRef::from(&std)
+        .set_send_buffer_size(bytes)
+        .unwrap();
+    std.set_nonblocking(true).unwrap();
+    builder
+        .wrap(tokio::net::TcpListener::from_std(std).unwrap())
+        .unwrap()
+}
+
+/// Issue 15, defect 1: the serve's header read timeout cut off a response still being
+/// written. A `GET` of a 2 MiB body under `header_read_timeout(1 s)`, by a client with a
+/// 16 KiB receive buffer reading about 800 KB/s (the server's sockets have a 64 KiB send
+/// buffer, so most of the body waits in hyper's write buffer): the client gets every
+/// byte. (The request counted as finished once hyper had taken the body's last frame; the
+/// header-read clock started then, and when it ran out the connection was dropped with
+/// hyper's unsent bytes: a clean EOF after part of the body. With the 30 s default this
+/// hits any slow client downloading a large response.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_downloading_a_large_response_gets_every_byte_despite_the_header_read_timeout(
+) {
+    const BODY: usize = 2 << 20;
+    let listener = listener_with_send_buffer(&tcp_hygiene::Builder::new(), 64 * 1024);
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route("/big", axum::routing::get(|| async { vec![b'x'; BODY] }));
+    let server = tokio::spawn(
+        tcp_hygiene::integration::axum::serve(listener, app)
+            .header_read_timeout(Duration::from_secs(1))
+            .into_future(),
+    );
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let mut client = socket.connect(addr).await.unwrap();
+    client
+        .write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let asked = Instant::now();
+    let mut received = Vec::with_capacity(BODY + 1024);
+    let mut chunk = vec![0u8; 16 * 1024];
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(5), client.read(&mut chunk)).await {
+            Err(_) => break "nothing for 5 s".to_owned(),
+            Ok(Ok(0)) => break "EOF".to_owned(),
+            Ok(Err(e)) => break format!("{e:?}"),
+            Ok(Ok(n)) => received.extend_from_slice(&chunk[..n]),
+        }
+        let head_end = received.windows(4).position(|w| w == b"\r\n\r\n");
+        if head_end.is_some_and(|end| received.len() >= end + 4 + BODY) {
+            break "the whole response".to_owned();
+        }
+        assert!(asked.elapsed() < Duration::from_secs(30), "too slow");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let head_end = received
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let body = received.len() - (head_end + 4);
+    eprintln!(
+        "slow download: {body} of {BODY} body bytes in {:?}, then {ended}",
+        asked.elapsed()
+    );
+    assert_eq!(
+        body,
+        BODY,
+        "the client got {body} of {BODY} body bytes, then {ended} {:?} after its request",
+        asked.elapsed()
+    );
+    server.abort();
+}
+
+/// HTTP/2 frames by hand, for a test that must control exactly which bytes a client
+/// sends last (a library client decides for itself when to send WINDOW_UPDATE).
+mod h2_frames {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    pub(crate) const DATA: u8 = 0;
+    pub(crate) const HEADERS: u8 = 1;
+    pub(crate) const SETTINGS: u8 = 4;
+    pub(crate) const WINDOW_UPDATE: u8 = 8;
+    pub(crate) const END_STREAM: u8 = 1;
+
+    pub(crate) fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len() as u32;
+        let mut f = len.to_be_bytes()[1..].to_vec();
+        f.extend_from_slice(&[kind, flags]);
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// A WINDOW_UPDATE of `increment` for `stream` (0: the connection).
+    pub(crate) fn window_update(stream: u32, increment: u32) -> Vec<u8> {
+        frame(WINDOW_UPDATE, 0, stream, &increment.to_be_bytes())
+    }
+
+    /// The preface and SETTINGS (stream windows of 2^31 - 1), and the connection's window
+    /// opened as wide: the server never waits for a WINDOW_UPDATE of ours.
+    pub(crate) fn preface() -> Vec<u8> {
+        let mut p = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        // SETTINGS_INITIAL_WINDOW_SIZE (4) = 2^31 - 1.
+        p.extend(frame(SETTINGS, 0, 0, &[0, 4, 0x7f, 0xff, 0xff, 0xff]));
+        p.extend(window_update(0, 0x7fff_0000));
+        p
+    }
+
+    /// `GET path` on `stream` (HPACK: :method GET, :scheme http, :authority t, :path
+    /// literal), ending the stream.
+    pub(crate) fn get(stream: u32, path: &str) -> Vec<u8> {
+        let mut block = vec![0x82, 0x86, 0x41, 1, b't', 0x44, path.len() as u8];
+        block.extend_from_slice(path.as_bytes());
+        frame(HEADERS, 0x4 | END_STREAM, stream, &block)
+    }
+
+    /// Reads one frame: its type, flags, stream and payload.
+    pub(crate) async fn read(stream: &mut TcpStream) -> std::io::Result<(u8, u8, u32, Vec<u8>)> {
+        let mut head = [0u8; 9];
+        stream.read_exact(&mut head).await?;
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0u8; len];
+        stream.read_exact(&mut payload).await?;
+        Ok((head[3], head[4], id, payload))
+    }
+
+    /// Reads the response on `id` to its end (acknowledging the server's SETTINGS on the
+    /// way); returns its status byte (HPACK 0x88 is `:status 200`) and body length.
+    pub(crate) async fn response(stream: &mut TcpStream, id: u32) -> std::io::Result<(u8, usize)> {
+        let (mut status, mut body) = (0, 0);
+        loop {
+            let (kind, flags, on, payload) = read(stream).await?;
+            match kind {
+                SETTINGS if flags & 1 == 0 => {
+                    stream.write_all(&frame(SETTINGS, 1, 0, &[])).await?;
+                }
+                HEADERS if on == id => status = payload.first().copied().unwrap_or(0),
+                DATA if on == id => body += payload.len(),
+                _ => {}
+            }
+            if on == id && flags & END_STREAM != 0 && (kind == DATA || kind == HEADERS) {
+                return Ok((status, body));
+            }
+        }
+    }
+}
+
+/// Issue 15, defect 9: `min_receive_rate` closed healthy HTTP/2 connections. After a
+/// download every h2 client sends WINDOW_UPDATE frames as it consumes the data; on a
+/// connection then idle those were the last bytes to move, so the client looked as if
+/// it owed data, and the connection was closed `SlowReceive` about 1.9 s later (rate
+/// 100 B/s, grace 1 s), with no GOAWAY. Here an HTTP/2 client (frames by hand, so that
+/// its last frame is always that WINDOW_UPDATE) downloads 1 MiB, gives the window back,
+/// and stays idle for 4 s: the connection is still open, and serves the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_after_a_download_is_not_cut_by_min_receive_rate() {
+    const IDLE: Duration = Duration::from_secs(4);
+    const BIG: usize = 1 << 20;
+    let listener = support::listener(
+        tcp_hygiene::Builder::new()
+            .min_receive_rate(tcp_hygiene::MinDataRate::new(100, Duration::from_secs(1))),
+    )
+    .await;
+    let addr = listener.local_addr().unwrap();
+    let controller = listener.controller();
+    let app = axum::Router::new()
+        .route("/ok", axum::routing::get(|| async { "ok" }))
+        .route("/big", axum::routing::get(|| async { vec![b'x'; BIG] }));
+    let server = tokio::spawn(
+        tcp_hygiene::integration::axum::serve(listener, app)
+            .keep_alive_timeout(None)
+            .into_future(),
+    );
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client.write_all(&h2_frames::preface()).await.unwrap();
+    client.write_all(&h2_frames::get(1, "/big")).await.unwrap();
+    let (status, body) =
+        tokio::time::timeout(Duration::from_secs(10), h2_frames::response(&mut client, 1))
+            .await
+            .expect("the download in time")
+            .expect("the download");
+    assert_eq!((status, body), (0x88, BIG), "200 and the whole body");
+    // The client consumed the data and gives the connection's window back.
+    client
+        .write_all(&h2_frames::window_update(0, BIG as u32))
+        .await
+        .unwrap();
+    let downloaded = Instant::now();
+    let idle = tokio::time::timeout(IDLE, h2_frames::read(&mut client)).await;
+    let stats = controller.stats();
+    if let Ok(ended) = idle {
+        panic!(
+            "the idle HTTP/2 connection ended {:?} after its download: {ended:?} (0 bytes \
+             read: EOF); closed SlowReceive: {}",
+            downloaded.elapsed(),
+            stats.closed(tcp_hygiene::CloseReason::SlowReceive)
+        );
+    }
+    client.write_all(&h2_frames::get(3, "/ok")).await.unwrap();
+    let (status, body) =
+        tokio::time::timeout(Duration::from_secs(5), h2_frames::response(&mut client, 3))
+            .await
+            .expect("the next request answered in time")
+            .expect("the idle HTTP/2 connection still serves");
+    assert_eq!((status, body), (0x88, 2));
+    assert_eq!(stats.closed_total(), 0, "{stats:?}");
+    server.abort();
+}
+
+/// Issue 15, defect 10: `min_receive_rate` counted a small request body that had been
+/// fully sent, but not yet read by the handler, as owed. `GET /slow` with a 5-byte body
+/// the handler never reads, a 3 s handler, rate 100 B/s with a 1 s grace: the client sent
+/// everything at once and owes nothing; it gets its answer. (It got an empty reply at
+/// 1.0 s, closed `SlowReceive`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_body_the_handler_has_not_read_is_not_owed_under_min_receive_rate() {
+    let listener = support::listener(
+        tcp_hygiene::Builder::new()
+            .min_receive_rate(tcp_hygiene::MinDataRate::new(100, Duration::from_secs(1))),
+    )
+    .await;
+    let addr = listener.local_addr().unwrap();
+    let controller = listener.controller();
+    let app = axum::Router::new().route(
+        "/slow",
+        axum::routing::get(|| async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            "done"
+        }),
+    );
+    let server = tokio::spawn(tcp_hygiene::integration::axum::serve(listener, app).into_future());
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello")
+        .await
+        .unwrap();
+    let response = support::http::try_read_response(&mut client, Duration::from_secs(10)).await;
+    let stats = controller.stats();
+    let (status, body) = response.unwrap_or_else(|how| {
+        panic!(
+            "no response: {how}; closed SlowReceive: {}",
+            stats.closed(tcp_hygiene::CloseReason::SlowReceive)
+        )
+    });
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(body, "done");
+    assert_eq!(stats.closed_total(), 0, "{stats:?}");
+    server.abort();
+}

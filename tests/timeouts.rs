@@ -477,3 +477,159 @@ async fn max_connection_age_closes_busy_and_quiet_connections() {
     assert_eq!(stats.closed(CloseReason::MaxConnectionAge), 2);
     assert_eq!(stats.closed_total(), 2);
 }
+
+// ----------------------------------------------------------------------------------------
+// Regressions of issue 15.
+
+/// The process's CPU time (user + system) so far.
+fn cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// After the library's own graceful close, the rules that ended with it leave no deadline
+/// behind: a connection closed for `read_idle_timeout` while its peer still owed data
+/// (`min_receive_rate` on) and whose handler keeps the stream costs no CPU afterwards.
+/// (It used to: a stale read-idle deadline and a receive window restarted at every look
+/// kept the supervisor busy, a whole core, in a loop that never returns to the runtime.)
+///
+/// On a multi-thread runtime, and the second after the close is measured with a blocking
+/// sleep of the test's own thread: a supervisor spinning on one worker also keeps the
+/// runtime's timers and I/O from being driven, so a tokio sleep or read could hang for
+/// ever instead of failing. Dropping the stream ends the spin (the supervisor stops
+/// looking at a released connection), so the test drops it before it asserts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_library_closed_costs_no_cpu_afterwards() {
+    const LIMIT: Duration = Duration::from_secs(5);
+    let listener = support::listener(
+        Builder::new()
+            .read_idle_timeout(Duration::from_millis(300))
+            .min_receive_rate(tcp_hygiene::MinDataRate::new(1, Duration::from_secs(60))),
+    )
+    .await;
+    let (mut client, mut server) = support::connect_pair(&listener).await;
+    client.write_all(b"part of a request").await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(LIMIT, server.read(&mut buf))
+        .await
+        .expect("the request's first part arrives")
+        .unwrap();
+    assert!(n > 0);
+    // The handler waits for the rest, which never comes: closed for read-idle.
+    let n = tokio::time::timeout(LIMIT, server.read(&mut buf))
+        .await
+        .expect("the library closes the connection for read-idle (EOF)")
+        .unwrap();
+    assert_eq!(n, 0);
+    assert_eq!(server.close_reason(), Some(CloseReason::ReadIdleTimeout));
+    let before = cpu_time();
+    let wall = Instant::now();
+    // Blocking on purpose (see above): this thread is not one of the runtime's workers.
+    std::thread::sleep(Duration::from_secs(1));
+    let (spent, wall) = (cpu_time() - before, wall.elapsed());
+    drop(server);
+    eprintln!("CPU in the {wall:?} after the close: {spent:?}");
+    // Our FIN reached the client.
+    let n = tokio::time::timeout(LIMIT, client.read(&mut buf))
+        .await
+        .expect("our FIN reaches the client")
+        .unwrap();
+    assert_eq!(n, 0);
+    assert!(
+        spent < Duration::from_millis(200),
+        "the process spent {spent:?} of CPU in the {wall:?} after the library closed an idle \
+         connection whose handler keeps the stream (bound 200 ms): the supervisor spins"
+    );
+}
+
+/// Issue 15, defect 6: `write_idle_timeout` stopped applying once both sides had sent
+/// FIN while the application still held the stream. The client sends its request,
+/// half-closes and never reads (4 KiB window); the server reads to EOF, writes until it
+/// stalls, shuts down its write half and keeps the stream. Data is queued, nothing is
+/// acknowledged: the connection must be reset `write_idle_timeout` after the last
+/// acknowledgement, as it is without the FINs. (It sat in LAST-ACK with data queued, no
+/// close reason, until `TCP_USER_TIMEOUT`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_idle_timeout_resets_a_stalled_writer_after_both_sides_sent_fin() {
+    let t = Duration::from_millis(500);
+    let listener = support::listener(Builder::new().write_idle_timeout(t)).await;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut conn = connect_with(&listener, socket.connect(listener.local_addr().unwrap())).await;
+    conn.client.write_all(b"GET /big\r\n").await.unwrap();
+    conn.client.shutdown().await.unwrap();
+    let mut request = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        conn.server.read_to_end(&mut request),
+    )
+    .await
+    .expect("the server reads the request and the client's FIN")
+    .unwrap();
+    assert_eq!(request, b"GET /big\r\n");
+    // The answer: far more than the client takes. Written until a write stalls.
+    let chunk = vec![7u8; 64 * 1024];
+    let started = Instant::now();
+    loop {
+        match tokio::time::timeout(Duration::from_millis(200), conn.server.write_all(&chunk)).await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("write failed before stalling: {e:?}"),
+            Err(_) => break, // stalled: the client's window is shut
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "never stalled");
+    }
+    conn.server.shutdown().await.unwrap();
+    let fin = Instant::now();
+    let limit = t * 3 + SLACK;
+    while conn.handle.close_reason().is_none() && fin.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let kernel = support::ss_lines(conn.server_port);
+    assert_eq!(
+        conn.handle.close_reason(),
+        Some(CloseReason::WriteIdleTimeout),
+        "{:?} after our FIN (write_idle_timeout {t:?}), with both FINs sent and data queued, \
+         the connection has no close reason; the kernel's view:\n{kernel}",
+        fin.elapsed()
+    );
+    wait_for(
+        Duration::from_secs(2),
+        "the server's socket is reset",
+        || ss_conn(conn.server_port, conn.client_port, "connected") == 0,
+    )
+    .await;
+    drop(conn.server);
+}
+
+/// Issue 15, suspected case "a bare FIN counts as the first byte for
+/// `first_byte_timeout`": the kernel counts a FIN as one byte received (it takes a
+/// sequence number). A client that connects and half-closes without a single byte of
+/// data is exactly the silent client the rule is for: it must be closed at
+/// `first_byte_timeout`, not left in CLOSE_WAIT until `close_wait_timeout` (30 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_half_closes_without_a_byte_is_closed_at_first_byte_timeout() {
+    let t = Duration::from_millis(300);
+    let listener = support::listener(Builder::new().first_byte_timeout(t)).await;
+    let mut silent = connect(&listener).await;
+    silent.client.shutdown().await.unwrap();
+    // (Its `peer_closed` resolves at the FIN: the close reason tells the library's close.)
+    let limit = t * 2 + SLACK;
+    while silent.handle.close_reason().is_none() && silent.accepted.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let kernel = support::ss_lines(silent.server_port);
+    assert!(
+        silent.handle.close_reason().is_some(),
+        "{limit:?} after accept (first_byte_timeout {t:?}) a client that sent nothing but \
+         its FIN is still open: reason {:?}, state {:?}, bytes read {}; the kernel's view:\n{kernel}",
+        silent.handle.close_reason(),
+        silent.handle.state(),
+        silent.handle.snapshot().bytes_read
+    );
+    assert_eq!(
+        silent.handle.close_reason(),
+        Some(CloseReason::FirstByteTimeout)
+    );
+    assert_eq!(listener.stats().closed(CloseReason::FirstByteTimeout), 1);
+}

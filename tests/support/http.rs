@@ -57,3 +57,53 @@ pub(crate) async fn closed_within(stream: &mut TcpStream, limit: Duration) -> In
         }
     }
 }
+
+/// Like [`read_response`], but a connection that ends first is an `Err` that says how
+/// (EOF or the error), when (after the call), and how many bytes of response came.
+pub(crate) async fn try_read_response(
+    stream: &mut TcpStream,
+    limit: Duration,
+) -> Result<(String, String), String> {
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let left = limit.saturating_sub(started.elapsed());
+        let n = match tokio::time::timeout(left, stream.read(&mut chunk)).await {
+            Err(_) => return Err(format!("no full response within {limit:?}")),
+            Ok(Err(e)) => {
+                return Err(format!(
+                    "{e:?} {:?} after the request, {} bytes of response before it",
+                    started.elapsed(),
+                    buf.len()
+                ))
+            }
+            Ok(Ok(0)) => {
+                return Err(format!(
+                    "EOF {:?} after the request, {} bytes of response before it: {:?}",
+                    started.elapsed(),
+                    buf.len(),
+                    String::from_utf8_lossy(&buf)
+                ))
+            }
+            Ok(Ok(n)) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let head = &text[..end];
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .expect("content-length");
+            if text.len() >= end + 4 + length {
+                let status = head.lines().next().unwrap_or_default().to_owned();
+                return Ok((status, text[end + 4..end + 4 + length].to_owned()));
+            }
+        }
+    }
+}
