@@ -37,6 +37,8 @@ pub struct TcpStream {
     // the descriptor, so the supervisor can never act on a reused descriptor number.
     registration: Registration,
     io: tokio::net::TcpStream,
+    /// A read returned EOF after the library's close: every later read does too.
+    eof_given: bool,
 }
 
 struct Registration(ConnRef);
@@ -52,6 +54,7 @@ impl TcpStream {
         Self {
             registration: Registration(conn),
             io,
+            eof_given: false,
         }
     }
 
@@ -114,7 +117,9 @@ impl TcpStream {
     /// Takes the tokio stream back. The connection leaves supervision: no timeouts, no
     /// FIN tracking, and it no longer counts toward `max_connections`.
     pub fn into_inner(self) -> tokio::net::TcpStream {
-        let TcpStream { registration, io } = self;
+        let TcpStream {
+            registration, io, ..
+        } = self;
         registration.0.release(false);
         drop(registration);
         io
@@ -142,9 +147,8 @@ impl AsyncRead for TcpStream {
         let conn: &Conn = &this.registration.0;
         // Closed by the library: EOF at once, unless the peer had already sent FIN, in
         // which case what it sent before is still read (the kernel ends it with EOF).
-        let flags = conn.flags();
-        if flags.contains(Flags::SHUT) && !flags.contains(Flags::PEER_FIN) && !peer_fin_came(conn) {
-            return shut(conn);
+        if conn.flags().contains(Flags::SHUT) {
+            return read_after_our_close(this, cx, buf);
         }
         let before = buf.filled().len();
         let had_room = buf.remaining() > 0;
@@ -161,32 +165,52 @@ impl AsyncRead for TcpStream {
                 }
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(explain(conn, e))),
-            Poll::Pending => parked(conn, cx),
+            Poll::Pending => {
+                conn.park_read(cx.waker());
+                // A close after the check above found no waker to wake.
+                if conn.has(Flags::SHUT) {
+                    return read_after_our_close(this, cx, buf);
+                }
+                Poll::Pending
+            }
         }
     }
 }
 
-/// The read found nothing: remember the waiting task, so that a close by the library
-/// (which shuts down only our write half, so the kernel would not wake it) ends the wait.
-fn parked(conn: &Conn, cx: &Context<'_>) -> Poll<io::Result<()>> {
-    conn.park_read(cx.waker());
-    // A close that happened after the check above found no waker to wake.
-    if conn.has(Flags::SHUT) {
+/// A read after the library closed the connection gracefully: what the kernel already
+/// holds is still read (the peer sent it before our FIN reached it, and before its own
+/// FIN), then EOF, at the first read that would wait (or the kernel's own EOF). Once
+/// given, EOF stays: nothing the peer sends later is read.
+#[cold]
+fn read_after_our_close(
+    this: &mut TcpStream,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> Poll<io::Result<()>> {
+    let conn: &Conn = &this.registration.0;
+    if this.eof_given {
         return shut(conn);
     }
-    Poll::Pending
-}
-
-/// After the library's close: whether the peer's FIN has arrived though no one has said
-/// so yet (the kernel watcher's event may still be on its way), so that what the peer
-/// sent before it is still read.
-#[cold]
-fn peer_fin_came(conn: &Conn) -> bool {
-    let came = conn.tcp_info().is_some_and(|i| i.state.peer_fin_received());
-    if came {
-        conn.set_flag(Flags::PEER_FIN);
+    let before = buf.filled().len();
+    let had_room = buf.remaining() > 0;
+    match Pin::new(&mut this.io).poll_read(cx, buf) {
+        Poll::Ready(Ok(())) => {
+            let n = buf.filled().len() - before;
+            if n > 0 {
+                conn.add_read(n);
+                return Poll::Ready(Ok(()));
+            }
+            if !had_room {
+                return Poll::Ready(Ok(()));
+            }
+            // The peer's FIN: nothing is left unread.
+            conn.observed_eof();
+        }
+        Poll::Ready(Err(e)) => return Poll::Ready(Err(explain(conn, e))),
+        Poll::Pending => {}
     }
-    came
+    this.eof_given = true;
+    shut(conn)
 }
 
 #[cold]
