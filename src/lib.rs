@@ -93,41 +93,83 @@
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(not(loom))]
 mod census;
+#[cfg(not(loom))]
 mod config;
+#[cfg(not(loom))]
 mod conn;
+#[cfg(not(loom))]
 pub mod error;
+#[cfg(not(loom))]
 mod handle;
+#[cfg(not(loom))]
 mod id;
+#[cfg(not(loom))]
 pub mod integration;
+#[cfg(not(loom))]
 mod listener;
+#[cfg(not(loom))]
 mod mailbox;
+#[cfg(not(loom))]
 mod observe;
+#[cfg(not(loom))]
 mod rules;
+#[cfg(not(loom))]
 mod shared;
+#[cfg(not(loom))]
 mod state;
+#[cfg(not(loom))]
 mod stats;
+#[cfg(not(loom))]
 mod stream;
+#[cfg(not(loom))]
 mod supervisor;
+mod sync;
 #[allow(unsafe_code)]
+#[cfg(not(loom))]
 mod sys;
+#[cfg(not(loom))]
 mod tcp_info;
+#[cfg(not(loom))]
 mod time;
 
+#[cfg(not(loom))]
 pub use census::{
     reap, Census, CensusQuery, Lingering, ListenQueue, PortCensus, Process, ReapFilter,
     ReapOutcome, ReapReport, SockStat, Source, Victim,
 };
+#[cfg(not(loom))]
 pub use config::{CloseMode, Config, Keepalive, MinDataRate};
+#[cfg(not(loom))]
 pub use error::ConfigError;
+#[cfg(not(loom))]
 pub use handle::{ConnectionHandle, Draining, PeerClosed, ReadIdle};
+#[cfg(not(loom))]
 pub use id::ConnectionId;
+#[cfg(not(loom))]
 pub use listener::{Builder, Controller, TcpListener};
+#[cfg(not(loom))]
 pub use observe::{ConnectionEvent, ConnectionEventKind};
+#[cfg(not(loom))]
 pub use state::{CloseReason, ConnectionState};
+#[cfg(not(loom))]
 pub use stats::{ConnectionSnapshot, DrainReport, Stats};
+#[cfg(not(loom))]
 pub use stream::TcpStream;
+#[cfg(not(loom))]
 pub use tcp_info::{KernelState, TcpInfo};
+
+// Under `--cfg loom` (tokio then leaves out its `net`) only the lock-free protocols are
+// built, for their models: `RUSTFLAGS="--cfg loom" cargo test --lib --release loom`.
+#[cfg(loom)]
+#[allow(unsafe_code, dead_code)]
+#[path = "sys/cell.rs"]
+mod cell;
+#[cfg(loom)]
+#[allow(dead_code)]
+#[path = "conn/refs.rs"]
+mod refs;
 
 /// The README's examples are compiled as doc tests.
 #[cfg(doctest)]

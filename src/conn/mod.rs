@@ -2,6 +2,7 @@
 //! the hot path), its handles, and the supervisor that acts on it.
 
 mod flags;
+mod refs;
 mod release;
 pub(crate) mod table;
 
@@ -56,7 +57,7 @@ impl Conn {
 
     /// The slot's generation: with the index, which connection this is.
     pub(crate) fn gen(&self) -> u32 {
-        self.slot().gen.load(Relaxed)
+        self.slot().refs.generation()
     }
 
     /// Unique within the listener: slot and generation.
@@ -409,7 +410,7 @@ impl Conn {
     }
 
     fn add_ref(&self) {
-        self.slot().refs.fetch_add(1, Relaxed);
+        self.slot().refs.add();
     }
 }
 

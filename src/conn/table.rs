@@ -10,13 +10,12 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
-use std::sync::atomic::{
-    AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering::AcqRel, Ordering::Relaxed,
-};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::flags::{word, Flags};
+use super::refs::Refs;
 use crate::id::ConnectionId;
 use crate::shared::Shared;
 use crate::sys::SocketCell;
@@ -36,11 +35,10 @@ pub(crate) struct Slot {
     peer_ip: [AtomicU64; 2],
     /// The state word, the descriptor and the parked reader's waker.
     pub(super) cell: SocketCell,
-    /// Bumped each time the slot is freed: with the index, the connection's identity.
-    pub(super) gen: AtomicU32,
-    /// References held: the stream, the supervisor (until it has handled the release),
-    /// and each handle.
-    pub(super) refs: AtomicU32,
+    /// References held (the stream, the supervisor until it has handled the release, and
+    /// each handle) and the generation, bumped each time the slot is freed: with the
+    /// index, the connection's identity.
+    pub(super) refs: Refs,
     /// Low 32 bits of `bytes_read` when a read last returned `Pending`.
     pub(super) read_parked_at: AtomicU32,
     /// Low 32 bits of `bytes_read` at the last write.
@@ -58,8 +56,7 @@ impl Slot {
             accepted_ns: AtomicU64::new(0),
             peer_ip: [AtomicU64::new(0), AtomicU64::new(0)],
             cell: SocketCell::new(),
-            gen: AtomicU32::new(1),
-            refs: AtomicU32::new(0),
+            refs: Refs::new(),
             read_parked_at: AtomicU32::new(u32::MAX),
             read_at_last_write: AtomicU32::new(0),
             peer_port: AtomicU16::new(0),
@@ -76,7 +73,7 @@ impl Slot {
         self.read_at_last_write.store(0, Relaxed);
         self.accepted_ns.store(accepted_ns, Relaxed);
         // The stream and the supervisor.
-        self.refs.store(2, Relaxed);
+        self.refs.occupy(2);
         let (ip, v4) = match peer.ip() {
             IpAddr::V4(ip) => (ip.to_ipv6_mapped(), true),
             IpAddr::V6(ip) => (ip, false),
@@ -87,13 +84,6 @@ impl Slot {
         self.peer_ip[1].store(ip as u64, Relaxed);
         self.peer_port.store(peer.port(), Relaxed);
         self.cell.reset(fd, u32::from(flags.bits()));
-    }
-
-    /// Counts a reference if the slot is occupied.
-    fn acquire(&self) -> bool {
-        self.refs
-            .fetch_update(AcqRel, Relaxed, |r| (r > 0).then_some(r + 1))
-            .is_ok()
     }
 
     /// The peer's address as `accept` returned it (IPv6 flow information and scope id are
@@ -212,7 +202,7 @@ impl Table {
         if !self.acquire_held(slot, index) {
             return None;
         }
-        if slot.gen.load(Relaxed) != gen {
+        if slot.refs.generation() != gen {
             self.unref(slot, index); // another connection's now
             return None;
         }
@@ -221,7 +211,7 @@ impl Table {
 
     /// Counts a reference to `slot` if it is occupied and its stream still held.
     fn acquire_held(&self, slot: &Slot, index: u32) -> bool {
-        if !slot.acquire() {
+        if !slot.refs.acquire() {
             return false;
         }
         if word::flags(slot.cell.load()).contains(Flags::RELEASED) {
@@ -233,8 +223,8 @@ impl Table {
 
     /// Lets go of a reference to `slot`; the last one frees it.
     pub(super) fn unref(&self, slot: &Slot, index: u32) {
-        if slot.refs.fetch_sub(1, AcqRel) == 1 {
-            self.vacate(slot, index);
+        if slot.refs.release() {
+            self.vacate(index);
         }
     }
 
@@ -245,8 +235,7 @@ impl Table {
 
     /// The last reference to slot `index` is gone: a new generation, and back to the
     /// free list.
-    fn vacate(&self, slot: &Slot, index: u32) {
-        slot.gen.fetch_add(1, Relaxed);
+    fn vacate(&self, index: u32) {
         if self.closed.load(Relaxed) {
             return; // its page is no longer the table's
         }

@@ -173,9 +173,18 @@ impl Supervisor {
         match closing {
             // Released meanwhile: its `Released` message follows.
             None => false,
-            Some(Closing::Over) => {
+            Some(Closing::Over) if sys::HAS_TCP_INFO => {
                 let info = conn.tcp_info();
                 self.kernel_ended(index, info, None, now);
+                false
+            }
+            Some(Closing::Over) => {
+                // Without the kernel's counters a reset cannot be told from the normal
+                // end after both FINs (made behind the stream's back): nothing is
+                // counted; a reset is the sweep's to find, with its error.
+                tracing::debug!(parent: &span, reason = %reason, "deadline passed after the connection had ended");
+                self.slots.watch_mut(index).kernel_ended(false);
+                self.schedule(index, None);
                 false
             }
             Some(Closing::Already) => {

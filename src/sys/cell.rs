@@ -10,10 +10,11 @@
 //! number that the kernel has handed to another socket. Every lock is held for one short
 //! operation (a syscall, swapping a waker), so waiting spins.
 
-use std::cell::UnsafeCell;
 use std::os::fd::{BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::Waker;
+
+use crate::sync::{backoff, AtomicI32, AtomicU32, UnsafeCell};
 
 const FD_BUSY: u32 = 1 << 29;
 const WAKER_LOCK: u32 = 1 << 30;
@@ -109,11 +110,7 @@ impl SocketCell {
                 return true;
             }
             spins += 1;
-            if spins < 64 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
+            backoff(spins);
         }
     }
 
@@ -163,7 +160,7 @@ impl SocketCell {
         self.lock(WAKER_LOCK, 0);
         // SAFETY: we hold `WAKER_LOCK`, the only way to reach `reader`, until the unlock
         // below, and the reference does not escape `f`.
-        let result = f(unsafe { &mut *self.reader.get() });
+        let result = self.reader.with_mut(|reader| f(unsafe { &mut *reader }));
         self.unlock(WAKER_LOCK);
         result
     }
@@ -233,5 +230,100 @@ mod tests {
         cell.take_waker().expect("registered").wake();
         assert!(cell.take_waker().is_none());
         assert_eq!(count.0.load(Ordering::Relaxed), 1);
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::atomic::AtomicBool;
+    use loom::sync::Arc;
+    use std::sync::atomic::Ordering::SeqCst;
+
+    /// The owner forgets and closes its descriptor while the supervisor borrows it: a
+    /// borrow either runs entirely before the close or not at all.
+    #[test]
+    fn loom_a_borrowed_descriptor_is_never_closed_under_the_borrow() {
+        loom::model(|| {
+            let cell = Arc::new(SocketCell::new());
+            cell.reset(7, 0);
+            let closed = Arc::new(AtomicBool::new(false));
+            let supervisor = {
+                let (cell, closed) = (cell.clone(), closed.clone());
+                loom::thread::spawn(move || {
+                    cell.with_fd(|fd| {
+                        assert_eq!(std::os::fd::AsRawFd::as_raw_fd(&fd), 7);
+                        assert!(!closed.load(SeqCst), "borrowed a closed descriptor");
+                    })
+                })
+            };
+            // The owner: forget, then close.
+            cell.forget_fd();
+            closed.store(true, SeqCst);
+            supervisor.join().unwrap();
+            assert_eq!(cell.with_fd(|_| ()), None, "forgotten for good");
+        });
+    }
+
+    /// The user bits change (a flag set, a reason claimed) while the descriptor is
+    /// borrowed and the owner forgets it: no update is lost, and no lock bit leaks into
+    /// the user's word.
+    #[test]
+    fn loom_user_bits_and_locks_never_lose_an_update() {
+        loom::model(|| {
+            let cell = Arc::new(SocketCell::new());
+            cell.reset(3, 0);
+            let a = {
+                let cell = cell.clone();
+                loom::thread::spawn(move || {
+                    cell.with_fd(|_| {
+                        cell.fetch_or(1);
+                    });
+                })
+            };
+            let b = {
+                let cell = cell.clone();
+                loom::thread::spawn(move || {
+                    cell.update(|w| Some(w | 2));
+                    cell.forget_fd();
+                })
+            };
+            a.join().unwrap();
+            b.join().unwrap();
+            // Bit 0 is set only if the borrow ran; bit 1 always.
+            let word = cell.load();
+            assert_eq!(word & 2, 2);
+            assert_eq!(word & !3, 0, "no lock bit in the user's word");
+        });
+    }
+
+    /// A read parks (registers its waker) while the supervisor closes and takes the
+    /// waker to wake it: the waker is taken at most once and never touched by both at
+    /// once (loom checks the cell's accesses).
+    #[test]
+    fn loom_the_parked_readers_waker_is_swapped_safely() {
+        use std::task::Wake;
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.0.fetch_add(1, SeqCst);
+            }
+        }
+        loom::model(|| {
+            let cell = Arc::new(SocketCell::new());
+            cell.reset(3, 0);
+            let count = std::sync::Arc::new(Count(0.into()));
+            let waker = Waker::from(count.clone());
+            let reader = {
+                let cell = cell.clone();
+                loom::thread::spawn(move || cell.register_waker(&waker))
+            };
+            let woken = cell.take_waker().map(Waker::wake).is_some();
+            reader.join().unwrap();
+            let left = cell.take_waker().is_some();
+            // Taken by the supervisor, or still registered: exactly one of them.
+            assert!(woken ^ left);
+            assert_eq!(count.0.load(SeqCst), usize::from(woken));
+        });
     }
 }
