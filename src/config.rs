@@ -166,6 +166,8 @@ pub(crate) struct Options {
     pub(crate) write_idle_timeout: Option<Duration>,
     pub(crate) first_byte_timeout: Option<Duration>,
     pub(crate) max_connection_age: Option<Duration>,
+    pub(crate) max_connection_age_grace: Duration,
+    pub(crate) max_connection_age_jitter: f64,
     pub(crate) keepalive: Option<Keepalive>,
     pub(crate) user_timeout: Option<Duration>,
     /// Whether `user_timeout` was set by the user; if not, it follows the keepalive.
@@ -224,6 +226,16 @@ impl Config {
     /// See [`Builder::max_connection_age`](crate::Builder::max_connection_age).
     pub fn max_connection_age(&self) -> Option<Duration> {
         self.options.max_connection_age
+    }
+
+    /// See [`Builder::max_connection_age_grace`](crate::Builder::max_connection_age_grace).
+    pub fn max_connection_age_grace(&self) -> Duration {
+        self.options.max_connection_age_grace
+    }
+
+    /// See [`Builder::max_connection_age_jitter`](crate::Builder::max_connection_age_jitter).
+    pub fn max_connection_age_jitter(&self) -> f64 {
+        self.options.max_connection_age_jitter
     }
 
     /// See [`Builder::keepalive`](crate::Builder::keepalive).

@@ -31,10 +31,9 @@ pub(crate) struct Shared {
     pub(crate) drain: CancellationToken,
     /// Sockets handed to the supervisor for a lingering close and not closed yet.
     pub(crate) lingering: AtomicUsize,
-    /// How long the library's `max_connection_age` close waits after the age (nanoseconds):
-    /// under a framework serve, the HTTP layer winds the connection down at the age and
-    /// gets this grace period to finish its requests.
-    pub(crate) age_grace: std::sync::atomic::AtomicU64,
+    /// A framework serve owns the connections: it winds each down at its age, and the
+    /// library's close waits for `max_connection_age_grace`.
+    pub(crate) served: std::sync::atomic::AtomicBool,
     /// The listening socket, for a drain started elsewhere than on the listener (a
     /// [`Controller`](crate::Controller)): it stops listening.
     pub(crate) listening: SocketCell,
@@ -56,7 +55,7 @@ impl Shared {
             table: Table::new(),
             drain: CancellationToken::new(),
             lingering: AtomicUsize::new(0),
-            age_grace: std::sync::atomic::AtomicU64::new(0),
+            served: std::sync::atomic::AtomicBool::new(false),
             listening: SocketCell::new(),
             open: AtomicUsize::new(0),
             released: Notify::new(),

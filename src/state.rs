@@ -27,12 +27,17 @@ pub enum ConnectionState {
 
 impl ConnectionState {
     /// All states, in declaration order.
-    pub const ALL: [ConnectionState; 4] = [
+    pub(crate) const ALL: [ConnectionState; 4] = [
         ConnectionState::Open,
         ConnectionState::PeerClosed,
         ConnectionState::LocallyClosed,
         ConnectionState::Closed,
     ];
+
+    /// Every state, in declaration order (more may come: the enum is `#[non_exhaustive]`).
+    pub fn all() -> impl Iterator<Item = ConnectionState> {
+        Self::ALL.into_iter()
+    }
 
     /// A short, stable, snake_case name (used in logs and JSON).
     pub fn as_str(self) -> &'static str {
@@ -55,7 +60,14 @@ impl fmt::Display for ConnectionState {
     }
 }
 
-/// Why the library closed a connection. Every close it makes has exactly one.
+/// Why a connection ended, when it did not end the ordinary way (the application closing
+/// it, or both sides exchanging FINs): the library closed it (one of its rules, a drain,
+/// a request through the [`Controller`](crate::Controller)), or the kernel ended it (the
+/// peer's reset, a keepalive or user timeout). Each such connection has exactly one, the
+/// first, and is counted once under it ([`Stats::closed`](crate::Stats::closed)).
+///
+/// More reasons may come (the enum is `#[non_exhaustive]`): match with a wildcard arm, and
+/// iterate with [`CloseReason::all`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CloseReason {
@@ -96,7 +108,7 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// All reasons, in declaration order.
-    pub const ALL: [CloseReason; 14] = [
+    pub(crate) const ALL: [CloseReason; 14] = [
         CloseReason::CloseWaitTimeout,
         CloseReason::FinWaitTimeout,
         CloseReason::IdleTimeout,
@@ -112,6 +124,12 @@ impl CloseReason {
         CloseReason::SlowReceive,
         CloseReason::SlowSend,
     ];
+
+    /// Every reason, in declaration order (more may come: the enum is
+    /// `#[non_exhaustive]`).
+    pub fn all() -> impl Iterator<Item = CloseReason> {
+        Self::ALL.into_iter()
+    }
 
     /// A short, stable, snake_case name (used in logs and JSON).
     pub fn as_str(self) -> &'static str {

@@ -166,6 +166,15 @@ fn invalid() -> Vec<(&'static str, &'static str, Setter)> {
             }),
         ));
     }
+    for (what, bad) in [("NaN", f64::NAN), ("negative", -0.1), ("over 1", 1.5)] {
+        cases.push((
+            "max_connection_age_jitter",
+            what,
+            Box::new(move |b: &mut Builder| {
+                b.max_connection_age_jitter(bad);
+            }),
+        ));
+    }
     cases
 }
 

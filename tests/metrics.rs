@@ -135,7 +135,7 @@ async fn metrics_agree_with_stats_and_the_kernel() {
     let m = Recorded::take(&snapshotter, addr);
     assert_eq!(m.counter("tcp_hygiene_connections_accepted_total", ""), 5);
     assert_eq!(stats.accepted, 5);
-    for reason in CloseReason::ALL {
+    for reason in CloseReason::all() {
         assert_eq!(
             m.counter("tcp_hygiene_connections_closed_total", reason.as_str()),
             stats.closed(reason),
@@ -148,7 +148,7 @@ async fn metrics_agree_with_stats_and_the_kernel() {
         m.counter("tcp_hygiene_connections_closed_total", "application"),
         1
     );
-    for state in ConnectionState::ALL {
+    for state in ConnectionState::all() {
         assert_eq!(
             m.gauge("tcp_hygiene_connections_open", state.as_str()),
             stats.open_in(state) as f64,
@@ -485,10 +485,9 @@ async fn one_connection_is_counted_under_one_close_reason() {
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let stats = listener.stats();
-    let by_reason: Vec<_> = CloseReason::ALL
-        .iter()
-        .filter(|r| stats.closed(**r) > 0)
-        .map(|r| (r.as_str(), stats.closed(*r)))
+    let by_reason: Vec<_> = CloseReason::all()
+        .filter(|r| stats.closed(*r) > 0)
+        .map(|r| (r.as_str(), stats.closed(r)))
         .collect();
     let recorded = Recorded::take(&snapshotter, addr);
     let mut metric: Vec<_> = recorded

@@ -386,17 +386,15 @@ fn slow_app() -> axum::Router {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_gets_goaway_not_rst_at_max_connection_age() {
     let listener = support::listener(
-        tcp_hygiene::Builder::new().max_connection_age(Duration::from_millis(300)),
+        tcp_hygiene::Builder::new()
+            .max_connection_age(Duration::from_millis(300))
+            .max_connection_age_jitter(0.0)
+            .max_connection_age_grace(Duration::from_secs(5)),
     )
     .await;
     let addr = listener.local_addr().unwrap();
     let controller = listener.controller();
-    tokio::spawn(
-        tcp_hygiene::integration::axum::serve(listener, slow_app())
-            .max_connection_age_jitter(0.0)
-            .max_connection_age_grace(Duration::from_secs(5))
-            .into_future(),
-    );
+    tokio::spawn(tcp_hygiene::integration::axum::serve(listener, slow_app()).into_future());
     let started = Instant::now();
     let (body, ended, mut sender) = h2_slow_request(addr).await;
     eprintln!(

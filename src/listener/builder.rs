@@ -62,6 +62,13 @@ impl Builder {
     /// also 120 seconds.
     pub const DEFAULT_USER_TIMEOUT: Duration = Duration::from_secs(120);
 
+    /// The default [`max_connection_age_grace`](Self::max_connection_age_grace): 30
+    /// seconds.
+    pub const DEFAULT_MAX_CONNECTION_AGE_GRACE: Duration = Duration::from_secs(30);
+
+    /// The default [`max_connection_age_jitter`](Self::max_connection_age_jitter): 0.1.
+    pub const DEFAULT_MAX_CONNECTION_AGE_JITTER: f64 = 0.1;
+
     /// A builder with every option at its default.
     pub fn new() -> Self {
         Self {
@@ -73,6 +80,8 @@ impl Builder {
                 write_idle_timeout: None,
                 first_byte_timeout: None,
                 max_connection_age: None,
+                max_connection_age_grace: Self::DEFAULT_MAX_CONNECTION_AGE_GRACE,
+                max_connection_age_jitter: Self::DEFAULT_MAX_CONNECTION_AGE_JITTER,
                 keepalive: Some(Keepalive::DEFAULT),
                 user_timeout: Some(Self::DEFAULT_USER_TIMEOUT),
                 user_timeout_set: false,
@@ -154,10 +163,37 @@ impl Builder {
         self
     }
 
-    /// Closes every connection this long after accept, busy or not (gracefully: our FIN
-    /// after every byte already written). Pass `None` to disable. Default is `None`.
+    /// Ends every connection this long after accept, busy or not, so that clients
+    /// reconnect now and then (to rebalance across a fleet, to pick up new
+    /// certificates). Under a plain accept loop the library closes it at the age
+    /// (gracefully: our FIN after every byte already written). Under a framework serve
+    /// ([`integration`](crate::integration)) HTTP winds it down first, at the age less a
+    /// random part of [`max_connection_age_jitter`](Self::max_connection_age_jitter)
+    /// (`Connection: close` after the current response, GOAWAY for HTTP/2), and the
+    /// library closes it [`max_connection_age_grace`](Self::max_connection_age_grace)
+    /// after the age. Pass `None` to disable. Default is `None`.
     pub fn max_connection_age(&mut self, age: impl Into<Option<Duration>>) -> &mut Self {
         self.options.max_connection_age = age.into();
+        self
+    }
+
+    /// Under a framework serve, how long a connection wound down for its age may finish
+    /// its requests before the library closes it: the close comes at `max_connection_age
+    /// + grace`. A plain accept loop has nothing that winds a connection down, and its
+    /// connections are closed at the age. Default is 30 seconds
+    /// ([`DEFAULT_MAX_CONNECTION_AGE_GRACE`](Self::DEFAULT_MAX_CONNECTION_AGE_GRACE)).
+    pub fn max_connection_age_grace(&mut self, grace: Duration) -> &mut Self {
+        self.options.max_connection_age_grace = grace;
+        self
+    }
+
+    /// Under a framework serve, how much earlier than `max_connection_age` a connection
+    /// may start winding down, as a fraction of the age chosen at random per connection
+    /// (0.1: up to 10 % earlier), so that the clients of a fleet do not reconnect at
+    /// once. From 0.0 to 1.0 ([`build`](Self::build) checks). Default is 0.1
+    /// ([`DEFAULT_MAX_CONNECTION_AGE_JITTER`](Self::DEFAULT_MAX_CONNECTION_AGE_JITTER)).
+    pub fn max_connection_age_jitter(&mut self, fraction: f64) -> &mut Self {
+        self.options.max_connection_age_jitter = fraction;
         self
     }
 
@@ -368,6 +404,13 @@ impl Builder {
                 }
                 timeout(option, Some(rate.grace()))?;
             }
+        }
+        let jitter = o.max_connection_age_jitter;
+        if !(0.0..=1.0).contains(&jitter) {
+            return Err(ConfigError::new(
+                "max_connection_age_jitter",
+                format!("must be a fraction from 0.0 to 1.0, got {jitter}"),
+            ));
         }
         for (option, value) in [
             ("max_connections", o.max_connections),

@@ -30,10 +30,14 @@ enum Closing {
 }
 
 impl Supervisor {
-    /// The rules' settings as they stand (a framework serve may add a grace to the age).
+    /// The rules' settings (under a framework serve, the age has its grace).
     fn limits(&self) -> Limits {
-        let grace = Duration::from_nanos(self.shared.age_grace.load(Relaxed));
-        Limits::of(&self.shared.config, grace)
+        let config = &self.shared.config;
+        let grace = match self.shared.served.load(Relaxed) {
+            true => config.max_connection_age_grace(),
+            false => Duration::ZERO,
+        };
+        Limits::of(config, grace)
     }
 
     /// The connection in slot `index` as of now.

@@ -49,10 +49,12 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// - A [`keep_alive_timeout`](Self::keep_alive_timeout) that runs only while no request
 ///   is in flight: a slow handler is never cut by it.
 /// - The listener's `max_connection_age`, done the HTTP way: at the age (less a random
-///   part of [`max_connection_age_jitter`](Self::max_connection_age_jitter), so a fleet
-///   does not reconnect at once) hyper winds the connection down (`Connection: close`
-///   after the current response for HTTP/1, GOAWAY for HTTP/2); the library's own close
-///   waits [`max_connection_age_grace`](Self::max_connection_age_grace) longer.
+///   part of [`Builder::max_connection_age_jitter`](crate::Builder::max_connection_age_jitter),
+///   so a fleet does not reconnect at once) hyper winds the connection down
+///   (`Connection: close` after the current response for HTTP/1, GOAWAY for HTTP/2); the
+///   library's own close waits
+///   [`Builder::max_connection_age_grace`](crate::Builder::max_connection_age_grace)
+///   longer.
 ///
 /// Handlers find the connection's [`ConnectionHandle`] in the request's extensions.
 #[must_use = "a Serve does nothing until awaited"]
@@ -66,8 +68,6 @@ pub struct Serve<S> {
 pub(crate) struct Options {
     header_read_timeout: Option<Duration>,
     keep_alive_timeout: Option<Duration>,
-    max_connection_age_grace: Duration,
-    max_connection_age_jitter: f64,
     pub(crate) http2_only: bool,
     pub(crate) extend: Extend,
 }
@@ -77,8 +77,6 @@ impl Options {
         Self {
             header_read_timeout: Some(Duration::from_secs(30)),
             keep_alive_timeout: Some(Duration::from_secs(30)),
-            max_connection_age_grace: Duration::from_secs(30),
-            max_connection_age_jitter: 0.1,
             http2_only: false,
             extend,
         }
@@ -91,7 +89,6 @@ pub(crate) struct Ctx {
     shared: Arc<Shared>,
     header_read_timeout: Option<Duration>,
     keep_alive_timeout: Option<Duration>,
-    max_connection_age_jitter: f64,
     http2_only: bool,
     extend: Extend,
     /// Set when the drain starts: when connections with no request in flight are closed.
@@ -106,7 +103,8 @@ impl Ctx {
         let mut hasher = self.random.build_hasher();
         hasher.write_u64(handle.id().as_u64());
         let u = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
-        let early = age.mul_f64((self.max_connection_age_jitter * u).clamp(0.0, 1.0));
+        let jitter = self.shared.config.max_connection_age_jitter();
+        let early = age.mul_f64((jitter * u).clamp(0.0, 1.0));
         Some(crate::time::later(
             handle.accepted_at(),
             age.saturating_sub(early),
@@ -153,26 +151,6 @@ impl<S> Serve<S> {
     /// Pass `None` to disable. Default is 30 seconds.
     pub fn keep_alive_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.options.keep_alive_timeout = timeout.into();
-        self
-    }
-
-    /// How long a connection wound down for its age may finish its requests before the
-    /// library closes it. Default is 30 seconds.
-    pub fn max_connection_age_grace(mut self, grace: Duration) -> Self {
-        self.options.max_connection_age_grace = grace;
-        self
-    }
-
-    /// How much earlier than the listener's `max_connection_age` a connection may start
-    /// winding down, as a fraction of the age, chosen at random per connection (0.1: up
-    /// to 10 % earlier), so that the clients of a fleet do not reconnect at once. Clamped
-    /// to 0.0..=1.0. Default is 0.1.
-    pub fn max_connection_age_jitter(mut self, fraction: f64) -> Self {
-        self.options.max_connection_age_jitter = if fraction.is_nan() {
-            0.0
-        } else {
-            fraction.clamp(0.0, 1.0)
-        };
         self
     }
 
@@ -316,16 +294,12 @@ where
         builder = builder.http2_only();
     }
     // The library's own age close waits until the HTTP grace period has ended.
-    let grace = options.max_connection_age_grace.as_nanos();
-    shared
-        .age_grace
-        .store(grace.try_into().unwrap_or(u64::MAX), Relaxed);
+    shared.served.store(true, Relaxed);
     let ctx = Arc::new(Ctx {
         builder,
         shared: shared.clone(),
         header_read_timeout: options.header_read_timeout,
         keep_alive_timeout: options.keep_alive_timeout,
-        max_connection_age_jitter: options.max_connection_age_jitter,
         http2_only: options.http2_only,
         extend: options.extend,
         soft_at: OnceLock::new(),
