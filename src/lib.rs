@@ -79,11 +79,13 @@
 //!
 //! # The host's view
 //!
-//! [`Census`] counts every TCP socket on a port (or the host) by state, from the kernel's
-//! netlink sock_diag, with orphans, owning processes, how long each pile has lingered
-//! and a diagnosis of the unusual ones, whichever process owns them; [`reap`] destroys
-//! lingering sockets of any process (`SOCK_DESTROY`). The `cli` feature builds both into
-//! the `tcp-hygiene` operator tool. Linux only.
+//! The library sees the connections it accepted. The whole host's view is in a crate of
+//! its own, `tcp-hygiene-cli` (the `tool/` folder of this repository): a census that
+//! counts every TCP socket on a port (or the host) by state from the kernel's netlink
+//! sock_diag, with orphans, owning processes, how long each pile has lingered and a
+//! diagnosis of the unusual ones, whichever process owns them; a reaper that destroys
+//! lingering sockets of any process (`SOCK_DESTROY`); and the `tcp-hygiene` operator
+//! tool with both as commands. Linux only.
 //!
 //! # Platform support
 //!
@@ -93,7 +95,6 @@
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod census;
 mod config;
 mod conn;
 pub mod error;
@@ -111,10 +112,6 @@ mod supervisor;
 mod sys;
 mod tcp_info;
 
-pub use census::{
-    reap, Census, CensusQuery, Lingering, ListenQueue, PortCensus, Process, ReapFilter,
-    ReapOutcome, ReapReport, SockStat, Source, Victim,
-};
 pub use config::{CloseMode, Config, Keepalive, MinDataRate};
 pub use error::ConfigError;
 pub use handle::{ConnectionHandle, Draining, PeerClosed, ReadIdle};

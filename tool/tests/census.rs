@@ -17,7 +17,7 @@ use support::piles::{
     fill_send_buffer, loopback_piles, lost_server_packets, small_window_client, vanished_client,
     FIRST_PILES_AGE, SETTLE,
 };
-use tcp_hygiene::{Census, CensusQuery, KernelState, SockStat, Source};
+use tcp_hygiene_cli::{Census, CensusQuery, KernelState, SockStat, Source};
 
 /// The census view equals `ss`'s. Each side is read between two identical `ss` readings,
 /// so a socket changing state meanwhile retries instead of failing; a real difference
@@ -322,7 +322,6 @@ fn sockstat_orphan_is_host_wide_and_tw_counts_orphaned_fin_wait_2() {
     assert!(empty.orphan >= 1, "orphan is host-wide: {empty:?}");
 }
 
-#[cfg(feature = "cli")]
 mod cli {
     //! The same piles, counted by the `tcp-hygiene` binary.
 

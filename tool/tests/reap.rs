@@ -15,7 +15,7 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use support::census::{loopback_connection, n, ss_here, wait_for_ss};
-use tcp_hygiene::{reap, KernelState, ReapFilter, ReapOutcome};
+use tcp_hygiene_cli::{reap, KernelState, ReapFilter, ReapOutcome};
 
 /// After a reap the owner keeps its descriptor; its reads return EOF, its first write
 /// fails with ECONNABORTED and the next with EPIPE; the peer gets a RST.
@@ -70,7 +70,6 @@ fn reap_leaves_young_sockets_and_dry_runs_alone() {
     assert_eq!(n(&ss_here(port), "CLOSE_WAIT"), 1);
 }
 
-#[cfg(feature = "cli")]
 mod cli {
     //! `tcp-hygiene reap` against a Python server.
 

@@ -4,10 +4,11 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use tcp_hygiene::KernelState;
+
 use super::diagnosis;
 use super::owners::{Owners, Process};
 use super::socket::SocketRecord;
-use crate::tcp_info::KernelState;
 
 /// The states in the order a census shows them: listening, opening, open, then the
 /// passive close (the peer closed first) and the active close (we did).
@@ -46,7 +47,8 @@ fn slot(state: KernelState) -> usize {
         TimeWait => 9,
         Close => 10,
         NewSynRecv => 11,
-        Unknown => 12,
+        // Unknown, and any state the library's `KernelState` gains later.
+        _ => 12,
     }
 }
 
