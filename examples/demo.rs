@@ -129,10 +129,10 @@ async fn main() -> std::io::Result<ExitCode> {
         println!("  {line}");
     }
     println!(
-        "tcp-hygiene closed {} lingering CLOSE_WAIT and {} silent connections; stats: {}",
+        "tcp-hygiene closed {} lingering CLOSE_WAIT and {} silent connections of the {} it accepted",
         stats.closed(CloseReason::CloseWaitTimeout),
         stats.closed(CloseReason::FirstByteTimeout),
-        stats.to_json()
+        stats.accepted
     );
 
     let plain_leaks = plain_now.count(KernelState::CloseWait) == HALF_CLOSERS as u64

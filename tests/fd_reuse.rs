@@ -325,7 +325,7 @@ async fn no_wrong_socket_is_closed_under_descriptor_reuse() {
             }
         }
         let stats = listener.stats();
-        eprintln!("stats: {}", stats.to_json());
+        eprintln!("stats: {stats:?}");
         let wrong = server.wrong.lock().unwrap().clone();
         assert!(
             wrong.is_empty(),

@@ -236,7 +236,7 @@ async fn orderly_close_in_either_order_has_no_reason() {
     // Let any late event be processed, then look again.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let stats = listener.stats();
-    assert_eq!(stats.closed_total(), 0, "{}", stats.to_json());
+    assert_eq!(stats.closed_total(), 0, "{stats:?}");
     assert_eq!(stats.open_in(ConnectionState::Closed), 2 * N as u64);
 }
 

@@ -162,7 +162,7 @@ mod linux {
             }
             let census = query.run()?;
             let text = if args.json {
-                census.to_json() + "\n"
+                serde_json::to_string(&census)? + "\n"
             } else {
                 let at = args.watch.map(|_| started.elapsed());
                 render(&census, previous.as_ref(), at)

@@ -2,7 +2,7 @@
 //! crate docs say where it reads them and how it dates each pile.
 
 mod diagnosis;
-mod json;
+mod document;
 #[cfg(target_os = "linux")]
 mod netns;
 mod owners;
@@ -17,6 +17,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::io;
 
+use serde::Serialize;
+
 pub use owners::Process;
 pub use port::{Lingering, ListenQueue, PortCensus};
 pub use procfs::SockStat;
@@ -29,8 +31,10 @@ use port::STATE_ORDER;
 use procfs::ListenCounters;
 use socket::SocketRecord;
 
-/// Where a census read the kernel's socket tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Where a census read the kernel's socket tables. Serialized as its
+/// [`as_str`](Self::as_str) name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Source {
     /// Netlink sock_diag (`inet_diag`), with `tcp_info`.
@@ -230,6 +234,31 @@ fn read_tables(port: Option<u16>, preference: Option<Source>) -> io::Result<Tabl
 /// }
 /// # Ok::<(), std::io::Error>(())
 /// ```
+///
+/// # Serialization
+///
+/// A census is [`Serialize`]; `tcp-hygiene census --json` prints it with serde_json:
+///
+/// ```text
+/// {"ports":[{"port":8080,
+///            "states":{"LISTEN":1,"CLOSE_WAIT":15},
+///            "orphans":0,
+///            "processes":[{"pid":4242,"command":"java"}],
+///            "diagnosis":["CLOSE_WAIT: 15 on port 8080, lingered …"],
+///            "owner_unknown":0,
+///            "awaiting_accept":0,
+///            "lingered_ms":{"CLOSE_WAIT":{"sockets":15,"newest":812,"median":5914,"oldest":6120}},
+///            "listen":{"listeners":1,"accept_queue":0,"backlog":128,"full":false}}],
+///  "source":"sock_diag","fallback_reason":null,"netns":null,
+///  "listen_overflows":0,"listen_drops":0,
+///  "diagnosis":[]}
+/// ```
+///
+/// States use the kernel's names, upper case with underscores (`ESTABLISHED`,
+/// `SYN_SENT`, `SYN_RECV`, `FIN_WAIT_1`, `FIN_WAIT_2`, `TIME_WAIT`, `CLOSE_WAIT`,
+/// `LAST_ACK`, `LISTEN`, `CLOSING`), only those with sockets, in the census's order.
+/// `listen` is `null` on a port without listeners, `backlog` `null` from `/proc`. The
+/// top-level `diagnosis` holds the namespace-wide lines; each port holds its own.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Census {

@@ -4,9 +4,11 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use serde::Serialize;
 use tcp_hygiene::KernelState;
 
 use super::diagnosis;
+use super::document::millis;
 use super::owners::{Owners, Process};
 use super::socket::SocketRecord;
 
@@ -55,17 +57,21 @@ fn slot(state: KernelState) -> usize {
 /// How long the sockets of one pile (a port and a state) have been in that state.
 ///
 /// Read from the kernel's timestamps (see [`Census`](crate::Census) for which one each
-/// state uses); sockets whose age the source cannot tell are not counted here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// state uses); sockets whose age the source cannot tell are not counted here. Serialized
+/// with the durations in whole milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Lingering {
     /// Sockets whose age is known.
     pub sockets: u64,
     /// The youngest.
+    #[serde(serialize_with = "millis")]
     pub newest: Duration,
     /// The median (the upper one of an even count).
+    #[serde(serialize_with = "millis")]
     pub median: Duration,
     /// The oldest.
+    #[serde(serialize_with = "millis")]
     pub oldest: Duration,
 }
 
@@ -83,7 +89,7 @@ impl Lingering {
 
 /// The accept queue of a port's listening sockets (summed over them: IPv4 and IPv6, or
 /// `SO_REUSEPORT` groups).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct ListenQueue {
     /// Listening sockets on the port.
