@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use support::{require, Need};
 use support::{ss_count, wait_for};
 use tcp_hygiene::{
     Builder, CloseReason, ConnectionEvent, ConnectionEventKind, ConnectionState, TcpListener,
@@ -90,6 +91,7 @@ impl Recorded {
 /// what is left.
 #[tokio::test]
 async fn metrics_agree_with_stats_and_the_kernel() {
+    require!(Need::Tool("ss"));
     let (listener, snapshotter) =
         recorded_listener(Builder::new().close_wait_timeout(CLOSE_WAIT)).await;
     let addr = listener.local_addr().unwrap();
@@ -234,6 +236,7 @@ async fn metrics_agree_with_stats_and_the_kernel() {
 /// not. The counter, `Stats` and `ss` agree.
 #[tokio::test]
 async fn first_byte_timeouts_are_counted() {
+    require!(Need::Tool("ss"));
     let (listener, snapshotter) =
         recorded_listener(Builder::new().first_byte_timeout(Duration::from_millis(300))).await;
     let addr = listener.local_addr().unwrap();
@@ -352,6 +355,7 @@ async fn the_hook_sees_every_event_in_order() {
 /// `ss` shows).
 #[tokio::test]
 async fn a_panicking_hook_does_not_stop_enforcement() {
+    require!(Need::Tool("ss"));
     let listener = support::listener(
         Builder::new()
             .close_wait_timeout(CLOSE_WAIT)
@@ -386,6 +390,7 @@ async fn a_panicking_hook_does_not_stop_enforcement() {
 #[cfg(feature = "axum")]
 #[tokio::test]
 async fn the_metrics_example_serves_a_scrape_that_counts_the_reaped() {
+    require!(Need::Tool("curl"), Need::Tool("ss"));
     use support::example::{curl, Server};
     const LEAKED: usize = 3;
     let server = Server::start("metrics", &["--close-wait-timeout-ms", "300"]);

@@ -9,7 +9,11 @@
 //! dropped, so the server never sees a FIN or a RST (a true half-open connection).
 //!
 //! Everything is deleted in `Drop`, also when the test panics. Creating the namespaces
-//! needs root (CI runs as root); if it fails the test fails with the reason, it never skips.
+//! needs root (CI runs as root): a test first requires [`Need::Netns`] (and
+//! [`Need::Blackhole`] to vanish), so that it skips, or fails in CI, with the reason.
+//!
+//! [`Need::Netns`]: crate::system::Need::Netns
+//! [`Need::Blackhole`]: crate::system::Need::Blackhole
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -54,8 +58,8 @@ fn ip(args: &[&str]) -> Output {
     });
     assert!(
         out.status.success(),
-        "`ip {}` failed ({}): {}\nThe half-open tests need root (CAP_NET_ADMIN + CAP_SYS_ADMIN) \
-         to create network namespaces; they do not skip.",
+        "`ip {}` failed ({}): {}\nNetwork namespaces need root (CAP_NET_ADMIN + \
+         CAP_SYS_ADMIN); a test that uses them requires `Need::Netns` first.",
         args.join(" "),
         out.status,
         String::from_utf8_lossy(&out.stderr).trim()

@@ -186,12 +186,8 @@ impl Server {
     /// Sends SIGTERM, then waits for the server to exit (within `limit`); returns its
     /// exit status and the stdout lines after the first.
     pub(crate) fn terminate(mut self, limit: Duration) -> (std::process::ExitStatus, Vec<String>) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill -TERM {pid}");
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
         let started = Instant::now();
         let status = loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {

@@ -8,4 +8,4 @@ pub(crate) mod tool;
 
 // Each test file includes this module and uses only part of it.
 #[allow(unused_imports)]
-pub(crate) use tcp_hygiene_test_support::{netns, ss::ss_output};
+pub(crate) use tcp_hygiene_test_support::{netns, require, ss::ss_output, system::Need};
