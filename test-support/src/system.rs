@@ -51,8 +51,10 @@ impl Need {
     /// Why the machine lacks it, or `None` if it has it.
     fn missing(self) -> Option<String> {
         match self {
-            Need::Root => (!rustix::process::geteuid().is_root())
-                .then(|| "needs root (CAP_NET_ADMIN, switching users)".to_owned()),
+            Need::Root => {
+                let uid = rustix::process::geteuid();
+                (!uid.is_root()).then(|| format!("needs root (runs as uid {})", uid.as_raw()))
+            }
             Need::Netns => namespace_probe().netns.clone().err(),
             Need::Blackhole => namespace_probe().blackhole.clone().err(),
             Need::Tool(name) => (!on_path(name)).then(|| format!("needs `{name}` on PATH")),
