@@ -4,8 +4,6 @@
 //! defined; a census and a port are serialized through a view of what their methods
 //! compute (the diagnosis, the states present), so the document says what the API says.
 
-use std::time::Duration;
-
 use serde::{Serialize, Serializer};
 use tcp_hygiene::KernelState;
 
@@ -76,9 +74,4 @@ fn by_state<S: Serializer, T: Serialize>(
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     serializer.collect_map(pairs.iter().map(|(state, value)| (state.as_str(), value)))
-}
-
-/// A duration as whole milliseconds (a `u64`: 584 million years).
-pub(super) fn millis<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_u64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
 }

@@ -4,11 +4,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use tcp_hygiene::KernelState;
 
 use super::diagnosis;
-use super::document::millis;
 use super::owners::{Owners, Process};
 use super::socket::SocketRecord;
 
@@ -73,6 +72,11 @@ pub struct Lingering {
     /// The oldest.
     #[serde(serialize_with = "millis")]
     pub oldest: Duration,
+}
+
+/// A duration as whole milliseconds (a `u64`: 584 million years), for [`Lingering`].
+fn millis<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Lingering {
