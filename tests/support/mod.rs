@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 use tcp_hygiene::{Builder, TcpListener};
 // Each test file includes this module and uses only part of it.
 #[allow(unused_imports)]
-pub(crate) use tcp_hygiene_test_support::{netns, require, ss::ss_output, system::Need};
+pub(crate) use tcp_hygiene_test_support::{
+    netns, require,
+    ss::ss_output,
+    system::{self, Need},
+};
 
 /// Installs a tracing subscriber once (`RUST_LOG=tcp_hygiene=debug` to see events).
 pub(crate) fn trace_init() {

@@ -8,4 +8,8 @@ pub(crate) mod tool;
 
 // Each test file includes this module and uses only part of it.
 #[allow(unused_imports)]
-pub(crate) use tcp_hygiene_test_support::{netns, require, ss::ss_output, system::Need};
+pub(crate) use tcp_hygiene_test_support::{
+    netns, require,
+    ss::ss_output,
+    system::{self, Need},
+};
