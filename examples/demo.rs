@@ -16,7 +16,8 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use tcp_hygiene::{Builder, Census, CloseReason, KernelState};
+use tcp_hygiene::{Builder, CloseReason, KernelState};
+use tcp_hygiene_cli::Census;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -103,7 +104,9 @@ async fn main() -> std::io::Result<ExitCode> {
         }
     }
 
-    println!("What the kernel shows for each server's port (tcp_hygiene::Census, from sock_diag):");
+    println!(
+        "What the kernel shows for each server's port (tcp_hygiene_cli::Census, from sock_diag):"
+    );
     println!("{:>5}  {:<47} | tcp-hygiene", "time", "plain tokio");
     let start = Instant::now();
     let (mut plain_now, mut hygiene_now) = (Census::default(), Census::default());
@@ -126,10 +129,10 @@ async fn main() -> std::io::Result<ExitCode> {
         println!("  {line}");
     }
     println!(
-        "tcp-hygiene closed {} lingering CLOSE_WAIT and {} silent connections; stats: {}",
+        "tcp-hygiene closed {} lingering CLOSE_WAIT and {} silent connections of the {} it accepted",
         stats.closed(CloseReason::CloseWaitTimeout),
         stats.closed(CloseReason::FirstByteTimeout),
-        stats.to_json()
+        stats.accepted
     );
 
     let plain_leaks = plain_now.count(KernelState::CloseWait) == HALF_CLOSERS as u64

@@ -1,7 +1,7 @@
 //! A command-line echo server, for people and for black-box tests.
 //!
 //! ```text
-//! cargo run --release --example echo_server -- --listen ADDR
+//! cargo run --release --features serde --example echo_server -- --listen ADDR
 //!     [--close-wait-timeout-ms N] [--fin-wait-timeout-ms N] [--idle-timeout-ms N]
 //!     [--read-idle-timeout-ms N] [--write-idle-timeout-ms N] [--first-byte-timeout-ms N]
 //!     [--keepalive IDLE_MS,INTERVAL_MS,COUNT] [--user-timeout-ms N] [--max-connections N]
@@ -17,7 +17,7 @@
 //! is the classic bug: after echoing its first read it holds the stream forever and never
 //! polls it again. `--no-hygiene` (or `--plain`) runs the same handler on a plain tokio
 //! listener. `--stats-every-ms N` prints the listener's `Stats` as one JSON object per
-//! line on stderr every N ms. Bad flags print usage and exit 2.
+//! line on stderr every N ms (serde_json, hence the `serde` feature). Bad flags print usage and exit 2.
 
 mod common;
 
@@ -102,7 +102,8 @@ async fn run_hygiene(args: &common::Args, own: &Own, usage: &str) -> Result<(), 
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                eprintln!("{}", listener.stats().to_json());
+                let stats = serde_json::to_string(&listener.stats()).expect("stats as JSON");
+                eprintln!("{stats}");
             }
         });
     }

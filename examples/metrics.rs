@@ -3,7 +3,7 @@
 //! recorder and serves the scrape on the same listener, at `/metrics`.
 //!
 //! ```text
-//! cargo run --example metrics --features axum,metrics -- --listen 127.0.0.1:3000 \
+//! cargo run --example metrics --features axum,metrics,serde -- --listen 127.0.0.1:3000 \
 //!     [--close-wait-timeout-ms N] [--idle-timeout-ms N] [... every flag of axum_server]
 //! curl -s 127.0.0.1:3000/metrics | grep tcp_hygiene
 //! ```
@@ -52,7 +52,9 @@ async fn main() -> ExitCode {
         .route("/hang", get(hang).post(hang))
         .route(
             "/stats",
-            get(move || async move { controller.stats().to_json() }),
+            get(move || async move {
+                serde_json::to_string(&controller.stats()).expect("stats as JSON")
+            }),
         )
         .route(
             "/metrics",

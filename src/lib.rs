@@ -79,11 +79,13 @@
 //!
 //! # The host's view
 //!
-//! [`Census`] counts every TCP socket on a port (or the host) by state, from the kernel's
-//! netlink sock_diag, with orphans, owning processes, how long each pile has lingered
-//! and a diagnosis of the unusual ones, whichever process owns them; [`reap`] destroys
-//! lingering sockets of any process (`SOCK_DESTROY`). The `cli` feature builds both into
-//! the `tcp-hygiene` operator tool. Linux only.
+//! The library sees the connections it accepted. The whole host's view is in a crate of
+//! its own, `tcp-hygiene-cli` (the `tool/` folder of this repository): a census that
+//! counts every TCP socket on a port (or the host) by state from the kernel's netlink
+//! sock_diag, with orphans, owning processes, how long each pile has lingered and a
+//! diagnosis of the unusual ones, whichever process owns them; a reaper that destroys
+//! lingering sockets of any process (`SOCK_DESTROY`); and the `tcp-hygiene` operator
+//! tool with both as commands. Linux only.
 //!
 //! # Platform support
 //!
@@ -93,8 +95,6 @@
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(not(loom))]
-mod census;
 #[cfg(not(loom))]
 mod config;
 #[cfg(not(loom))]
@@ -134,11 +134,6 @@ mod tcp_info;
 #[cfg(not(loom))]
 mod time;
 
-#[cfg(not(loom))]
-pub use census::{
-    reap, Census, CensusQuery, Lingering, ListenQueue, PortCensus, Process, ReapFilter,
-    ReapOutcome, ReapReport, SockStat, Source, Victim,
-};
 #[cfg(not(loom))]
 pub use config::{CloseMode, Config, Keepalive, MinDataRate};
 #[cfg(not(loom))]

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use support::example::example_binary;
 use support::wait_for;
+use support::{require, Need};
 use tcp_hygiene::Builder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -38,6 +39,7 @@ fn echo_once(s: &mut StdTcpStream, timeout: Duration) -> bool {
 /// freed, new clients must be served.
 #[test]
 fn emfile_backs_off_without_spinning_and_recovers() {
+    require!(Need::Tool("bash"));
     let server = example_binary("echo_server");
     let mut child = Command::new("bash")
         .arg("-c")

@@ -21,6 +21,7 @@ use axum::serve::ListenerExt;
 use axum::Router;
 use support::example::{curl, Server};
 use support::http::{closed_within, read_response};
+use support::{require, Need};
 use support::{ss_count, wait_for};
 use tcp_hygiene::{Builder, ConnectionHandle};
 use tokio::io::AsyncWriteExt;
@@ -85,6 +86,7 @@ fn bad_flags_print_usage_and_exit_2() {
 
 #[tokio::test]
 async fn curl_gets_ok_and_connection_info() {
+    require!(Need::Tool("curl"), Need::Tool("ss"));
     let server = start(&[]);
     assert_eq!(curl(&[&server.url()]), "ok");
     assert_eq!(curl(&["--http1.1", &format!("{}/", server.url())]), "ok");
@@ -116,6 +118,7 @@ async fn curl_gets_ok_and_connection_info() {
 /// `CLOSE_WAIT` beyond `close_wait_timeout`, whether or not hyper reads the socket.
 #[tokio::test]
 async fn stuck_handler_does_not_leave_close_wait() {
+    require!(Need::Tool("curl"), Need::Tool("ss"));
     let close_wait = Duration::from_millis(CLOSE_WAIT_MS);
     let server = start(&["--close-wait-timeout-ms", &CLOSE_WAIT_MS.to_string()]);
     let port = server.port();
@@ -201,6 +204,7 @@ async fn stuck_handler_does_not_leave_close_wait() {
 /// test above proves the library fixes.
 #[tokio::test]
 async fn control_without_close_wait_timeout_the_socket_leaks() {
+    require!(Need::Tool("ss"));
     let server = start(&["--close-wait-timeout-ms", "0"]);
     let port = server.port();
     let mut client = TcpStream::connect(server.addr).await.unwrap();

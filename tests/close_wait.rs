@@ -5,6 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use support::{require, Need};
 use support::{ss_count, wait_for};
 use tcp_hygiene::{Builder, CloseReason, ConnectionState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,6 +19,7 @@ const CLOSE_WAIT: Duration = Duration::from_millis(500);
 /// handler keeps the socket in CLOSE_WAIT.
 #[tokio::test]
 async fn stuck_handler_close_wait_is_reaped_and_plain_tokio_is_not() {
+    require!(Need::Tool("ss"));
     // tcp-hygiene
     let listener = support::listener(Builder::new().close_wait_timeout(CLOSE_WAIT)).await;
     let port = listener.local_addr().unwrap().port();
@@ -94,6 +96,7 @@ fn pattern_byte(i: usize) -> u8 {
 /// byte, reason `CloseWaitTimeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_to_half_closed_client_is_not_cut_off_then_reaped() {
+    require!(Need::Tool("ss"));
     const TIMEOUT: Duration = Duration::from_millis(300);
     const CHUNK: usize = 4096;
     const EVERY: Duration = Duration::from_millis(50);
@@ -221,6 +224,7 @@ async fn normal_close_is_never_counted_as_close_wait() {
 /// depends on; CI also runs it on the portable implementation.
 #[tokio::test]
 async fn handler_that_reads_eof_then_hangs_is_reaped() {
+    require!(Need::Tool("ss"));
     let listener = support::listener(Builder::new().close_wait_timeout(CLOSE_WAIT)).await;
     let port = listener.local_addr().unwrap().port();
     let (mut client, mut server) = support::connect_pair(&listener).await;

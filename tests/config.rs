@@ -6,6 +6,7 @@ mod support;
 use std::io;
 use std::time::Duration;
 
+use support::{require, Need};
 use tcp_hygiene::{Builder, ConfigError, Keepalive};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -305,6 +306,7 @@ async fn boundary_values_are_accepted_by_builder_and_kernel() {
 /// supervisor keeps reaping CLOSE_WAIT afterwards and a drain still adds up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extreme_durations_are_rejected_or_enforced() {
+    require!(Need::Tool("ss"));
     let extremes = [
         ("0", Duration::ZERO),
         ("1 ns", Duration::from_nanos(1)),

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use support::{require, Need};
 use support::{ss_count, wait_for};
 use tcp_hygiene::{Builder, CloseReason, ConnectionHandle, DrainReport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,6 +19,7 @@ const HARD: Duration = Duration::from_millis(1500);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_ends_idle_busy_and_stuck_connections_by_the_deadlines() {
+    require!(Need::Tool("ss"));
     let listener = support::listener(&Builder::new()).await;
     let addr = listener.local_addr().unwrap();
     let port = addr.port();

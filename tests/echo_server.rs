@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use support::example::example_binary;
 use support::ss_count;
+use support::{require, Need};
 
 struct Server {
     child: Child,
@@ -88,6 +89,7 @@ fn bad_flags_print_usage_and_exit_2() {
 
 #[test]
 fn echoes_and_closes_its_side_on_eof() {
+    require!(Need::Tool("ss"));
     let server = Server::start(&[]);
     let mut client = server.connect();
     let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -104,6 +106,7 @@ fn echoes_and_closes_its_side_on_eof() {
 
 #[test]
 fn leak_is_reaped_with_hygiene_and_stays_without() {
+    require!(Need::Tool("ss"));
     let hygiene = Server::start(&["--leak", "--close-wait-timeout-ms", "300"]);
     let plain = Server::start(&["--leak", "--no-hygiene"]);
     let mut clients = Vec::new();
@@ -188,6 +191,7 @@ fn max_connections_holds_the_next_client_in_the_backlog() {
 /// and never close. `fin_wait_timeout` still bounds every one of them.
 #[test]
 fn leaked_connections_closed_for_idleness_do_not_linger_in_fin_wait_2() {
+    require!(Need::Tool("ss"));
     let server = Server::start(&[
         "--leak",
         "--idle-timeout-ms",

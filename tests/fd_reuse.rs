@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::{open_fds, wait_for};
+use support::{require, Need};
 use tcp_hygiene::{
     Builder, CloseReason, ConnectionHandle, ConnectionState, KernelState, TcpListener,
 };
@@ -200,6 +201,7 @@ async fn echo_round_trip(client: &mut TcpStream, seed: u64, len: usize) -> Resul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_wrong_socket_is_closed_under_descriptor_reuse() {
+    require!(Need::Tool("ss"));
     let started = Instant::now();
     let baseline = open_fds();
     let baseline_targets = fd_targets();
@@ -325,7 +327,7 @@ async fn no_wrong_socket_is_closed_under_descriptor_reuse() {
             }
         }
         let stats = listener.stats();
-        eprintln!("stats: {}", stats.to_json());
+        eprintln!("stats: {stats:?}");
         let wrong = server.wrong.lock().unwrap().clone();
         assert!(
             wrong.is_empty(),

@@ -6,6 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use support::{require, Need};
 use support::{ss_conn, ss_count, wait_for};
 use tcp_hygiene::{Builder, CloseReason, ConnectionState, KernelState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,6 +21,7 @@ const FIN_WAIT: Duration = Duration::from_millis(400);
 /// client's own socket is reset too, and the reason is `FinWaitTimeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_that_never_sends_fin_is_reset_after_fin_wait_timeout() {
+    require!(Need::Tool("ss"));
     let listener = support::listener(
         Builder::new()
             .fin_wait_timeout(FIN_WAIT)
@@ -116,6 +118,7 @@ async fn peer_that_never_sends_fin_is_reset_after_fin_wait_timeout() {
 /// count, even long after `fin_wait_timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_that_closes_promptly_is_left_alone() {
+    require!(Need::Tool("ss"));
     let listener = support::listener(Builder::new().fin_wait_timeout(FIN_WAIT)).await;
     let port = listener.local_addr().unwrap().port();
     let (mut client, mut server) = support::connect_pair(&listener).await;
@@ -159,6 +162,7 @@ async fn peer_that_closes_promptly_is_left_alone() {
 /// The peer's FIN arriving late but within the timeout also ends it normally.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_fin_within_timeout_is_left_alone() {
+    require!(Need::Tool("ss"));
     let listener = support::listener(Builder::new().fin_wait_timeout(FIN_WAIT)).await;
     let port = listener.local_addr().unwrap().port();
     let (mut client, mut server) = support::connect_pair(&listener).await;
@@ -236,7 +240,7 @@ async fn orderly_close_in_either_order_has_no_reason() {
     // Let any late event be processed, then look again.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let stats = listener.stats();
-    assert_eq!(stats.closed_total(), 0, "{}", stats.to_json());
+    assert_eq!(stats.closed_total(), 0, "{stats:?}");
     assert_eq!(stats.open_in(ConnectionState::Closed), 2 * N as u64);
 }
 
@@ -246,6 +250,7 @@ async fn orderly_close_in_either_order_has_no_reason() {
 /// must not sit in FIN_WAIT_2 for ever: `fin_wait_timeout` after our FIN it is reset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fin_wait_follows_the_librarys_own_close_while_the_stream_is_held() {
+    require!(Need::Tool("ss"));
     const IDLE: Duration = Duration::from_millis(300);
     let listener =
         support::listener(Builder::new().idle_timeout(IDLE).fin_wait_timeout(FIN_WAIT)).await;
@@ -296,6 +301,7 @@ async fn fin_wait_follows_the_librarys_own_close_while_the_stream_is_held() {
 /// kernel's unit for `TCP_LINGER2`). Control: plain tokio, same sequence, still there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fin_wait_bounds_the_orphan_after_the_application_drops_the_stream() {
+    require!(Need::Tool("ss"));
     let host_fin_timeout: u64 = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_fin_timeout")
         .expect("procfs")
         .trim()
@@ -356,6 +362,7 @@ async fn fin_wait_bounds_the_orphan_after_the_application_drops_the_stream() {
 /// 560 ms after our FIN, `FinWaitTimeout`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_closed_peer_that_keeps_uploading_is_not_reset_by_fin_wait_timeout() {
+    require!(Need::Tool("ss"));
     let listener = support::listener(
         Builder::new()
             .fin_wait_timeout(FIN_WAIT)

@@ -11,6 +11,7 @@ mod support;
 use std::io;
 use std::time::{Duration, Instant};
 
+use support::{require, Need};
 use support::{ss_count, wait_for};
 use tcp_hygiene::{Builder, CloseReason, ConnectionHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -155,6 +156,7 @@ async fn streamed_then_closed(what: &str, builder: &Builder, reason: CloseReason
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connection_age_delivers_every_byte_then_eof() {
+    require!(Need::Tool("ss"));
     streamed_then_closed(
         "max_connection_age",
         Builder::new().max_connection_age(Duration::from_millis(500)),
@@ -169,6 +171,7 @@ async fn max_connection_age_delivers_every_byte_then_eof() {
 /// (`TCPAbortOnData`); after the application drops the stream, an orphan does the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connection_age_delivers_every_byte_to_a_peer_that_keeps_sending() {
+    require!(Need::Tool("ss"));
     streamed_then_closed(
         "max_connection_age, chatty client",
         Builder::new().max_connection_age(Duration::from_millis(500)),
@@ -180,6 +183,7 @@ async fn max_connection_age_delivers_every_byte_to_a_peer_that_keeps_sending() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_idle_timeout_during_a_download_delivers_every_byte_then_eof() {
+    require!(Need::Tool("ss"));
     streamed_then_closed(
         "read_idle_timeout",
         Builder::new().read_idle_timeout(Duration::from_millis(500)),
@@ -242,6 +246,7 @@ async fn drain_hard_deadline_delivers_every_byte_then_eof() {
 /// queued: the FIN must follow them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_wait_timeout_with_a_queued_response_delivers_every_byte_then_eof() {
+    require!(Need::Tool("ss"));
     const TIMEOUT: Duration = Duration::from_millis(300);
     const RESPONSE: usize = 6 << 20;
     let listener = support::listener(Builder::new().close_wait_timeout(TIMEOUT)).await;
@@ -292,6 +297,7 @@ async fn close_wait_timeout_with_a_queued_response_delivers_every_byte_then_eof(
 /// so the kernel itself would not wake the read). Writes after that fail and say why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_read_returns_eof_when_the_library_closes() {
+    require!(Need::Tool("ss"));
     const IDLE: Duration = Duration::from_millis(300);
     let listener = support::listener(Builder::new().idle_timeout(IDLE)).await;
     let port = listener.local_addr().unwrap().port();
@@ -371,6 +377,7 @@ async fn linger_zero_resets_on_drop_without_blocking() {
 /// the user timeout, as the plain drop path does.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lingering_close_that_ends_at_the_peers_fin_stays_bounded_by_write_idle_timeout() {
+    require!(Need::Tool("ss"));
     let write_idle = Duration::from_millis(500);
     let listener = support::listener(Builder::new().write_idle_timeout(write_idle)).await;
     let port = listener.local_addr().unwrap().port();

@@ -6,7 +6,8 @@
 //! or sits behind a NAT that forgot the flow. Every test checks the kernel's own view
 //! (`ss` inside the server's namespace, `TCP_INFO`), not only the library's counters.
 //!
-//! Needs root; fails (never skips) if the namespaces cannot be created.
+//! The namespace tests need root: without it they skip with a line saying so, and fail
+//! instead under `TCP_HYGIENE_SYSTEM_TESTS=1` (as in CI).
 
 mod support;
 
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use support::netns::NetPair;
 use support::wait_for;
+use support::{require, Need};
 use tcp_hygiene::{Builder, CloseReason, ConnectionState, Keepalive, KernelState, TcpListener};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -49,6 +51,7 @@ fn connect(pair: &NetPair, to: SocketAddr) -> tokio::net::TcpStream {
 /// connection ESTABLISHED forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalive_closes_idle_connection_whose_peer_vanished() {
+    require!(Need::Netns, Need::Blackhole, Need::Tool("ss"));
     let pair = NetPair::new();
     let keepalive = KEEPALIVE_1_1_3;
     let budget = keepalive.worst_case() + SEC;
@@ -138,6 +141,7 @@ async fn keepalive_closes_idle_connection_whose_peer_vanished() {
 /// user_timeout + 1 s with `TimedOut`, and the close is labelled `UserTimeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_timeout_fails_writer_to_vanished_peer() {
+    require!(Need::Netns, Need::Blackhole, Need::Tool("ss"));
     let pair = NetPair::new();
     let user_timeout = 2 * SEC;
     let budget = user_timeout + SEC;
@@ -224,6 +228,7 @@ enum Handler {
 /// handler's next read reports the reset instead of a clean EOF. Loopback.
 #[tokio::test]
 async fn reset_by_peer_is_noticed_while_handler_is_stuck() {
+    require!(Need::Tool("ss"));
     let listener = support::listener(&Builder::new()).await;
     let addr = listener.local_addr().unwrap();
     let cases = [Handler::Stuck, Handler::Reading, Handler::StuckAfterPeerFin];
@@ -312,6 +317,7 @@ async fn write_until_error<S: tokio::io::AsyncWrite + Unpin>(
 /// the same stalled stream leaves an orphan in FIN_WAIT_1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_writer_to_peer_that_stopped_reading_is_cut_without_orphan() {
+    require!(Need::Tool("ss"));
     // The bound checked is write_idle + 1 s, measured from the last byte the peer
     // acknowledged. (On an earlier revision the lazy idle clock cut up to 2 × write_idle
     // after that byte; half a second keeps even that within the bound.)
@@ -449,6 +455,7 @@ impl Drop for KillOnDrop {
 /// the unanswered PING).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeat_example_drops_vanished_peer_within_budget() {
+    require!(Need::Netns, Need::Blackhole, Need::Tool("ss"));
     let (idle, reply) = (SEC, SEC);
     let budget = idle + reply + SEC;
     let binary = support::example::example_binary("heartbeat");
@@ -556,6 +563,7 @@ async fn heartbeat_example_drops_vanished_peer_within_budget() {
 /// a timeout, not a reset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn icmp_unreachable_while_writing_is_a_user_timeout() {
+    require!(Need::Netns, Need::Tool("sysctl"), Need::Tool("ss"));
     let pair = NetPair::routed();
     let user_timeout = 2 * SEC;
     let (listener, addr) = listen(&pair, Builder::new().user_timeout(user_timeout));
@@ -604,6 +612,7 @@ async fn icmp_unreachable_while_writing_is_a_user_timeout() {
 /// keepalive 1 s / 1 s / 3 from 4 s to 120 s. Handler stuck, peer vanished.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalive_with_the_default_user_timeout_keeps_its_own_bound() {
+    require!(Need::Netns, Need::Blackhole, Need::Tool("ss"));
     let pair = NetPair::new();
     let keepalive = KEEPALIVE_1_1_3;
     let budget = keepalive.worst_case() + SEC;
@@ -643,6 +652,7 @@ async fn keepalive_with_the_default_user_timeout_keeps_its_own_bound() {
 /// idle + interval × count + 1 s: the command line gets the same bound as the API.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_server_keepalive_flag_detects_a_vanished_idle_peer() {
+    require!(Need::Netns, Need::Blackhole, Need::Tool("ss"));
     let budget = 4 * SEC + SEC;
     let binary = support::example::example_binary("echo_server");
     let pair = NetPair::new();
@@ -694,6 +704,7 @@ async fn echo_server_keepalive_flag_detects_a_vanished_idle_peer() {
 /// queued, still gets every byte: the bound is on silence, not on time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_idle_timeout_bounds_the_orphans_of_dropped_streams() {
+    require!(Need::Tool("ss"));
     const STALLED: usize = 20;
     let write_idle = 2 * SEC;
     let listener = support::listener(Builder::new().write_idle_timeout(write_idle)).await;

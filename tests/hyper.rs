@@ -6,6 +6,7 @@
 mod support;
 
 use support::example::{curl, Server};
+use support::{require, Need};
 
 fn start() -> Server {
     Server::start("hyper_server", &[])
@@ -26,6 +27,7 @@ fn fetch(extra: &[&str], url: &str) -> (String, String, String) {
 
 #[test]
 fn http1_request_through_curl() {
+    require!(Need::Tool("curl"));
     let server = start();
     let (body, version, connection) = fetch(&["--http1.1"], &format!("{}/", server.url()));
     assert_eq!(body, "ok");
@@ -38,6 +40,7 @@ fn http1_request_through_curl() {
 
 #[test]
 fn http2_prior_knowledge_request_through_curl() {
+    require!(Need::Tool("curl"));
     let server = start();
     let (body, version, connection) =
         fetch(&["--http2-prior-knowledge"], &format!("{}/", server.url()));
@@ -55,6 +58,7 @@ fn http2_prior_knowledge_request_through_curl() {
 /// hyper-util as well.)
 #[test]
 fn keep_alive_reuses_the_connection() {
+    require!(Need::Tool("curl"));
     let server = start();
     let out = curl(&[
         "--http1.1",

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use support::{require, Need};
 use support::{ss_count, wait_for};
 use tcp_hygiene::{Builder, ConnectionState};
 use tokio::io::AsyncWriteExt;
@@ -54,6 +55,7 @@ fn watch_state(
 /// all report the FIN within 50 ms, every time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_closed_fires_within_50ms_of_fin_without_reads() {
+    require!(Need::Tool("ss"));
     let listener = support::listener(Builder::new().close_wait_timeout(None)).await;
     let addr = listener.local_addr().unwrap();
     let port = addr.port();

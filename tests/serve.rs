@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use support::example::{curl, Server};
 use support::http::{closed_within, read_response};
+use support::{require, Need};
 use support::{ss_count, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -25,6 +26,7 @@ const UNFINISHED_POST: &[u8] = b"POST /hang HTTP/1.1\r\nHost: t\r\nContent-Lengt
 /// server over tokio's listener) they stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stuck_handlers_free_their_descriptors_under_each_serve() {
+    require!(Need::Tool("curl"), Need::Tool("ss"));
     const STUCK: usize = 20;
     const CLOSE_WAIT: Duration = Duration::from_millis(300);
     for example in ["axum_server", "hyper_server"] {
@@ -117,6 +119,7 @@ async fn grpc_clients_that_leave_free_their_descriptors() {
 /// one within its bound, and `curl` keeps getting answers meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_is_cut_by_the_header_read_timeout_while_curl_is_served() {
+    require!(Need::Tool("curl"), Need::Tool("ss"));
     const TRICKLERS: usize = 50;
     const HEADER_READ: Duration = Duration::from_millis(1000);
     let server = Server::start("axum_server", &["--header-read-timeout-ms", "1000"]);
@@ -186,6 +189,7 @@ async fn slowloris_is_cut_by_the_header_read_timeout_while_curl_is_served() {
 /// served. Control: without the rule it is still connected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_reader_is_cut_by_min_send_rate() {
+    require!(Need::Tool("curl"), Need::Tool("ss"));
     let server = Server::start(
         "axum_server",
         &["--min-send-rate", "50000", "--min-rate-grace-ms", "500"],
@@ -511,6 +515,11 @@ async fn the_header_read_timeout_ends_idle_http1_but_not_http2() {
 /// (`axum::serve` on tokio's listener) all 100 are still established.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowhttptest_slowloris_is_cut_and_plain_axum_is_not() {
+    require!(
+        Need::Tool("slowhttptest"),
+        Need::Tool("curl"),
+        Need::Tool("ss")
+    );
     const CONNECTIONS: usize = 100;
     let hygiene = Server::start("axum_server", &["--header-read-timeout-ms", "1000"]);
     let plain = Server::start("axum_server", &["--plain"]);

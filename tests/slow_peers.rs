@@ -8,6 +8,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use support::wait_for;
+use support::{require, Need};
 use tcp_hygiene::{Builder, CloseReason, MinDataRate};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
@@ -88,6 +89,7 @@ async fn min_receive_rate_cuts_a_trickling_peer_and_spares_an_idle_one() {
 /// a listener without the rule is still connected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_send_rate_resets_a_slow_reader() {
+    require!(Need::Tool("ss"));
     let grace = Duration::from_millis(500);
     let with =
         support::listener(Builder::new().min_send_rate(MinDataRate::new(50_000, grace))).await;

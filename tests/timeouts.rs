@@ -9,6 +9,7 @@ mod support;
 use std::io;
 use std::time::{Duration, Instant};
 
+use support::{require, Need};
 use support::{ss_conn, wait_for};
 use tcp_hygiene::{Builder, CloseReason, ConnectionHandle, ConnectionState, TcpListener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -208,12 +209,14 @@ async fn quiet_after_activity(builder: &Builder, timeout: Duration, reason: Clos
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_timeout_closes_quiet_connections_without_polling() {
+    require!(Need::Tool("ss"));
     let t = Duration::from_millis(800);
     quiet_after_activity(Builder::new().idle_timeout(t), t, CloseReason::IdleTimeout).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_idle_timeout_closes_quiet_connections_without_polling() {
+    require!(Need::Tool("ss"));
     let t = Duration::from_millis(800);
     quiet_after_activity(
         Builder::new().read_idle_timeout(t),
@@ -228,6 +231,7 @@ async fn read_idle_timeout_closes_quiet_connections_without_polling() {
 /// streams to a client that reads and never sends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_writes_count_for_idle_but_not_for_read_idle() {
+    require!(Need::Tool("ss"));
     let t = Duration::from_millis(600);
     let idle = support::listener(Builder::new().idle_timeout(t)).await;
     let read_idle = support::listener(Builder::new().read_idle_timeout(t)).await;
@@ -309,6 +313,7 @@ async fn server_writes_count_for_idle_but_not_for_read_idle() {
 /// that reads everything is left alone even though the server then goes quiet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_idle_timeout_resets_a_stalled_writer() {
+    require!(Need::Tool("ss"));
     let t = Duration::from_millis(600);
     let listener = support::listener(Builder::new().write_idle_timeout(t)).await;
     let socket = TcpSocket::new_v4().unwrap();
@@ -408,6 +413,7 @@ async fn write_idle_timeout_resets_a_stalled_writer() {
 /// the kernel's count is what counts).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_byte_timeout_closes_silent_clients_only() {
+    require!(Need::Tool("ss"));
     let t = Duration::from_millis(500);
     let listener = support::listener(Builder::new().first_byte_timeout(t)).await;
     let mut silent = connect(&listener).await;
@@ -444,6 +450,7 @@ async fn first_byte_timeout_closes_silent_clients_only() {
 /// at that age.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connection_age_closes_busy_and_quiet_connections() {
+    require!(Need::Tool("ss"));
     let t = Duration::from_millis(700);
     let listener = support::listener(Builder::new().max_connection_age(t)).await;
     let mut quiet = connect(&listener).await;
@@ -551,6 +558,7 @@ async fn a_connection_the_library_closed_costs_no_cpu_afterwards() {
 /// close reason, until `TCP_USER_TIMEOUT`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_idle_timeout_resets_a_stalled_writer_after_both_sides_sent_fin() {
+    require!(Need::Tool("ss"));
     let t = Duration::from_millis(500);
     let listener = support::listener(Builder::new().write_idle_timeout(t)).await;
     let socket = TcpSocket::new_v4().unwrap();
@@ -609,6 +617,7 @@ async fn write_idle_timeout_resets_a_stalled_writer_after_both_sides_sent_fin() 
 /// `first_byte_timeout`, not left in CLOSE_WAIT until `close_wait_timeout` (30 s here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_half_closes_without_a_byte_is_closed_at_first_byte_timeout() {
+    require!(Need::Tool("ss"));
     let t = Duration::from_millis(300);
     let listener = support::listener(Builder::new().first_byte_timeout(t)).await;
     let mut silent = connect(&listener).await;

@@ -1,7 +1,8 @@
 //! What the benches share: the run's mode and arguments, the role a copy of the bench
 //! binary plays, small statistics, and the host and socket set-up they all need.
 //!
-//! Each bench includes this folder as its own module and uses only part of it.
+//! Each bench includes this folder as its own module and uses only part of it (the
+//! tool's census bench too, by path).
 #![allow(dead_code)]
 
 pub(crate) mod host;

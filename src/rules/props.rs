@@ -799,8 +799,9 @@ impl World {
 }
 
 proptest! {
+    // 512 cases (well under a second); CI runs more with PROPTEST_CASES.
     #![proptest_config(ProptestConfig {
-        cases: 512,
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(512),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

@@ -6,7 +6,6 @@ mod serde;
 
 pub use drain::DrainReport;
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -172,6 +171,8 @@ impl Counters {
 }
 
 /// A snapshot of a listener's counters, from [`TcpListener::stats`](crate::TcpListener::stats).
+/// With the `serde` feature it is `Serialize`: one object with these fields, and
+/// `open_by_state` and `closed_by_reason` as maps from every state's and reason's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -216,37 +217,6 @@ impl Stats {
     /// Connections the library closed, for any reason.
     pub fn closed_total(&self) -> u64 {
         self.closed_by_reason.iter().sum()
-    }
-
-    /// The stats as one line of JSON (no external dependency; all keys are stable).
-    pub fn to_json(&self) -> String {
-        use fmt::Write;
-        let mut s = String::with_capacity(512);
-        let _ = write!(
-            s,
-            "{{\"accepted\":{},\"open\":{},\"released\":{},\"open_by_state\":{{",
-            self.accepted, self.open, self.released
-        );
-        for (i, state) in ConnectionState::ALL.iter().enumerate() {
-            let sep = if i == 0 { "" } else { "," };
-            let _ = write!(s, "{sep}\"{}\":{}", state.as_str(), self.open_in(*state));
-        }
-        s.push_str("},\"closed_by_reason\":{");
-        for (i, reason) in CloseReason::ALL.iter().enumerate() {
-            let sep = if i == 0 { "" } else { "," };
-            let _ = write!(s, "{sep}\"{}\":{}", reason.as_str(), self.closed(*reason));
-        }
-        let _ = write!(
-            s,
-            "}},\"socket_option_failures\":{},\"fin_watch_failures\":{},\"accept_errors\":{},\"accept_resource_errors\":{},\"accept_backoffs\":{},\"rejected_per_ip\":{}}}",
-            self.socket_option_failures,
-            self.fin_watch_failures,
-            self.accept_errors,
-            self.accept_resource_errors,
-            self.accept_backoffs,
-            self.rejected_per_ip
-        );
-        s
     }
 }
 

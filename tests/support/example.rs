@@ -3,7 +3,7 @@
 //!
 //! Examples have no `CARGO_BIN_EXE_*`, so the test builds the one it needs with the same
 //! cargo that runs the test (`$CARGO`), the same features as this test crate (from
-//! `cfg!`), the same profile and the same target directory (found from this test
+//! `cfg!`; `serde` always), the same profile and the same target directory (found from this test
 //! binary's path), and takes the binary's path from cargo's JSON messages. When the
 //! example is already up to date (`cargo test` builds examples before running tests)
 //! that build is a no-op check of a fraction of a second. Cargo has released its build
@@ -36,7 +36,9 @@ pub(crate) fn example_binary(name: &str) -> PathBuf {
 }
 
 fn features() -> String {
-    let mut features = Vec::new();
+    // Whatever this test crate has: the examples print their `Stats` as JSON through serde
+    // (echo_server's `--stats-every-ms`, metrics' `/stats`).
+    let mut features = vec!["serde"];
     if cfg!(feature = "axum") {
         features.push("axum");
     }
@@ -184,12 +186,8 @@ impl Server {
     /// Sends SIGTERM, then waits for the server to exit (within `limit`); returns its
     /// exit status and the stdout lines after the first.
     pub(crate) fn terminate(mut self, limit: Duration) -> (std::process::ExitStatus, Vec<String>) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill -TERM {pid}");
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
         let started = Instant::now();
         let status = loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {

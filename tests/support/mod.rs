@@ -1,18 +1,20 @@
 //! Shared helpers for the integration tests: real sockets, the kernel's own view.
 #![allow(dead_code)]
 
-pub(crate) mod census;
 pub(crate) mod example;
 pub(crate) mod http;
-pub(crate) mod netns;
-pub(crate) mod piles;
-#[cfg(feature = "cli")]
-pub(crate) mod tool;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tcp_hygiene::{Builder, TcpListener};
+// Each test file includes this module and uses only part of it.
+#[allow(unused_imports)]
+pub(crate) use tcp_hygiene_test_support::{
+    netns, require,
+    ss::ss_output,
+    system::{self, Need},
+};
 
 /// Installs a tracing subscriber once (`RUST_LOG=tcp_hygiene=debug` to see events).
 pub(crate) fn trace_init() {
@@ -58,24 +60,6 @@ fn ss_filter_count(state: &str, filter: &str) -> usize {
     let mut ss = Command::new("ss");
     ss.args(["-Htan", "state", state, filter]);
     ss_output(ss).len()
-}
-
-/// Runs an `ss` command (here, or in a namespace) and returns its non-empty lines;
-/// panics if it cannot run or fails.
-pub(crate) fn ss_output(mut ss: Command) -> Vec<String> {
-    let out = ss
-        .output()
-        .expect("ss must be installed (iproute2); .ci/run installs it");
-    assert!(
-        out.status.success(),
-        "ss failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 /// All server-side sockets on `port` that are not listening, as `ss` lines.

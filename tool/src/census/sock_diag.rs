@@ -22,9 +22,9 @@ use netlink_packet_sock_diag::inet::{
 };
 use netlink_packet_sock_diag::{SockDiagDestroy, SockDiagMessage};
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr as NetlinkAddr};
+use tcp_hygiene::KernelState;
 
 use super::socket::{self, SocketRecord, TcpTimes, Timer};
-use crate::tcp_info::KernelState;
 
 /// Dump replies are at most 32 KiB per read (the kernel caps them there).
 const RECV_BUFFER: usize = 64 * 1024;
@@ -212,7 +212,8 @@ fn state_flag(state: KernelState) -> io::Result<StateFlags> {
         LastAck => StateFlags::LAST_ACK,
         Listen => StateFlags::LISTEN,
         Closing => StateFlags::CLOSING,
-        Unknown => {
+        // Unknown, and any state the library's `KernelState` gains later.
+        _ => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "no such TCP state to ask the kernel for",

@@ -2,9 +2,9 @@
 //! netlink sock_diag and through `/proc/net/tcp`, with about 20,000 sockets in the tables.
 //!
 //! ```text
-//! cargo bench --bench census                  # 20,000 sockets, 40 rounds
-//! cargo bench --bench census -- --quick       # 20,000 sockets, 10 rounds (about 10 s)
-//! cargo bench --bench census -- --sockets N   # any other count
+//! cargo bench -p tcp-hygiene-cli --bench census                  # 20,000 sockets, 40 rounds
+//! cargo bench -p tcp-hygiene-cli --bench census -- --quick       # 10 rounds (about 10 s)
+//! cargo bench -p tcp-hygiene-cli --bench census -- --sockets N   # any other count
 //! ```
 //!
 //! `RLIMIT_NOFILE` is capped at 20,000 per process here, so the sockets are split: this
@@ -17,6 +17,9 @@
 //! for both and printed apart). Figures (`value <figure> <source> <µs>`, medians) and
 //! `ratio <figure> sock_diag <sock_diag time / procfs time>`.
 
+// The library's bench helpers (mode, arguments, roles, statistics, host set-up): each
+// bench includes that folder as a module of its own.
+#[path = "../../benches/common/mod.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
@@ -27,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use common::stats::median;
 use common::{host, net, Args, Mode};
-use tcp_hygiene::{CensusQuery, KernelState, Source};
+use tcp_hygiene_cli::{CensusQuery, KernelState, Source};
 
 fn main() {
     if common::role().as_deref() == Some("clients") {

@@ -133,7 +133,7 @@ fn json_shape() {
         overflows: 2,
         drops: 3,
     });
-    let json: serde_json::Value = serde_json::from_str(&census.to_json()).unwrap();
+    let json = serde_json::to_value(&census).unwrap();
     let port = &json["ports"][0];
     assert_eq!(port["port"], 8080);
     assert_eq!(port["states"]["CLOSE_WAIT"], 4);
@@ -149,6 +149,40 @@ fn json_shape() {
     assert_eq!(json["listen_overflows"], 2);
     let host = json["diagnosis"].as_array().unwrap();
     assert!(host[0].as_str().unwrap().starts_with("ListenOverflows: 2"));
+}
+
+/// Every key of the document, in order, with `null` for what was not read.
+#[test]
+fn an_empty_census() {
+    assert_eq!(
+        serde_json::to_string(&Census::default()).unwrap(),
+        "{\"ports\":[],\"source\":null,\"fallback_reason\":null,\"netns\":null,\
+         \"listen_overflows\":null,\"listen_drops\":null,\"diagnosis\":[]}"
+    );
+}
+
+/// The keys of a port in order, and the states in the census's order (not by name).
+#[test]
+fn port_document_order() {
+    let census = Census::build(&every_state(), None);
+    let text = serde_json::to_string(census.port(PORT).unwrap()).unwrap();
+    let keys = [
+        "\"port\"",
+        "\"states\"",
+        "\"orphans\"",
+        "\"processes\"",
+        "\"diagnosis\"",
+        "\"owner_unknown\"",
+        "\"awaiting_accept\"",
+        "\"lingered_ms\"",
+        "\"listen\"",
+    ];
+    let at: Vec<usize> = keys.iter().map(|k| text.find(k).unwrap()).collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{text}");
+    assert!(
+        text.contains("\"states\":{\"LISTEN\":1,\"SYN_SENT\":1,\"SYN_RECV\":1,\"ESTABLISHED\":2,"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! `blackhole` qdisc loses the packets a state needs lost — counted by the library (both
 //! sources) and by the `tcp-hygiene` binary, and compared with `ss -tan`.
 //!
-//! Namespace tests need root; they fail, never skip, without it.
+//! The namespace tests need root, the others `ss`: without them a test skips with a line
+//! saying so, and fails instead under `TCP_HYGIENE_SYSTEM_TESTS=1` (as in CI).
 
 mod support;
 
@@ -17,7 +18,8 @@ use support::piles::{
     fill_send_buffer, loopback_piles, lost_server_packets, small_window_client, vanished_client,
     FIRST_PILES_AGE, SETTLE,
 };
-use tcp_hygiene::{Census, CensusQuery, KernelState, SockStat, Source};
+use support::{require, Need};
+use tcp_hygiene_cli::{Census, CensusQuery, KernelState, SockStat, Source};
 
 /// The census view equals `ss`'s. Each side is read between two identical `ss` readings,
 /// so a socket changing state meanwhile retries instead of failing; a real difference
@@ -132,11 +134,13 @@ fn loopback_states_match_ss(ip: IpAddr) {
 
 #[test]
 fn loopback_ipv4_states_match_ss() {
+    require!(Need::Tool("ss"));
     loopback_states_match_ss(IpAddr::V4(Ipv4Addr::LOCALHOST));
 }
 
 #[test]
 fn loopback_ipv6_states_match_ss() {
+    require!(Need::Tool("ss"));
     loopback_states_match_ss(IpAddr::V6(Ipv6Addr::LOCALHOST));
 }
 
@@ -160,6 +164,7 @@ fn assert_diagnosed(census: &Census, states: &[&str]) {
 
 #[test]
 fn syn_recv_fin_wait_1_and_closing_when_the_servers_packets_are_lost() {
+    require!(Need::Netns, Need::Blackhole, Need::Tool("ss"));
     let s = lost_server_packets();
     assert_census_matches_ss(
         "lost server packets",
@@ -193,6 +198,7 @@ fn syn_recv_fin_wait_1_and_closing_when_the_servers_packets_are_lost() {
 
 #[test]
 fn last_ack_when_the_client_vanishes() {
+    require!(Need::Netns, Need::Blackhole, Need::Tool("ss"));
     let s = vanished_client();
     assert_census_matches_ss(
         "vanished client",
@@ -218,6 +224,7 @@ fn last_ack_when_the_client_vanishes() {
 /// overflows and the namespace's ListenOverflows counts the drops.
 #[test]
 fn a_full_accept_queue_and_listen_overflows() {
+    require!(Need::Netns);
     let pair = NetPair::new();
     let server_ip = pair.server_ip;
     let listener = in_netns(&pair.server_ns, move || {
@@ -274,6 +281,7 @@ fn a_full_accept_queue_and_listen_overflows() {
 /// orphaned FIN_WAIT_2 too. The census keeps them apart.
 #[test]
 fn sockstat_orphan_is_host_wide_and_tw_counts_orphaned_fin_wait_2() {
+    require!(Need::Netns, Need::Tool("ss"));
     let pair = NetPair::new();
     // In the server's namespace, over its loopback: one orphaned FIN_WAIT_1 (zero window)
     // and one orphaned FIN_WAIT_2. Nothing in TIME_WAIT.
@@ -322,7 +330,6 @@ fn sockstat_orphan_is_host_wide_and_tw_counts_orphaned_fin_wait_2() {
     assert!(empty.orphan >= 1, "orphan is host-wide: {empty:?}");
 }
 
-#[cfg(feature = "cli")]
 mod cli {
     //! The same piles, counted by the `tcp-hygiene` binary.
 
@@ -382,11 +389,13 @@ mod cli {
 
     #[test]
     fn loopback_ipv4_json_matches_ss() {
+        require!(Need::Tool("ss"));
         loopback_json_matches_ss(IpAddr::V4(Ipv4Addr::LOCALHOST));
     }
 
     #[test]
     fn loopback_ipv6_json_matches_ss() {
+        require!(Need::Tool("ss"));
         loopback_json_matches_ss(IpAddr::V6(Ipv6Addr::LOCALHOST));
     }
 
@@ -398,6 +407,7 @@ mod cli {
 
     #[test]
     fn namespaces_json_matches_ss() {
+        require!(Need::Netns, Need::Blackhole, Need::Tool("ss"));
         let lost = lost_server_packets();
         let vanished = vanished_client();
         for (what, pair, port, states) in [
@@ -436,6 +446,7 @@ mod cli {
     /// owners are unknown, which is not an error.
     #[test]
     fn unreadable_owners_are_unknown_not_an_error() {
+        require!(Need::Root);
         let (listener, _client, _server) = loopback_connection("127.0.0.1:0");
         let port = listener.local_addr().unwrap().port();
         let unprivileged = UnprivilegedTool::new();
@@ -487,6 +498,7 @@ mod cli {
 
     #[test]
     fn text_output_has_a_line_per_port_and_the_diagnosis() {
+        require!(Need::Tool("ss"));
         let piles = loopback_piles(IpAddr::V4(Ipv4Addr::LOCALHOST));
         let text = tool::stdout(&["census", "--port", &piles.port.to_string()]);
         let port_line = text

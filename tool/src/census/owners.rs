@@ -9,8 +9,10 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::fs;
 
+use serde::Serialize;
+
 /// A process that holds a socket.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[non_exhaustive]
 pub struct Process {
     /// Its process id (in the pid namespace of the reader's `/proc`).

@@ -1,45 +1,8 @@
-//! The host's own view of TCP sockets: counts by local port and state, orphans, owning
-//! processes, how long each pile has lingered, accept queues, and a diagnosis of every
-//! unusual pile — what `ss -tan` shows, and what it leaves to the operator to work out.
-//!
-//! It sees every socket, whichever process or library owns it, so it tells a leak that
-//! tcp-hygiene does not manage (a plain tokio listener, a Java service) from one it does.
-//! [`reap`](crate::reap) destroys lingering sockets of any process.
-//!
-//! # Sources
-//!
-//! Netlink sock_diag (`inet_diag`, what `ss` uses): the kernel hands over only the
-//! requested port's sockets, with their `tcp_info`, so a census of one port on a host with
-//! tens of thousands of sockets costs little. If sock_diag is unavailable (no
-//! `inet_diag` module, a sandbox without netlink) the census falls back to
-//! `/proc/net/tcp` and `/proc/net/tcp6`, which have no `tcp_info`: only `TIME_WAIT` and
-//! handshakes then get an age, and listeners no backlog. [`Census::source`] says which
-//! was used.
-//!
-//! # How long a pile has lingered
-//!
-//! The kernel keeps no "entered this state at", so the age comes from what it keeps:
-//! `CLOSE_WAIT` and `FIN_WAIT_2` from `tcpi_last_ack_recv` (the peer's FIN, or the ACK
-//! of ours, was the last thing it sent; `tcpi_last_data_recv` would count from its last
-//! data); `FIN_WAIT_1`, `LAST_ACK` and `CLOSING` from the longer of `tcpi_last_ack_recv`
-//! and `tcpi_last_data_sent` (a vanished peer sends no ACKs, a zero-window peer ACKs our
-//! probes but takes no data); `ESTABLISHED` from the idle time; `TIME_WAIT` and orphaned
-//! `FIN_WAIT_2` from their timers; handshakes from their retransmissions (approximate).
-//! Any ACK counts as the peer being heard, keepalive replies included.
-//!
-//! # Platform support
-//!
-//! Linux only. Elsewhere [`CensusQuery::run`] (and so [`Census::of_local_port`] and
-//! [`Census::host`]) returns an error of kind [`io::ErrorKind::Unsupported`].
-//!
-//! # Blocking
-//!
-//! A census reads kernel tables and `/proc` synchronously (about a millisecond for one
-//! port; the owner lookup reads every process's descriptors). From async code, call it
-//! inside `tokio::task::spawn_blocking` when that matters.
+//! The census: one reading of the kernel's socket tables, grouped by local port. The
+//! crate docs say where it reads them and how it dates each pile.
 
 mod diagnosis;
-mod json;
+mod document;
 #[cfg(target_os = "linux")]
 mod netns;
 mod owners;
@@ -54,20 +17,24 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::io;
 
+use serde::Serialize;
+
 pub use owners::Process;
 pub use port::{Lingering, ListenQueue, PortCensus};
 pub use procfs::SockStat;
 pub use reap::{reap, ReapFilter, ReapOutcome, ReapReport, Victim};
+
+use tcp_hygiene::KernelState;
 
 use owners::Owners;
 use port::STATE_ORDER;
 use procfs::ListenCounters;
 use socket::SocketRecord;
 
-use crate::tcp_info::KernelState;
-
-/// Where a census read the kernel's socket tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Where a census read the kernel's socket tables. Serialized as its
+/// [`as_str`](Self::as_str) name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Source {
     /// Netlink sock_diag (`inet_diag`), with `tcp_info`.
@@ -99,7 +66,7 @@ impl fmt::Display for Source {
 /// # Examples
 ///
 /// ```no_run
-/// use tcp_hygiene::{CensusQuery, KernelState};
+/// use tcp_hygiene_cli::{CensusQuery, KernelState};
 ///
 /// let census = CensusQuery::new().port(8080).netns("blue".to_owned()).run()?;
 /// println!("{} CLOSE_WAIT", census.count(KernelState::CloseWait));
@@ -257,7 +224,7 @@ fn read_tables(port: Option<u16>, preference: Option<Source>) -> io::Result<Tabl
 /// # Examples
 ///
 /// ```no_run
-/// use tcp_hygiene::{Census, KernelState};
+/// use tcp_hygiene_cli::{Census, KernelState};
 ///
 /// let census = Census::of_local_port(8080)?;
 /// if census.count(KernelState::CloseWait) > 100 {
@@ -267,6 +234,31 @@ fn read_tables(port: Option<u16>, preference: Option<Source>) -> io::Result<Tabl
 /// }
 /// # Ok::<(), std::io::Error>(())
 /// ```
+///
+/// # Serialization
+///
+/// A census is [`Serialize`]; `tcp-hygiene census --json` prints it with serde_json:
+///
+/// ```text
+/// {"ports":[{"port":8080,
+///            "states":{"LISTEN":1,"CLOSE_WAIT":15},
+///            "orphans":0,
+///            "processes":[{"pid":4242,"command":"java"}],
+///            "diagnosis":["CLOSE_WAIT: 15 on port 8080, lingered …"],
+///            "owner_unknown":0,
+///            "awaiting_accept":0,
+///            "lingered_ms":{"CLOSE_WAIT":{"sockets":15,"newest":812,"median":5914,"oldest":6120}},
+///            "listen":{"listeners":1,"accept_queue":0,"backlog":128,"full":false}}],
+///  "source":"sock_diag","fallback_reason":null,"netns":null,
+///  "listen_overflows":0,"listen_drops":0,
+///  "diagnosis":[]}
+/// ```
+///
+/// States use the kernel's names, upper case with underscores (`ESTABLISHED`,
+/// `SYN_SENT`, `SYN_RECV`, `FIN_WAIT_1`, `FIN_WAIT_2`, `TIME_WAIT`, `CLOSE_WAIT`,
+/// `LAST_ACK`, `LISTEN`, `CLOSING`), only those with sockets, in the census's order.
+/// `listen` is `null` on a port without listeners, `backlog` `null` from `/proc`. The
+/// top-level `diagnosis` holds the namespace-wide lines; each port holds its own.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Census {

@@ -11,8 +11,9 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use tcp_hygiene::KernelState;
+
 use super::socket::{self, SocketRecord, Timer};
-use crate::tcp_info::KernelState;
 
 /// `/proc/net/tcp` gives timers in clock ticks (`USER_HZ`), which is 100 on every
 /// architecture Rust supports.

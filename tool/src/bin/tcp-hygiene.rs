@@ -7,7 +7,7 @@
 //!                  [--dry-run] [--limit K] [--netns NAME]
 //! ```
 //!
-//! Install with `cargo install tcp-hygiene --features cli`. Exit status: 0 done, 1 an
+//! Install with `cargo install tcp-hygiene-cli`. Exit status: 0 done, 1 an
 //! error (printed on stderr), 2 a usage error or not Linux.
 
 #[cfg(not(target_os = "linux"))]
@@ -33,7 +33,7 @@ mod linux {
     use std::time::{Duration, Instant};
 
     use clap::{Args, Parser, Subcommand, ValueEnum};
-    use tcp_hygiene::{reap, Census, CensusQuery, KernelState, PortCensus, ReapFilter, Source};
+    use tcp_hygiene_cli::{reap, Census, CensusQuery, KernelState, PortCensus, ReapFilter, Source};
 
     /// Which TCP sockets pile up on this host, why, and what to do; and a reaper for the
     /// ones that linger.
@@ -162,7 +162,7 @@ mod linux {
             }
             let census = query.run()?;
             let text = if args.json {
-                census.to_json() + "\n"
+                serde_json::to_string(&census)? + "\n"
             } else {
                 let at = args.watch.map(|_| started.elapsed());
                 render(&census, previous.as_ref(), at)

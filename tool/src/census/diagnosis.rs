@@ -6,9 +6,10 @@
 
 use std::time::Duration;
 
+use tcp_hygiene::KernelState;
+
 use super::port::{Lingering, PortCensus, STATE_ORDER};
 use super::procfs::ListenCounters;
-use crate::tcp_info::KernelState;
 
 /// The lines for one port: its unusual states, then a full accept queue.
 pub(crate) fn port_lines(port: &PortCensus) -> Vec<String> {
@@ -140,9 +141,9 @@ fn meaning(state: KernelState, port: &PortCensus) -> String {
         SynSent => "connections this host opens get no answer: the peer is down, or a \
                     firewall silently drops the SYNs. Use a connect timeout."
             .to_owned(),
-        Established | Listen | Close | Unknown => {
-            "sockets in a state the census does not diagnose.".to_owned()
-        }
+        // Established, Listen, Close, Unknown, and any state the library's `KernelState`
+        // gains later.
+        _ => "sockets in a state the census does not diagnose.".to_owned(),
     }
 }
 

@@ -9,37 +9,43 @@
 //! dropped, so the server never sees a FIN or a RST (a true half-open connection).
 //!
 //! Everything is deleted in `Drop`, also when the test panics. Creating the namespaces
-//! needs root (CI runs as root); if it fails the test fails with the reason, it never skips.
-#![allow(unsafe_code)]
+//! needs root (CI runs as root): a test first requires [`Need::Netns`] (and
+//! [`Need::Blackhole`] to vanish), so that it skips, or fails in CI, with the reason.
+//!
+//! [`Need::Netns`]: crate::system::Need::Netns
+//! [`Need::Blackhole`]: crate::system::Need::Blackhole
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
 use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::ss::ss_output;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A server and a client namespace joined by a veth pair. Deleted on drop.
 #[derive(Debug)]
-pub(crate) struct NetPair {
+pub struct NetPair {
     /// Name of the server's namespace (`/var/run/netns/<name>`).
-    pub(crate) server_ns: String,
+    pub server_ns: String,
     /// Name of the client's namespace.
-    pub(crate) client_ns: String,
+    pub client_ns: String,
     /// Name of the router's namespace, for [`NetPair::routed`] pairs.
-    pub(crate) router_ns: Option<String>,
+    pub router_ns: Option<String>,
     /// The veth end inside the server's namespace.
-    pub(crate) server_if: String,
+    pub server_if: String,
     /// The veth end inside the client's namespace.
-    pub(crate) client_if: String,
+    pub client_if: String,
     /// The server's address (on `server_if`).
-    pub(crate) server_ip: Ipv4Addr,
+    pub server_ip: Ipv4Addr,
     /// The client's address (on `client_if`).
-    pub(crate) client_ip: Ipv4Addr,
+    pub client_ip: Ipv4Addr,
 }
 
 /// Runs `ip` with `args`; panics with its stderr (and a hint) if it fails.
@@ -52,8 +58,8 @@ fn ip(args: &[&str]) -> Output {
     });
     assert!(
         out.status.success(),
-        "`ip {}` failed ({}): {}\nThe half-open tests need root (CAP_NET_ADMIN + CAP_SYS_ADMIN) \
-         to create network namespaces; they do not skip.",
+        "`ip {}` failed ({}): {}\nNetwork namespaces need root (CAP_NET_ADMIN + \
+         CAP_SYS_ADMIN); a test that uses them requires `Need::Netns` first.",
         args.join(" "),
         out.status,
         String::from_utf8_lossy(&out.stderr).trim()
@@ -69,7 +75,8 @@ impl NetPair {
     ///
     /// If anything cannot be created (not root, no iproute2, no veth support), with the
     /// command and its error.
-    pub(crate) fn new() -> Self {
+    #[allow(clippy::new_without_default)] // creates namespaces: no default value
+    pub fn new() -> Self {
         Self::create(false)
     }
 
@@ -77,7 +84,7 @@ impl NetPair {
     /// one `/30`, the client in another, the router forwarding between them. Needed for
     /// ICMP errors (a router that lost its route to the client answers the server with
     /// "host unreachable"); see [`router_drop_route_to_client`](Self::router_drop_route_to_client).
-    pub(crate) fn routed() -> Self {
+    pub fn routed() -> Self {
         Self::create(true)
     }
 
@@ -172,7 +179,7 @@ impl NetPair {
     /// The router forgets how to reach the client (an `unreachable` route): from now on
     /// it answers every packet the server sends to the client with ICMP "host
     /// unreachable". Only for [`routed`](Self::routed) pairs.
-    pub(crate) fn router_drop_route_to_client(&self) {
+    pub fn router_drop_route_to_client(&self) {
         let router = self
             .router_ns
             .as_deref()
@@ -183,7 +190,7 @@ impl NetPair {
 
     /// A nonblocking listener on `server_ip:0` inside the server's namespace, ready for
     /// `tokio::net::TcpListener::from_std`.
-    pub(crate) fn listen(&self) -> std::net::TcpListener {
+    pub fn listen(&self) -> std::net::TcpListener {
         let addr = SocketAddr::V4(SocketAddrV4::new(self.server_ip, 0));
         let listener = in_netns(&self.server_ns, move || std::net::TcpListener::bind(addr))
             .unwrap_or_else(|e| panic!("bind {addr} in {}: {e}", self.server_ns));
@@ -194,7 +201,7 @@ impl NetPair {
     /// A connected, nonblocking stream from the client's namespace to `to`, ready for
     /// `tokio::net::TcpStream::from_std`. `configure` runs on the socket before `connect`
     /// (buffer sizes, linger …).
-    pub(crate) fn connect_with(
+    pub fn connect_with(
         &self,
         to: SocketAddr,
         configure: impl FnOnce(&Socket) -> std::io::Result<()> + Send + 'static,
@@ -211,27 +218,27 @@ impl NetPair {
     }
 
     /// [`connect_with`](Self::connect_with) with no extra configuration.
-    pub(crate) fn connect(&self, to: SocketAddr) -> std::net::TcpStream {
+    pub fn connect(&self, to: SocketAddr) -> std::net::TcpStream {
         self.connect_with(to, |_| Ok(()))
     }
 
     /// The client vanishes: every packet it would send is dropped from now on (no FIN, no
     /// RST, no ACK reaches the server).
-    pub(crate) fn vanish_client(&self) {
+    pub fn vanish_client(&self) {
         blackhole(&self.client_ns, &self.client_if);
     }
 
     /// The server's packets are lost from now on: its SYN-ACKs, FINs and ACKs never reach
     /// the client, while the client's still arrive. With [`pin_neighbours`](Self::pin_neighbours)
     /// the client can still start handshakes (it needs no ARP reply).
-    pub(crate) fn blackhole_server(&self) {
+    pub fn blackhole_server(&self) {
         blackhole(&self.server_ns, &self.server_if);
     }
 
     /// Permanent neighbour (ARP) entries on both ends of a direct pair, so that a
     /// blackholed end — which cannot answer ARP — neither fails a new handshake nor makes
     /// the other end's neighbour entry fail later. Only for [`new`](Self::new) pairs.
-    pub(crate) fn pin_neighbours(&self) {
+    pub fn pin_neighbours(&self) {
         assert!(
             self.router_ns.is_none(),
             "pin_neighbours is for direct pairs"
@@ -281,7 +288,7 @@ impl NetPair {
 
     /// Starts a connection from the client's namespace to `to` and returns at once with
     /// the socket (nonblocking), whether or not the handshake can complete.
-    pub(crate) fn start_connect(&self, to: SocketAddr) -> Socket {
+    pub fn start_connect(&self, to: SocketAddr) -> Socket {
         in_netns(&self.client_ns, move || {
             let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
             socket.set_nonblocking(true)?;
@@ -295,7 +302,7 @@ impl NetPair {
     }
 
     /// A command that runs `program` inside the server's namespace (`ip netns exec`).
-    pub(crate) fn server_command(&self, program: &str) -> Command {
+    pub fn server_command(&self, program: &str) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.server_ns, program]);
         cmd
@@ -304,18 +311,18 @@ impl NetPair {
     /// `ss -Htan state STATE '( sport = :PORT )'` inside the server's namespace: the server
     /// sockets on `port` in `state` (`all`, `established`, `fin-wait-1`, …), one per line.
     /// Listening sockets are left out.
-    pub(crate) fn server_ss(&self, port: u16, state: &str) -> Vec<String> {
+    pub fn server_ss(&self, port: u16, state: &str) -> Vec<String> {
         let filter = format!("( sport = :{port} )");
         let mut ss = self.server_command("ss");
         ss.args(["-Htan", "state", state, &filter]);
-        super::ss_output(ss)
+        ss_output(ss)
             .into_iter()
             .filter(|l| !l.starts_with("LISTEN"))
             .collect()
     }
 
     /// `ss -tino` for `port` inside the server's namespace, for failure messages.
-    pub(crate) fn server_ss_detail(&self, port: u16) -> String {
+    pub fn server_ss_detail(&self, port: u16) -> String {
         let filter = format!("( sport = :{port} )");
         let out = self
             .server_command("ss")
@@ -366,20 +373,15 @@ fn blackhole(ns: &str, dev: &str) {
 /// Runs `f` on a new thread that has entered the network namespace `ns` and returns its
 /// result. Sockets created by `f` stay in `ns` for their whole life, whichever thread or
 /// runtime uses them later.
-pub(crate) fn in_netns<T: Send + 'static>(
+pub fn in_netns<T: Send + 'static>(
     ns: &str,
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<T> {
     let path = format!("/var/run/netns/{ns}");
     std::thread::spawn(move || {
         let file = File::open(&path)?;
-        // SAFETY: `file` is an open namespace file for the whole call; setns only changes
-        // this thread's network namespace (the thread is ours and ends after `f`), it does
-        // not touch memory.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        // Only this thread changes namespace; it is ours and ends after `f`.
+        move_into_link_name_space(file.as_fd(), Some(LinkNameSpaceType::Network))?;
         f()
     })
     .join()

@@ -19,7 +19,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::tcp_info::KernelState;
+use tcp_hygiene::KernelState;
 
 /// `TCP_TIMEWAIT_LEN`: how long Linux keeps a socket in `TIME_WAIT` (not tunable).
 pub(crate) const TIME_WAIT_LEN: Duration = Duration::from_secs(60);

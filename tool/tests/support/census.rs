@@ -6,7 +6,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tcp_hygiene::PortCensus;
+use tcp_hygiene_cli::PortCensus;
 
 /// What `ss -tane` shows for one local port.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -76,8 +76,8 @@ pub(crate) fn n(view: &SsView, state: &str) -> u64 {
 }
 
 /// Polls `probe` every 20 ms until it says yes; panics with `what` and the last thing it
-/// saw after `limit`. (The sync sibling of [`super::wait_for`], for tests on `std`
-/// sockets.)
+/// saw after `limit`. (The sync sibling of the library tests' async `wait_for`: these
+/// tests use `std` sockets.)
 pub(crate) fn wait_until<T: std::fmt::Debug>(
     limit: Duration,
     what: &str,

@@ -7,9 +7,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tcp_hygiene::KernelState;
+
 use super::diagnosis::human;
 use super::owners::Process;
-use crate::tcp_info::KernelState;
 
 /// Which sockets [`reap`] destroys: those on local `port`, in `state`, that have lingered
 /// at least `min_idle`.
@@ -18,7 +19,7 @@ use crate::tcp_info::KernelState;
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use tcp_hygiene::{reap, KernelState, ReapFilter};
+/// use tcp_hygiene_cli::{reap, KernelState, ReapFilter};
 ///
 /// let filter = ReapFilter::new(8080, Duration::from_secs(60))
 ///     .with_state(KernelState::FinWait2)

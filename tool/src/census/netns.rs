@@ -72,6 +72,8 @@ pub(crate) fn run_in<T: Send + 'static>(
 
 #[cfg(test)]
 mod tests {
+    use tcp_hygiene_test_support::system::Need;
+
     use super::*;
 
     #[test]
@@ -100,6 +102,8 @@ mod tests {
 
     #[test]
     fn runs_inside_the_namespace_of_a_process() {
+        // Entering a namespace, even our own, needs CAP_SYS_ADMIN.
+        tcp_hygiene_test_support::require!(Need::Root);
         // Our own namespace, entered by path: the closure runs and its result comes back.
         let inode = run_in("/proc/self/ns/net", || {
             std::fs::read_link("/proc/thread-self/ns/net")

@@ -4,10 +4,12 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use serde::{Serialize, Serializer};
+use tcp_hygiene::KernelState;
+
 use super::diagnosis;
 use super::owners::{Owners, Process};
 use super::socket::SocketRecord;
-use crate::tcp_info::KernelState;
 
 /// The states in the order a census shows them: listening, opening, open, then the
 /// passive close (the peer closed first) and the active close (we did).
@@ -46,25 +48,35 @@ fn slot(state: KernelState) -> usize {
         TimeWait => 9,
         Close => 10,
         NewSynRecv => 11,
-        Unknown => 12,
+        // Unknown, and any state the library's `KernelState` gains later.
+        _ => 12,
     }
 }
 
 /// How long the sockets of one pile (a port and a state) have been in that state.
 ///
 /// Read from the kernel's timestamps (see [`Census`](crate::Census) for which one each
-/// state uses); sockets whose age the source cannot tell are not counted here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// state uses); sockets whose age the source cannot tell are not counted here. Serialized
+/// with the durations in whole milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Lingering {
     /// Sockets whose age is known.
     pub sockets: u64,
     /// The youngest.
+    #[serde(serialize_with = "millis")]
     pub newest: Duration,
     /// The median (the upper one of an even count).
+    #[serde(serialize_with = "millis")]
     pub median: Duration,
     /// The oldest.
+    #[serde(serialize_with = "millis")]
     pub oldest: Duration,
+}
+
+/// A duration as whole milliseconds (a `u64`: 584 million years), for [`Lingering`].
+fn millis<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Lingering {
@@ -81,7 +93,7 @@ impl Lingering {
 
 /// The accept queue of a port's listening sockets (summed over them: IPv4 and IPv6, or
 /// `SO_REUSEPORT` groups).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct ListenQueue {
     /// Listening sockets on the port.

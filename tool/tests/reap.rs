@@ -3,8 +3,9 @@
 //! server this crate did not build — a Python server that accepts and never closes —
 //! over IPv4 and IPv6, as root and as an unprivileged user.
 //!
-//! These tests need root (CAP_NET_ADMIN, and switching to an unprivileged user); they
-//! fail, never skip, without it.
+//! Destroying needs root (CAP_NET_ADMIN), and so does switching to an unprivileged user:
+//! without root those tests skip with a line saying so, and fail instead under
+//! `TCP_HYGIENE_SYSTEM_TESTS=1` (as in CI).
 
 mod support;
 
@@ -15,12 +16,14 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use support::census::{loopback_connection, n, ss_here, wait_for_ss};
-use tcp_hygiene::{reap, KernelState, ReapFilter, ReapOutcome};
+use support::{require, Need};
+use tcp_hygiene_cli::{reap, KernelState, ReapFilter, ReapOutcome};
 
 /// After a reap the owner keeps its descriptor; its reads return EOF, its first write
 /// fails with ECONNABORTED and the next with EPIPE; the peer gets a RST.
 #[test]
 fn what_the_owner_and_the_peer_see_after_a_reap() {
+    require!(Need::Root, Need::Tool("ss"));
     let (listener, mut client, mut server) = loopback_connection("127.0.0.1:0");
     let port = listener.local_addr().unwrap().port();
     client.shutdown(Shutdown::Write).unwrap();
@@ -58,6 +61,7 @@ fn what_the_owner_and_the_peer_see_after_a_reap() {
 /// Nothing lingered long enough, a dry run, and a state outside the four.
 #[test]
 fn reap_leaves_young_sockets_and_dry_runs_alone() {
+    require!(Need::Tool("ss"));
     let (listener, client, _server) = loopback_connection("[::1]:0");
     let port = listener.local_addr().unwrap().port();
     client.shutdown(Shutdown::Write).unwrap();
@@ -70,7 +74,6 @@ fn reap_leaves_young_sockets_and_dry_runs_alone() {
     assert_eq!(n(&ss_here(port), "CLOSE_WAIT"), 1);
 }
 
-#[cfg(feature = "cli")]
 mod cli {
     //! `tcp-hygiene reap` against a Python server.
 
@@ -276,17 +279,20 @@ while True:
 
     #[test]
     fn reaps_exactly_the_old_close_wait_of_a_python_server_ipv4() {
+        require!(Need::Root, Need::Tool("python3"), Need::Tool("ss"));
         reap_a_python_server(IpAddr::V4(Ipv4Addr::LOCALHOST));
     }
 
     #[test]
     fn reaps_exactly_the_old_close_wait_of_a_python_server_ipv6() {
+        require!(Need::Root, Need::Tool("python3"), Need::Tool("ss"));
         reap_a_python_server(IpAddr::V6(Ipv6Addr::LOCALHOST));
     }
 
     /// An orphaned FIN_WAIT_2 (in a time-wait slot, no descriptor) is reaped by state.
     #[test]
     fn reaps_orphaned_fin_wait_2() {
+        require!(Need::Root, Need::Tool("ss"));
         let (listener, _client, server) = loopback_connection("127.0.0.1:0");
         let port = listener.local_addr().unwrap().port();
         drop(server);
