@@ -31,6 +31,8 @@ pub(crate) enum Msg {
     Task(ConnectionId, AbortHandle),
     /// Close the connection on request, for `reason`.
     Close(ConnectionId, CloseMode, CloseReason),
+    /// The connection's serve closes it itself when the library would (over TLS).
+    OwnerCloses(ConnectionId),
     Drain(DrainRequest),
     /// The listener is gone: once its last connection is too, the supervisor ends.
     ListenerClosed,
@@ -126,6 +128,10 @@ impl Tx {
             reply,
         }));
         report
+    }
+
+    pub(crate) fn owner_closes(&self, id: ConnectionId) {
+        self.send(Msg::OwnerCloses(id));
     }
 
     pub(crate) fn listener_closed(&self) {

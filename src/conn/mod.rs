@@ -253,9 +253,16 @@ impl Conn {
         old
     }
 
+    /// Sets `flags` in the word and nothing else (no user code runs, so it may be called
+    /// while the descriptor is borrowed); returns the flags before. Follow with
+    /// [`flags_changed`](Self::flags_changed).
+    pub(crate) fn set_word_flags(&self, flags: Flags) -> Flags {
+        word::flags(self.slot().cell.fetch_or(u32::from(flags.bits())))
+    }
+
     /// After `set` was set on flags that were `old`: keeps the gauges by state, tells the
     /// hook, and wakes whoever waits on the connection, if anything changed.
-    fn flags_changed(&self, old: Flags, set: Flags) {
+    pub(crate) fn flags_changed(&self, old: Flags, set: Flags) {
         if old.contains(set) {
             return;
         }

@@ -12,7 +12,7 @@ use tokio::sync::futures::OwnedNotified;
 use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::conn::{ConnRef, Flags};
+use crate::conn::{Conn, ConnRef};
 use crate::rules::{nanos, ReadIdleClock, Verdict};
 
 /// Future of [`ConnectionHandle::peer_closed`](super::ConnectionHandle::peer_closed).
@@ -20,13 +20,13 @@ use crate::rules::{nanos, ReadIdleClock, Verdict};
 #[must_use = "futures do nothing unless polled"]
 pub struct PeerClosed {
     conn: ConnRef,
-    done: fn(Flags) -> bool,
+    done: fn(&Conn) -> bool,
     #[pin]
     notified: OwnedNotified,
 }
 
 impl PeerClosed {
-    pub(super) fn new(conn: ConnRef, done: fn(Flags) -> bool) -> Self {
+    pub(super) fn new(conn: ConnRef, done: fn(&Conn) -> bool) -> Self {
         let notified = conn.notify().clone().notified_owned();
         Self {
             conn,
@@ -44,7 +44,7 @@ impl Future for PeerClosed {
         loop {
             // Registered before the check, so that a change after it is not missed.
             this.notified.as_mut().enable();
-            if (this.done)(this.conn.flags()) {
+            if (this.done)(this.conn) {
                 return Poll::Ready(());
             }
             ready!(this.notified.as_mut().poll(cx));

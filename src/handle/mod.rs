@@ -65,7 +65,7 @@ impl ConnectionHandle {
     /// Cancel-safe: dropping it loses nothing; a new one resolves at once if the peer
     /// has already closed.
     pub fn peer_closed(&self) -> PeerClosed {
-        PeerClosed::new(self.conn.clone(), Flags::peer_gone)
+        PeerClosed::new(self.conn.clone(), |conn| conn.flags().peer_gone())
     }
 
     /// Resolves when the listener starts draining ([`TcpListener::drain`](crate::TcpListener::drain)):
@@ -126,6 +126,25 @@ impl ConnectionHandle {
     #[cfg(feature = "hyper")]
     pub(crate) fn tcp_info(&self) -> Option<crate::TcpInfo> {
         self.conn.tcp_info()
+    }
+
+    /// Resolves when the library wants the connection closed (a rule expired on a
+    /// connection whose serve closes it itself, see [`owner_closes`](Self::owner_closes)),
+    /// or it ended otherwise.
+    #[cfg(feature = "hyper")]
+    pub(crate) fn close_asked(&self) -> PeerClosed {
+        PeerClosed::new(self.conn.clone(), |conn| {
+            conn.close_reason().is_some()
+                || conn.flags().intersects(Flags::CLOSED | Flags::RELEASED)
+        })
+    }
+
+    /// From now on the serve closes the connection itself when the library would (over
+    /// TLS, so that `close_notify` goes before our FIN); the library closes it at the TCP
+    /// level only if it has not within a short grace.
+    #[cfg(feature = "hyper")]
+    pub(crate) fn owner_closes(&self) {
+        self.conn.shared().tx.owner_closes(self.conn.id());
     }
 
     /// Asks the supervisor to close the connection.

@@ -253,6 +253,8 @@ impl Limits {
 pub(crate) struct Clocks {
     counters: Vec<(u8, CounterClock)>,
     windows: Vec<(u8, RateWindow)>,
+    /// When the connection's owner was asked to close it (see [`Look::AskOwner`]).
+    asked_at: Option<Nanos>,
 }
 
 /// The entry of `rule` in `list`, made by `start` if there is none.
@@ -273,8 +275,8 @@ impl Clocks {
         self.windows.retain(|(r, _)| usize::from(*r) != rule);
     }
 
-    fn is_empty(&self) -> bool {
-        self.counters.is_empty() && self.windows.is_empty()
+    pub(crate) fn is_empty(&self) -> bool {
+        self.counters.is_empty() && self.windows.is_empty() && self.asked_at.is_none()
     }
 }
 

@@ -18,6 +18,7 @@
 use proptest::prelude::*;
 
 use super::table::{Fins, RULES};
+use super::watch;
 use super::*;
 use crate::state::CloseReason;
 
@@ -63,9 +64,15 @@ fn limits() -> impl Strategy<Value = Limits> {
 
 #[derive(Debug, Clone)]
 enum Ev {
-    /// A new connection; served by a task spawned through the library, or not.
+    /// A new connection; served by a task spawned through the library, or not; closed
+    /// by that task itself when the library would (a serve over TLS), or not.
     Accept {
         task: bool,
+        owner: bool,
+    },
+    /// The owner closes the connection it was asked to (close_notify, then our FIN).
+    OwnerAnswers {
+        c: usize,
     },
     PeerSends {
         c: usize,
@@ -118,7 +125,8 @@ enum Ev {
 fn event() -> impl Strategy<Value = Ev> {
     let c = 0..MAX_CONNS;
     prop_oneof![
-        2 => any::<bool>().prop_map(|task| Ev::Accept { task }),
+        2 => (any::<bool>(), any::<bool>()).prop_map(|(task, owner)| Ev::Accept { task, owner: task && owner }),
+        1 => c.clone().prop_map(|c| Ev::OwnerAnswers { c }),
         3 => (c.clone(), 1..200u8).prop_map(|(c, n)| Ev::PeerSends { c, n }),
         3 => c.clone().prop_map(|c| Ev::PeerAcks { c }),
         1 => c.clone().prop_map(|c| Ev::PeerFin { c }),
@@ -183,12 +191,17 @@ struct Conn {
     our_fin_at: Option<Nanos>,
     /// Counted by the drain (joined it).
     in_drain: bool,
+    /// When its owner was asked to close it.
+    asked_at: Option<Nanos>,
 }
 
 impl Conn {
-    fn new(now: Nanos, task: bool) -> Self {
+    fn new(now: Nanos, task: bool, owner: bool) -> Self {
         let mut watch = Watch::default();
         watch.open();
+        if owner {
+            watch.set_owner_closes();
+        }
         Self {
             watch,
             accepted: now,
@@ -217,6 +230,7 @@ impl Conn {
             peer_fin_at: None,
             our_fin_at: None,
             in_drain: false,
+            asked_at: None,
         }
     }
 
@@ -333,6 +347,15 @@ impl World {
                         return;
                     }
                 }
+                Look::AskOwner { reason } => {
+                    self.check_deadline(c, reason);
+                    self.ask_owner(c, reason);
+                }
+                Look::ForceClose => {
+                    if !self.force_close(c) {
+                        return;
+                    }
+                }
                 Look::KernelEnded => return self.kernel_ended(c),
                 Look::LingerDone => return self.end_linger(c, false),
                 Look::Wait { next, .. } => return self.schedule(c, next),
@@ -378,6 +401,49 @@ impl World {
             conn.abort_task();
         }
         !abortive
+    }
+
+    fn ask_owner(&mut self, c: usize, reason: CloseReason) {
+        let conn = &mut self.conns[c];
+        conn.claim(reason);
+        conn.asked_at.get_or_insert(self.now);
+    }
+
+    /// The library closes at the TCP level what its owner did not close in time.
+    fn force_close(&mut self, c: usize) -> bool {
+        let now = self.now;
+        let conn = &mut self.conns[c];
+        let asked = conn.asked_at.expect("forced without being asked");
+        let grace_end = asked + watch::OWNER_GRACE;
+        assert!(now >= grace_end, "forced {} early", grace_end - now);
+        if conn.reset {
+            self.kernel_ended(c);
+            return false;
+        }
+        conn.local_fin_flag = true;
+        if !conn.our_fin {
+            conn.our_fin = true;
+            conn.our_fin_at = Some(now);
+        }
+        conn.must_end_task = true;
+        if conn.watch.closed(false, true) {
+            conn.abort_task();
+        }
+        true
+    }
+
+    /// A close asked for (the controller, the serve's drain), as the supervisor does it.
+    fn close_on_request(&mut self, c: usize, reason: CloseReason, abortive: bool) -> bool {
+        let now = self.now;
+        match self.conns[c].watch.closing(reason, abortive, now) {
+            Look::Close { reason, abortive } => self.close(c, reason, abortive, true),
+            Look::AskOwner { reason } => {
+                self.ask_owner(c, reason);
+                true
+            }
+            Look::ForceClose => self.force_close(c),
+            _ => false,
+        }
     }
 
     fn kernel_ended(&mut self, c: usize) {
@@ -567,9 +633,9 @@ impl World {
         // Events about a connection that is not there (or is gone) do nothing.
         let live = |w: &World, c: usize| w.conns.get(c).is_some_and(|k| !k.freed);
         match ev {
-            Ev::Accept { task } if self.conns.len() < MAX_CONNS => {
+            Ev::Accept { task, owner } if self.conns.len() < MAX_CONNS => {
                 let c = self.conns.len();
-                self.conns.push(Conn::new(now, task));
+                self.conns.push(Conn::new(now, task, owner));
                 if let Some(drain) = self.drain.as_mut() {
                     drain.join();
                     self.conns[c].watch.join_drain();
@@ -644,6 +710,11 @@ impl World {
                     self.look(c);
                 }
             }
+            Ev::OwnerAnswers { c }
+                if live(self, c) && self.conns[c].held && self.conns[c].asked_at.is_some() =>
+            {
+                self.apply(Ev::AppShutdown { c });
+            }
             Ev::AppShutdown { c } if live(self, c) && self.conns[c].held => {
                 let conn = &mut self.conns[c];
                 if !conn.local_fin_flag && !conn.reset {
@@ -686,7 +757,7 @@ impl World {
                 if live(self, c)
                     && self.conns[c].held
                     && self.conns[c].watched()
-                    && self.close(c, CloseReason::Requested, abortive, true) =>
+                    && self.close_on_request(c, CloseReason::Requested, abortive) =>
             {
                 self.look(c);
             }

@@ -8,6 +8,7 @@
 //! behaviour each, among them every defect the review of the supervisor found.
 
 use super::table::{Fins, State, RULES};
+use super::watch::OWNER_GRACE;
 use super::*;
 use crate::state::CloseReason;
 
@@ -144,6 +145,8 @@ fn run(
         assert!(looks < 10_000, "the rules asked for looks in a loop");
         match conn.look(&sample(now), limits, now) {
             Look::Close { reason, abortive } => return Some((now, reason, abortive)),
+            Look::AskOwner { reason } => return Some((now, reason, false)),
+            Look::ForceClose => panic!("forced without being asked"),
             Look::Wait { next: Some(at), .. } => {
                 assert!(at > now, "a look at {at} asked for at {now}: a spin");
                 now = at;
@@ -616,4 +619,76 @@ fn the_drain_counts_a_connection_accepted_while_it_starts() {
     assert!(drain.count(Fate::Untouched));
     let r = drain.report();
     assert_eq!((r.connections, r.finished, r.forced), (2, 1, 1));
+}
+
+#[test]
+fn a_connection_whose_owner_closes_it_is_asked_first_then_closed_after_the_grace() {
+    // Over TLS the serve closes the connection itself (close_notify, then our FIN): a
+    // graceful rule asks it; only if our FIN is not out by the grace's end does the
+    // library close the connection at the TCP level.
+    let limits = only(CloseReason::IdleTimeout);
+    let quiet = |fins: Fins, now: Nanos| Sample {
+        our_fin: fins.ours(),
+        kernel: Some(Kernel {
+            since_received: now,
+            since_sent: now,
+            ..Kernel::default()
+        }),
+        ..Sample::default()
+    };
+    let mut conn = Conn::new(0);
+    conn.watch.set_owner_closes();
+    let deadline = T + clock::KERNEL_MARGIN + T / 64 + MS;
+    let asked_at = (T..=deadline)
+        .step_by(MS as usize)
+        .find(|now| {
+            matches!(
+                conn.look(&quiet(Fins::None, *now), &limits, *now),
+                Look::AskOwner {
+                    reason: CloseReason::IdleTimeout
+                }
+            )
+        })
+        .expect("asked by the deadline");
+    // Not before the grace ends; then, with our FIN still not out, forced.
+    match conn.look(&quiet(Fins::None, asked_at + MS), &limits, asked_at + MS) {
+        Look::Wait { next, .. } => assert_eq!(next, Some(asked_at + OWNER_GRACE)),
+        other => panic!("{other:?}"),
+    }
+    let at = asked_at + OWNER_GRACE;
+    assert_eq!(
+        conn.look(&quiet(Fins::None, at), &limits, at),
+        Look::ForceClose
+    );
+    // The owner answered in time: no forced close, and nothing kept for it.
+    let mut conn = Conn::new(0);
+    conn.watch.set_owner_closes();
+    assert!(matches!(
+        conn.watch.closing(CloseReason::IdleTimeout, false, S),
+        Look::AskOwner { .. }
+    ));
+    let answered = conn.look(&quiet(Fins::Ours, 2 * S), &limits, 2 * S);
+    assert!(
+        matches!(answered, Look::Wait { next: None, .. }),
+        "{answered:?}"
+    );
+    assert!(!conn.watch.has_clocks());
+    // Asked a second time (a request): nothing new, the grace stands.
+    let mut conn = Conn::new(0);
+    conn.watch.set_owner_closes();
+    let _ = conn.watch.closing(CloseReason::IdleTimeout, false, S);
+    assert!(matches!(
+        conn.watch.closing(CloseReason::Requested, false, S),
+        Look::Wait { next: None, .. }
+    ));
+    // An abortive rule never waits for the owner.
+    let mut conn = Conn::new(0);
+    conn.watch.set_owner_closes();
+    assert_eq!(
+        conn.watch.closing(CloseReason::WriteIdleTimeout, true, S),
+        Look::Close {
+            reason: CloseReason::WriteIdleTimeout,
+            abortive: true
+        }
+    );
 }

@@ -4,8 +4,13 @@
 //! Every method is a decision the supervisor then carries out; none does I/O.
 
 use super::table::State;
-use super::{evaluate, Clocks, Limits, Nanos, Outcome, Sample};
+use super::{evaluate, Clocks, Limits, Nanos, Outcome, Sample, MS};
 use crate::state::CloseReason;
+
+/// How long a connection's owner (a framework serve over TLS) has to close it itself,
+/// once asked, before the library closes it at the TCP level: long enough for an idle
+/// connection's `close_notify` and FIN, short for a stuck handler.
+pub(crate) const OWNER_GRACE: Nanos = 1_000 * MS;
 
 /// What a drain did to a connection; each connection is counted under its last fate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +35,13 @@ pub(crate) struct Watch {
 pub(crate) enum Look {
     /// A rule expired: close the connection, gracefully or with a reset.
     Close { reason: CloseReason, abortive: bool },
+    /// A rule expired on a connection whose owner closes it itself (a framework serve
+    /// over TLS, so that `close_notify` goes before our FIN): claim the reason and tell
+    /// the owner. If our FIN is not out [`OWNER_GRACE`] later, [`Look::ForceClose`].
+    AskOwner { reason: CloseReason },
+    /// The owner did not close it in time: close it at the TCP level (gracefully, and
+    /// end its task), under the reason already claimed.
+    ForceClose,
     /// The kernel says the connection is over, and no event said so yet: find out why
     /// (the socket's error) and end it as the kernel did.
     KernelEnded,
@@ -81,6 +93,33 @@ impl Watch {
         self.bits.has(Bits::CLOSED_BY_US)
     }
 
+    /// Its owner closes it itself when the library would (a framework serve over TLS,
+    /// which sends `close_notify` first).
+    pub(crate) fn set_owner_closes(&mut self) {
+        self.bits.set(Bits::OWNER_CLOSES);
+    }
+
+    /// How the library closes it for `reason` at `now`: gracefully or with a reset, or,
+    /// if its owner closes it itself and the close is graceful, by asking the owner
+    /// first. Asked already, a graceful close changes nothing (`Wait` with no new
+    /// deadline: the grace's stands).
+    pub(crate) fn closing(&mut self, reason: CloseReason, abortive: bool, now: Nanos) -> Look {
+        if abortive || !self.bits.has(Bits::OWNER_CLOSES) {
+            return Look::Close { reason, abortive };
+        }
+        if self.bits.has(Bits::ASKED) {
+            // Asked already: the owner's grace runs, and the library closes when it ends.
+            return Look::Wait {
+                next: None,
+                watch_writes: false,
+                watch_reads: false,
+            };
+        }
+        self.bits.set(Bits::ASKED);
+        self.clocks.get_or_insert_with(Box::default).asked_at = Some(now);
+        Look::AskOwner { reason }
+    }
+
     /// Live, held by the application, and not over: rules and events still matter.
     pub(crate) fn is_supervised(&self) -> bool {
         self.is_live() && !self.is_ended() && !self.is_lingering()
@@ -97,7 +136,8 @@ impl Watch {
         }
         State {
             fins,
-            closed_by_us: self.is_closed_by_us(),
+            // Asked to close, its owner does: the rules that end a connection are done.
+            closed_by_us: self.is_closed_by_us() || self.bits.has(Bits::ASKED),
             lingering,
             ended: self.is_ended(),
         }
@@ -130,22 +170,39 @@ impl Watch {
             return Look::KernelEnded;
         }
         let state = self.state(sample);
+        // Asked to close: if our FIN is not out by the grace's end, the library closes it.
+        let owner_deadline = self
+            .clocks
+            .as_ref()
+            .and_then(|c| c.asked_at)
+            .filter(|_| self.bits.has(Bits::ASKED) && !state.fins.ours() && !self.is_closed_by_us())
+            .map(|at| at.saturating_add(OWNER_GRACE));
         let Outcome {
             expired,
             next,
             watch_writes,
             watch_reads,
         } = evaluate(&mut self.clocks, state, sample, limits, accepted, now);
-        match expired {
-            Some(rule) => Look::Close {
-                reason: rule.reason,
-                abortive: rule.abortive,
-            },
-            None => Look::Wait {
-                next,
-                watch_writes,
-                watch_reads,
-            },
+        if let Some(rule) = expired {
+            return self.closing(rule.reason, rule.abortive, now);
+        }
+        match (owner_deadline, self.clocks.as_deref_mut()) {
+            (Some(at), _) if now >= at => return Look::ForceClose,
+            // The owner answered (our FIN is out): nothing more to wait for.
+            (None, Some(clocks)) => clocks.asked_at = None,
+            _ => {}
+        }
+        if self.clocks.as_deref().is_some_and(Clocks::is_empty) {
+            self.clocks = None;
+        }
+        let next = match owner_deadline {
+            Some(at) => Some(next.map_or(at, |n| n.min(at))),
+            None => next,
+        };
+        Look::Wait {
+            next,
+            watch_writes,
+            watch_reads,
         }
     }
 
@@ -278,6 +335,10 @@ impl Bits {
     const DOOMED: Bits = Bits(1 << 6);
     /// Counted by the running drain.
     const IN_DRAIN: Bits = Bits(1 << 7);
+    /// Its owner closes it itself (see [`Look::AskOwner`]).
+    const OWNER_CLOSES: Bits = Bits(1 << 10);
+    /// Its owner was asked to close it.
+    const ASKED: Bits = Bits(1 << 11);
     const FATE_SHIFT: u16 = 8;
 
     fn has(self, bits: Bits) -> bool {

@@ -85,6 +85,12 @@ impl Supervisor {
                         return;
                     }
                 }
+                Look::AskOwner { reason } => self.ask_owner(&conn, reason),
+                Look::ForceClose => {
+                    if !self.force_close(index, &conn, now) {
+                        return;
+                    }
+                }
                 Look::KernelEnded => {
                     let info = conn.tcp_info();
                     return self.kernel_ended(index, info, None, now);
@@ -227,6 +233,40 @@ impl Supervisor {
         }
     }
 
+    /// Tells the connection's owner (a framework serve over TLS) to close it, for
+    /// `reason`: the reason is claimed and counted now, and the owner, woken, winds the
+    /// connection down (`close_notify`, then our FIN).
+    fn ask_owner(&mut self, conn: &Conn, reason: CloseReason) {
+        if let Some(old) = conn.claim(reason, Flags::NONE) {
+            conn.announce(reason, old, Flags::NONE);
+        }
+        conn.notify().notify_waiters();
+        tracing::debug!(parent: &self.spans.of(conn), reason = %reason, "asked the owner to close");
+    }
+
+    /// The owner did not close the connection within its grace: closes it at the TCP
+    /// level as [`close`](Self::close) does, under the reason already claimed. Returns
+    /// whether to look again.
+    fn force_close(&mut self, index: u32, conn: &Conn, now: Instant) -> bool {
+        let done = conn.with_fd(|fd| {
+            let old = conn.set_word_flags(Conn::SHUT_FLAGS);
+            (old, SockRef::from(&fd).shutdown(Shutdown::Write))
+        });
+        let Some((old, result)) = done else {
+            return false; // released meanwhile
+        };
+        conn.flags_changed(old, Conn::SHUT_FLAGS);
+        conn.wake_reader();
+        self.close_waits
+            .over(index, now_ns(self, now), &self.shared);
+        let aborted_task = self.slots.watch_mut(index).closed(false, true);
+        if aborted_task {
+            self.tasks.abort(index);
+        }
+        tracing::info!(parent: &self.spans.of(conn), reason = ?conn.close_reason(), aborted_task, ok = result.is_ok(), "the owner did not close in time: closed by tcp-hygiene");
+        true
+    }
+
     /// A close someone asked for (the controller, a framework serve): gracefully or
     /// abortively as asked. During a drain, a graceful `Drained` close before the hard
     /// deadline counts as idle-closed (the HTTP layer closes what has no request in
@@ -243,7 +283,24 @@ impl Supervisor {
             watch.set_fate(Fate::IdleClosed);
         }
         let conn = self.slots.conn(index);
-        if self.close(index, &conn, reason, mode == CloseMode::Abortive, true, now) {
+        let now_ns = self.shared.table.nanos(now);
+        let closing =
+            self.slots
+                .watch_mut(index)
+                .closing(reason, mode == CloseMode::Abortive, now_ns);
+        let again = match closing {
+            Look::Close { reason, abortive } => {
+                self.close(index, &conn, reason, abortive, true, now)
+            }
+            Look::AskOwner { reason } => {
+                self.ask_owner(&conn, reason);
+                true
+            }
+            Look::ForceClose => self.force_close(index, &conn, now),
+            // The owner was asked already; its grace runs.
+            _ => false,
+        };
+        if again {
             self.look(index, now);
         }
     }

@@ -203,6 +203,11 @@ impl Supervisor {
                     self.close_on_request(index, mode, reason, now);
                 }
             }
+            Msg::OwnerCloses(id) => {
+                if let Some(index) = self.slots.supervised(id) {
+                    self.slots.watch_mut(index).set_owner_closes();
+                }
+            }
             Msg::Drain(request) => self.start_drain(request, now),
             Msg::ListenerClosed => self.listener_open = false,
         }
