@@ -178,7 +178,10 @@ pub(crate) struct Options {
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_connections_per_ip: Option<usize>,
     pub(crate) min_receive_rate: Option<MinDataRate>,
+    /// Whether `min_receive_rate` was set (else a framework serve applies its default).
+    pub(crate) min_receive_rate_set: bool,
     pub(crate) min_send_rate: Option<MinDataRate>,
+    pub(crate) min_send_rate_set: bool,
     /// The connection-event hook.
     pub(crate) hook: Option<crate::observe::Hook>,
     /// The `listener` label of the metrics; `None`: the bound address.
@@ -275,20 +278,43 @@ impl Config {
         self.options.max_connections_per_ip
     }
 
-    /// See [`Builder::min_receive_rate`](crate::Builder::min_receive_rate).
+    /// See [`Builder::min_receive_rate`](crate::Builder::min_receive_rate): as set, `None`
+    /// if unset (a framework serve then applies its default, see
+    /// [`served_min_receive_rate`](Self::served_min_receive_rate)).
     pub fn min_receive_rate(&self) -> Option<MinDataRate> {
         self.options.min_receive_rate
     }
 
-    /// See [`Builder::min_send_rate`](crate::Builder::min_send_rate).
+    /// See [`Builder::min_send_rate`](crate::Builder::min_send_rate): as set, `None` if
+    /// unset.
     pub fn min_send_rate(&self) -> Option<MinDataRate> {
         self.options.min_send_rate
     }
 
-    /// Whether the supervisor needs to hear when a quiet connection starts writing: the
-    /// rules that apply only while data is queued (Linux, where it can see the queue).
-    pub(crate) fn watches_writes(&self) -> bool {
-        self.write_idle_timeout().is_some() || self.min_send_rate().is_some()
+    /// The `min_receive_rate` in force under a framework serve: as set, or
+    /// [`Builder::DEFAULT_SERVE_MIN_DATA_RATE`](crate::Builder::DEFAULT_SERVE_MIN_DATA_RATE).
+    pub fn served_min_receive_rate(&self) -> Option<MinDataRate> {
+        match self.options.min_receive_rate_set {
+            true => self.options.min_receive_rate,
+            false => Some(crate::Builder::DEFAULT_SERVE_MIN_DATA_RATE),
+        }
+    }
+
+    /// The `min_send_rate` in force under a framework serve: as set, or
+    /// [`Builder::DEFAULT_SERVE_MIN_DATA_RATE`](crate::Builder::DEFAULT_SERVE_MIN_DATA_RATE).
+    pub fn served_min_send_rate(&self) -> Option<MinDataRate> {
+        match self.options.min_send_rate_set {
+            true => self.options.min_send_rate,
+            false => Some(crate::Builder::DEFAULT_SERVE_MIN_DATA_RATE),
+        }
+    }
+
+    /// The rates in force: under a framework serve (`served`) or not.
+    pub(crate) fn rates(&self, served: bool) -> (Option<MinDataRate>, Option<MinDataRate>) {
+        match served {
+            true => (self.served_min_receive_rate(), self.served_min_send_rate()),
+            false => (self.min_receive_rate(), self.min_send_rate()),
+        }
     }
 
     /// The connection-event hook, if one was set.

@@ -10,6 +10,7 @@ pub(crate) use flags::{word, Flags};
 pub(crate) use table::{Page, PAGE};
 
 use crate::id::ConnectionId;
+use crate::rules::Owed;
 
 use std::io;
 use std::net::SocketAddr;
@@ -168,16 +169,20 @@ impl Conn {
     /// of a request body; or the request is fully received); otherwise the stream's
     /// marks say: the application waits in a read, and the last thing that moved was the
     /// peer's data rather than our reply.
-    pub(crate) fn owes_data(&self) -> bool {
+    pub(crate) fn owes_data(&self) -> Owed {
         let slot = self.slot();
         let word = slot.cell.load();
         if word & word::OWED != 0 {
-            return true;
+            return Owed::Yes;
         }
         let read = slot.bytes_read.load(Relaxed) as u32;
-        slot.read_parked_at.load(Relaxed) == read
+        let likely = slot.read_parked_at.load(Relaxed) == read
             && slot.read_at_last_write.load(Relaxed) != read
-            && word & word::RECEIVED == 0
+            && word & word::RECEIVED == 0;
+        match likely {
+            true => Owed::Likely,
+            false => Owed::No,
+        }
     }
 
     /// A framework serve's word on the request in flight: fully received (the peer owes
@@ -188,6 +193,22 @@ impl Conn {
             self.slot().cell.fetch_or(word::RECEIVED);
         } else {
             self.slot().cell.fetch_clear(word::RECEIVED);
+        }
+    }
+
+    /// Whether a framework serve holds response data the peer has not made room for.
+    pub(crate) fn user_queued(&self) -> bool {
+        self.slot().user_queued.load(Relaxed)
+    }
+
+    /// A framework serve's word on its response data: some waits for the peer to make
+    /// room for it (an HTTP/2 window), or none. The rules that apply while data is
+    /// queued judge it too (`min_send_rate`, `write_idle_timeout`).
+    #[cfg(feature = "hyper")]
+    pub(crate) fn set_user_queued(&self, queued: bool) {
+        self.slot().user_queued.store(queued, Relaxed);
+        if queued && self.has(Flags::WATCH_WRITES) {
+            self.wrote_while_watched();
         }
     }
 

@@ -46,6 +46,9 @@ pub(crate) struct Slot {
     peer_port: AtomicU16,
     /// The peer's address is IPv4 (how `peer_ip` reads back).
     peer_v4: AtomicBool,
+    /// A framework serve holds response data the peer has not made room for (an HTTP/2
+    /// stream whose window is shut): queued, though not in the kernel.
+    pub(super) user_queued: AtomicBool,
 }
 
 impl Slot {
@@ -61,6 +64,7 @@ impl Slot {
             read_at_last_write: AtomicU32::new(0),
             peer_port: AtomicU16::new(0),
             peer_v4: AtomicBool::new(false),
+            user_queued: AtomicBool::new(false),
         }
     }
 
@@ -79,6 +83,7 @@ impl Slot {
             IpAddr::V6(ip) => (ip, false),
         };
         self.peer_v4.store(v4, Relaxed);
+        self.user_queued.store(false, Relaxed);
         let ip = u128::from(ip);
         self.peer_ip[0].store((ip >> 64) as u64, Relaxed);
         self.peer_ip[1].store(ip as u64, Relaxed);

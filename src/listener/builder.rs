@@ -66,6 +66,12 @@ impl Builder {
     /// seconds.
     pub const DEFAULT_MAX_CONNECTION_AGE_GRACE: Duration = Duration::from_secs(30);
 
+    /// The minimum data rates a framework serve applies each way unless set
+    /// ([`min_receive_rate`](Self::min_receive_rate), [`min_send_rate`](Self::min_send_rate)):
+    /// 240 bytes a second, judged over 5-second windows, as Kestrel's defaults.
+    pub const DEFAULT_SERVE_MIN_DATA_RATE: MinDataRate =
+        MinDataRate::new(240, Duration::from_secs(5));
+
     /// The default [`max_connection_age_jitter`](Self::max_connection_age_jitter): 0.1.
     pub const DEFAULT_MAX_CONNECTION_AGE_JITTER: f64 = 0.1;
 
@@ -91,7 +97,9 @@ impl Builder {
                 max_connections: None,
                 max_connections_per_ip: None,
                 min_receive_rate: None,
+                min_receive_rate_set: false,
                 min_send_rate: None,
+                min_send_rate_set: false,
                 hook: None,
                 metrics_label: None,
             },
@@ -279,10 +287,19 @@ impl Builder {
     /// requests; "a read is pending" alone means nothing, since hyper keeps one pending
     /// during every request); under a framework serve, while a request's head or body is
     /// being read. A client merely idle between requests is not judged (that is a
-    /// keep-alive timeout's job). Looked at only while it applies: a quiet connection
-    /// costs nothing. The close is graceful. Pass `None` to disable. Default is `None`.
+    /// keep-alive timeout's job), nor one silent for a whole window (the idle timeouts
+    /// judge silence), except where a framework serve knows a handler waits for a
+    /// request body. Looked at only while it applies: a quiet connection costs nothing.
+    /// The close is graceful. Pass `None` to disable.
+    ///
+    /// Default: `None` under a plain accept loop; under a framework serve
+    /// ([`integration`](crate::integration)),
+    /// [`DEFAULT_SERVE_MIN_DATA_RATE`](Self::DEFAULT_SERVE_MIN_DATA_RATE), 240 bytes a
+    /// second after a 5-second grace (Kestrel's), so that a slow body is bounded without
+    /// any setting.
     pub fn min_receive_rate(&mut self, rate: impl Into<Option<MinDataRate>>) -> &mut Self {
         self.options.min_receive_rate = rate.into();
+        self.options.min_receive_rate_set = true;
         self
     }
 
@@ -290,10 +307,18 @@ impl Builder {
     /// `SlowSend`): a slow-read client with a tiny window reading a few bytes a second.
     /// Applies while data is queued, judged by the bytes the peer acknowledges (Linux
     /// only: `TCP_INFO`; ignored elsewhere). The close is abortive (RST): the peer is not
-    /// taking the data, and a FIN would queue behind it. Pass `None` to disable. Default
-    /// is `None`.
+    /// taking the data, and a FIN would queue behind it. Under a framework serve it also
+    /// judges the data waiting in user space for the peer (an HTTP/2 stream whose
+    /// flow-control window stays shut): the bytes hyper takes from the response bodies.
+    /// Pass `None` to disable.
+    ///
+    /// Default: `None` under a plain accept loop; under a framework serve,
+    /// [`DEFAULT_SERVE_MIN_DATA_RATE`](Self::DEFAULT_SERVE_MIN_DATA_RATE), so that a slow
+    /// reader is bounded without any setting (a normal client downloading a large
+    /// response reads far faster).
     pub fn min_send_rate(&mut self, rate: impl Into<Option<MinDataRate>>) -> &mut Self {
         self.options.min_send_rate = rate.into();
+        self.options.min_send_rate_set = true;
         self
     }
 

@@ -220,14 +220,16 @@ impl TcpListener {
         self.apply_options(&io, peer);
         // The rules that apply only while data is queued (Linux) or owed are looked at
         // only once a write or a read says so, from the first on.
-        let watch = match shared.config.watches_writes() {
-            true if sys::HAS_TCP_INFO => Flags::WATCH_WRITES,
-            _ => Flags::NONE,
-        };
-        let watch = match shared.config.min_receive_rate() {
-            Some(_) => watch | Flags::WATCH_READS,
-            None => watch,
-        };
+        let (receive_rate, send_rate) = shared.config.rates(shared.served.load(Relaxed));
+        let mut watch = Flags::NONE;
+        if (shared.config.write_idle_timeout().is_some() || send_rate.is_some())
+            && sys::HAS_TCP_INFO
+        {
+            watch = watch | Flags::WATCH_WRITES;
+        }
+        if receive_rate.is_some() {
+            watch = watch | Flags::WATCH_READS;
+        }
         let Some((page, index)) = shared.table.occupy(shared, io.as_raw_fd(), peer, watch) else {
             // The supervisor is gone (the runtime is shutting down): nothing would
             // supervise this connection.

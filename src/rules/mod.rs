@@ -39,6 +39,9 @@ pub(crate) use heap::DeadlineHeap;
 use table::{Clock, Fins, Gate, Rule, State, RULES};
 pub(crate) use watch::{Fate, Look, Watch};
 
+#[cfg(test)]
+pub(crate) use watch::OWNER_GRACE;
+
 use crate::config::{Config, MinDataRate};
 use crate::tcp_info::TcpInfo;
 
@@ -85,6 +88,19 @@ impl From<TcpInfo> for Kernel {
     }
 }
 
+/// Whether the peer owes data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Owed {
+    #[default]
+    No,
+    /// As far as the stream's marks tell: the application waits in a read, and the last
+    /// thing that moved was the peer's data. A peer silent for a whole window is
+    /// excused (it may be done: the marks cannot tell).
+    Likely,
+    /// A framework serve knows: a handler waits for more of a request body.
+    Yes,
+}
+
 /// A connection as of one look, taken by the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Sample {
@@ -95,8 +111,11 @@ pub(crate) struct Sample {
     pub(crate) peer_fin: bool,
     /// Our FIN is out (the application's shutdown, or the library's close).
     pub(crate) our_fin: bool,
-    /// The peer owes data (see [`Gate::Owed`]).
-    pub(crate) owes: bool,
+    /// Whether the peer owes data (see [`Gate::Owed`]).
+    pub(crate) owes: Owed,
+    /// A framework serve holds data the peer has not made room for (see
+    /// [`Gate::Queued`]).
+    pub(crate) user_queued: bool,
     /// The kernel's view, where there is one (Linux).
     pub(crate) kernel: Option<Kernel>,
 }
@@ -116,9 +135,10 @@ impl Sample {
         }
     }
 
-    /// Whether data is queued for the peer; without the kernel's view, as if it were.
+    /// Whether data is queued for the peer (in the kernel, or held by a framework serve
+    /// for lack of an HTTP/2 window); without the kernel's view, as if it were.
     pub(crate) fn queued(&self) -> bool {
-        self.kernel.is_none_or(|k| k.queued)
+        self.user_queued || self.kernel.is_none_or(|k| k.queued)
     }
 
     fn kernel_received(&self) -> u64 {
@@ -204,9 +224,15 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
-    /// The limits of `config`, with `age_grace` added to the age.
-    pub(crate) fn of(config: &Config, age_grace: Duration) -> Self {
+    /// The limits of `config`, for a listener whose connections a framework serve owns
+    /// (`served`: the age has its grace, the rates their serve defaults) or not.
+    pub(crate) fn of(config: &Config, served: bool) -> Self {
         let n = |d: Option<Duration>| d.map(nanos);
+        let age_grace = match served {
+            true => config.max_connection_age_grace(),
+            false => Duration::ZERO,
+        };
+        let (receive, send) = config.rates(served);
         Self {
             max_age: n(config
                 .max_connection_age()
@@ -217,8 +243,8 @@ impl Limits {
             write_idle: n(config.write_idle_timeout()),
             close_wait: n(config.close_wait_timeout()),
             fin_wait: n(config.fin_wait_timeout()),
-            min_receive_rate: config.min_receive_rate().map(Rate::from),
-            min_send_rate: config.min_send_rate().map(Rate::from),
+            min_receive_rate: receive.map(Rate::from),
+            min_send_rate: send.map(Rate::from),
         }
     }
 
@@ -328,7 +354,7 @@ pub(crate) fn evaluate(
             Gate::Queued => {
                 sample.queued() && (rule.clock != Clock::SendRate || sample.kernel.is_some())
             }
-            Gate::Owed => sample.owes,
+            Gate::Owed => sample.owes != Owed::No,
         };
         let applies = rule.applies(state);
         if !(applies && gate_open) {
@@ -370,8 +396,8 @@ pub(crate) fn evaluate(
                         .check(timeout, count, now)
                     }
                     Some(rate) => {
-                        let silence = match clock {
-                            Clock::SendRate => Silence::Counts,
+                        let silence = match (clock, sample.owes) {
+                            (Clock::SendRate, _) | (_, Owed::Yes) => Silence::Counts,
                             _ => Silence::Excused,
                         };
                         let quiet = sample.kernel.map(|k| k.since_received);

@@ -250,7 +250,12 @@ impl Conn {
             written: self.written,
             peer_fin: self.peer_fin_flag,
             our_fin: self.local_fin_flag,
-            owes: self.held && self.owes,
+            owes: if self.held && self.owes {
+                Owed::Likely
+            } else {
+                Owed::No
+            },
+            user_queued: false,
             kernel: Some(Kernel {
                 received: self.received + u64::from(self.peer_fin),
                 acked: self.acked,

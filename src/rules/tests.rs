@@ -99,7 +99,8 @@ fn quiet(reason: CloseReason, fins: Fins, now: Nanos) -> Sample {
         written: 1_000,
         peer_fin: fins.peer(),
         our_fin: fins.ours(),
-        owes: true,
+        owes: Owed::Likely,
+        user_queued: false,
         kernel: Some(Kernel {
             received: received + u64::from(fins.peer()),
             acked: 10,
@@ -298,7 +299,8 @@ fn activity_postpones_every_counted_and_timestamped_clock() {
                 written: 1_000 + n,
                 peer_fin: fins.peer(),
                 our_fin: fins.ours(),
-                owes: false,
+                owes: Owed::No,
+                user_queued: false,
                 kernel: Some(Kernel {
                     received: n + u64::from(fins.peer()),
                     acked: n,
@@ -388,7 +390,7 @@ fn after_the_librarys_close_nothing_is_due_in_the_past() {
     };
     let sample = |fins: Fins, now: Nanos| Sample {
         read: 17,
-        owes: true,
+        owes: Owed::Likely,
         peer_fin: fins.peer(),
         our_fin: fins.ours(),
         kernel: Some(Kernel {
@@ -418,7 +420,7 @@ fn the_receive_rate_excuses_silence_and_a_finished_message() {
     let limits = only(CloseReason::SlowReceive);
     let done = |now: Nanos| Sample {
         read: 300,
-        owes: true,
+        owes: Owed::Likely,
         kernel: Some(Kernel {
             received: 300,
             since_received: now,
@@ -691,4 +693,48 @@ fn a_connection_whose_owner_closes_it_is_asked_first_then_closed_after_the_grace
             abortive: true
         }
     );
+}
+
+#[test]
+fn a_body_a_handler_waits_for_is_owed_even_in_silence() {
+    // Under a framework serve the library knows a handler waits for more of a request
+    // body: a client that sends nothing more (slowhttptest -B between its bytes) is too
+    // slow, not idle.
+    let limits = only(CloseReason::SlowReceive);
+    let waiting = |now: Nanos| Sample {
+        read: 300,
+        owes: Owed::Yes,
+        kernel: Some(Kernel {
+            received: 300,
+            since_received: now,
+            since_sent: now,
+            ..Kernel::default()
+        }),
+        ..Sample::default()
+    };
+    let mut conn = Conn::new(0);
+    let closed = run(&mut conn, &limits, waiting, 0, 10 * T);
+    assert_eq!(closed, Some((T, CloseReason::SlowReceive, false)));
+}
+
+#[test]
+fn data_held_for_a_shut_http2_window_is_queued_data() {
+    // The kernel's queue is empty (the client acknowledged all it allowed), but the serve
+    // holds response data for a stream whose window stays shut: the send rules judge it.
+    let shut_window = |now: Nanos| Sample {
+        written: 65_535,
+        user_queued: true,
+        kernel: Some(Kernel {
+            acked: 65_535 + now / S * 17, // PINGs answered: 17 bytes a second
+            queued: false,
+            ..Kernel::default()
+        }),
+        ..Sample::default()
+    };
+    // (Acknowledged PING answers move the count, so an inactivity timeout sees progress;
+    // a rate does not.)
+    let limits = only(CloseReason::SlowSend);
+    let mut conn = Conn::new(0);
+    let closed = run(&mut conn, &limits, shut_window, 0, 10 * T);
+    assert_eq!(closed, Some((T, CloseReason::SlowSend, true)));
 }

@@ -4,14 +4,14 @@
 
 use std::net::Shutdown;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use socket2::SockRef;
 
 use super::Supervisor;
 use crate::config::CloseMode;
 use crate::conn::{Conn, Flags};
-use crate::rules::{Fate, Kernel, Limits, Look, Sample};
+use crate::rules::{Fate, Kernel, Limits, Look, Owed, Sample};
 use crate::state::CloseReason;
 use crate::sys;
 use crate::tcp_info::TcpInfo;
@@ -30,14 +30,9 @@ enum Closing {
 }
 
 impl Supervisor {
-    /// The rules' settings (under a framework serve, the age has its grace).
+    /// The rules' settings (under a framework serve, with its defaults).
     fn limits(&self) -> Limits {
-        let config = &self.shared.config;
-        let grace = match self.shared.served.load(Relaxed) {
-            true => config.max_connection_age_grace(),
-            false => Duration::ZERO,
-        };
-        Limits::of(config, grace)
+        Limits::of(&self.shared.config, self.shared.served.load(Relaxed))
     }
 
     /// The connection in slot `index` as of now.
@@ -54,7 +49,11 @@ impl Supervisor {
             written: conn.bytes_written(),
             peer_fin: flags.contains(Flags::PEER_FIN),
             our_fin: flags.contains(Flags::LOCAL_FIN),
-            owes: !lingering && conn.owes_data(),
+            owes: match lingering {
+                true => Owed::No,
+                false => conn.owes_data(),
+            },
+            user_queued: !lingering && conn.user_queued(),
             kernel: info.map(Kernel::from),
         }
     }
@@ -112,11 +111,12 @@ impl Supervisor {
                     let mut again = false;
                     if watch_writes {
                         conn.watch_writes();
-                        again |= conn.tcp_info().is_some_and(|i| i.has_pending_send());
+                        again |= conn.user_queued()
+                            || conn.tcp_info().is_some_and(|i| i.has_pending_send());
                     }
                     if watch_reads {
                         conn.watch_reads();
-                        again |= conn.owes_data();
+                        again |= conn.owes_data() != Owed::No;
                     }
                     if !again {
                         return;
