@@ -104,11 +104,15 @@ pub enum CloseReason {
     /// We had data queued and the peer took it slower than `min_send_rate` for longer
     /// than its grace period (a slow reader).
     SlowSend,
+    /// The listener was at `max_connections` with clients waiting in the kernel's
+    /// backlog, and a framework serve closed this connection, the oldest with no request
+    /// in flight, to make room (a slowloris must not starve well-behaved clients).
+    LoadShed,
 }
 
 impl CloseReason {
     /// All reasons, in declaration order.
-    pub(crate) const ALL: [CloseReason; 14] = [
+    pub(crate) const ALL: [CloseReason; 15] = [
         CloseReason::CloseWaitTimeout,
         CloseReason::FinWaitTimeout,
         CloseReason::IdleTimeout,
@@ -123,6 +127,7 @@ impl CloseReason {
         CloseReason::Requested,
         CloseReason::SlowReceive,
         CloseReason::SlowSend,
+        CloseReason::LoadShed,
     ];
 
     /// Every reason, in declaration order (more may come: the enum is
@@ -148,6 +153,7 @@ impl CloseReason {
             CloseReason::Requested => "requested",
             CloseReason::SlowReceive => "slow_receive",
             CloseReason::SlowSend => "slow_send",
+            CloseReason::LoadShed => "load_shed",
         }
     }
 

@@ -110,6 +110,13 @@ impl ConnectionHandle {
         self.conn.set_received(received);
     }
 
+    /// A framework serve's word on its response data: some waits for the peer to make
+    /// room for it, or none.
+    #[cfg(feature = "hyper")]
+    pub(crate) fn set_user_queued(&self, queued: bool) {
+        self.conn.set_user_queued(queued);
+    }
+
     /// A framework serve's word on a request body: a handler waits for more of it.
     #[cfg(feature = "hyper")]
     pub(crate) fn set_owed(&self, owed: bool) {

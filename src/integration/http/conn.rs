@@ -29,6 +29,12 @@ where
 {
     let handle = stream.handle();
     let in_flight = Arc::new(InFlight::new(handle.clone(), ctx.http2_only));
+    // Listed only where shedding may need it.
+    let _registered = ctx
+        .shared
+        .config
+        .max_connections()
+        .map(|_| Registered::new(&ctx, &in_flight));
     let service = Tracked::new(service, in_flight.clone(), handle.clone(), ctx.extend);
     let io = TokioIo::new(stream);
     if ctx.http2_only {
@@ -106,5 +112,32 @@ async fn sleep_until(at: Option<std::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The connection in its serve's list while it is served (for shedding).
+struct Registered<'a> {
+    ctx: &'a Ctx,
+    id: crate::ConnectionId,
+}
+
+impl<'a> Registered<'a> {
+    fn new(ctx: &'a Ctx, in_flight: &Arc<InFlight>) -> Self {
+        let id = in_flight.handle().id();
+        ctx.conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, in_flight.clone());
+        Self { ctx, id }
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.ctx
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
     }
 }

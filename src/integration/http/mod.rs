@@ -11,13 +11,14 @@
 mod conn;
 mod track;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use ::hyper::body::Body;
@@ -27,7 +28,11 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 
 use crate::shared::Shared;
-use crate::{ConnectionHandle, DrainReport, TcpListener};
+use crate::{CloseMode, CloseReason, ConnectionHandle, ConnectionId, DrainReport, TcpListener};
+use track::InFlight;
+
+/// How often a serve at `max_connections` looks for clients waiting in the backlog.
+const SHED_CHECK: Duration = Duration::from_millis(100);
 pub(crate) use track::Extend;
 pub use track::RequestBody;
 
@@ -94,6 +99,8 @@ pub(crate) struct Ctx {
     /// Set when the drain starts: when connections with no request in flight are closed.
     soft_at: OnceLock<Instant>,
     random: std::collections::hash_map::RandomState,
+    /// The connections being served, for shedding under `max_connections`.
+    conns: Mutex<HashMap<ConnectionId, Arc<InFlight>>>,
 }
 
 impl Ctx {
@@ -109,6 +116,44 @@ impl Ctx {
             handle.accepted_at(),
             age.saturating_sub(early),
         ))
+    }
+
+    /// At `max_connections` with clients waiting in the kernel's backlog, closes as many
+    /// connections as there are clients waiting, the oldest first among those with no
+    /// request in flight (idle between requests, or still without a whole request head:
+    /// a slowloris): they make room, so that an attack that fills every slot does not
+    /// turn into an outage for well-behaved clients (as HAProxy and nginx close idle
+    /// connections under pressure). Reason `LoadShed`. Linux only (the backlog's length
+    /// is read with `TCP_INFO` on the listening socket).
+    fn shed(&self) {
+        let Some(max) = self.shared.config.max_connections() else {
+            return;
+        };
+        if self.shared.open() < max {
+            return;
+        }
+        let waiting = self
+            .shared
+            .listening
+            .with_fd(crate::sys::tcp_info)
+            .and_then(Result::ok)
+            .map_or(0, |i| i.unacked as usize);
+        if waiting == 0 {
+            return;
+        }
+        let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle: Vec<&Arc<InFlight>> = conns
+            .values()
+            .filter(|f| f.is_idle() && !f.shed.load(Relaxed))
+            .collect();
+        idle.sort_by_key(|f| f.handle().accepted_at());
+        for in_flight in idle.into_iter().take(waiting) {
+            in_flight.shed.store(true, Relaxed);
+            in_flight
+                .handle()
+                .close(CloseMode::Graceful, CloseReason::LoadShed);
+        }
+        tracing::debug!(waiting, "at max_connections: shedding idle connections");
     }
 
     /// Resolves at the drain's soft deadline (never, if there is no drain).
@@ -288,7 +333,10 @@ where
         .timer(TokioTimer::new())
         // The library keeps the header read timeout itself (`conn::drive`): hyper's arms
         // a boxed timer for every request head, a few percent of a small request's cost.
-        .header_read_timeout(None);
+        .header_read_timeout(None)
+        // A client that half-closes after its request (legal HTTP/1) gets its response;
+        // the library's `close_wait_timeout` bounds how long it may wait for it.
+        .half_close(true);
     builder.http2().timer(TokioTimer::new());
     if options.http2_only {
         builder = builder.http2_only();
@@ -304,24 +352,30 @@ where
         extend: options.extend,
         soft_at: OnceLock::new(),
         random: std::collections::hash_map::RandomState::new(),
+        conns: Mutex::new(HashMap::new()),
     });
     let handler = {
         let ctx = ctx.clone();
         move |stream| conn::serve(stream, service.clone(), ctx.clone())
     };
-    let Some(signal) = signal else {
-        loop {
-            let (stream, _) = listener.accept().await?;
-            listener.spawn_supervised(stream, &handler);
+    let signal = async move {
+        match signal {
+            Some(signal) => signal.await,
+            None => std::future::pending().await,
         }
     };
     tokio::pin!(signal);
+    // At `max_connections`, look now and then for clients waiting in the backlog.
+    let limited = shared.config.max_connections().is_some();
+    let mut shed = tokio::time::interval(SHED_CHECK);
+    shed.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, _) = accepted?;
                 listener.spawn_supervised(stream, &handler);
             }
+            _ = shed.tick(), if limited => ctx.shed(),
             () = &mut signal => break,
         }
     }

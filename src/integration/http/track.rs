@@ -40,6 +40,11 @@ pub(crate) struct InFlight {
     /// The bytes written when the connection last became idle: a response still being
     /// written keeps the request timeouts from running.
     written_at_idle: AtomicU64,
+    /// Response frames handed to hyper that hyper has not come back from: data waiting for
+    /// the peer to make room (an HTTP/2 window, or the socket's buffer).
+    holding: AtomicUsize,
+    /// Closed to make room under `max_connections` (so not picked twice).
+    pub(crate) shed: AtomicBool,
 }
 
 /// What the connection's timer found.
@@ -62,6 +67,8 @@ impl InFlight {
             epoch: Instant::now(),
             http2: AtomicBool::new(false),
             written_at_idle: AtomicU64::new(0),
+            holding: AtomicUsize::new(0),
+            shed: AtomicBool::new(false),
         };
         if http2 {
             in_flight.is_http2();
@@ -75,6 +82,10 @@ impl InFlight {
         if !self.http2.swap(true, Relaxed) {
             self.handle.set_received(true);
         }
+    }
+
+    pub(crate) fn handle(&self) -> &ConnectionHandle {
+        &self.handle
     }
 
     /// Whether no request is in flight.
@@ -339,16 +350,47 @@ where
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
         let guard = this.guard.take();
-        Poll::Ready(result.map(|response| response.map(|inner| TrackedBody { inner, guard })))
+        Poll::Ready(result.map(|response| {
+            response.map(|inner| TrackedBody {
+                inner,
+                guard,
+                held: None,
+            })
+        }))
     }
 }
 
-/// A response body whose request counts as in flight until it is done.
+/// A response body whose request counts as in flight until it is done, and whose data
+/// handed to hyper counts as queued until hyper comes back for more.
 #[pin_project]
 pub(crate) struct TrackedBody<B> {
     #[pin]
     inner: B,
     guard: Option<RequestGuard>,
+    held: Option<Held>,
+}
+
+/// A frame of response data hyper took and has not come back from: hyper waits for the
+/// peer to make room (an HTTP/2 stream's window, the socket's buffer). While any is
+/// held, the connection's data counts as queued for the send rules (`min_send_rate`),
+/// though the kernel's queue may be empty.
+struct Held(Arc<InFlight>);
+
+impl Held {
+    fn new(in_flight: &Arc<InFlight>) -> Self {
+        if in_flight.holding.fetch_add(1, Relaxed) == 0 {
+            in_flight.handle.set_user_queued(true);
+        }
+        Self(in_flight.clone())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.0.holding.fetch_sub(1, Relaxed) == 1 {
+            self.0.handle.set_user_queued(false);
+        }
+    }
 }
 
 impl<B: Body> Body for TrackedBody<B> {
@@ -359,10 +401,20 @@ impl<B: Body> Body for TrackedBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
-        if frame.is_none() {
-            this.guard.take();
+        let mut this = self.project();
+        // Hyper came back for more: what it held is on its way.
+        this.held.take();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) if frame.is_data() && !this.inner.is_end_stream() => {
+                if let Some(RequestGuard(in_flight)) = this.guard.as_ref() {
+                    *this.held = Some(Held::new(in_flight));
+                }
+            }
+            Some(_) => {}
+            None => {
+                this.guard.take();
+            }
         }
         Poll::Ready(frame)
     }
