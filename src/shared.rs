@@ -139,7 +139,8 @@ impl Shared {
     /// An error for `accept` if the supervisor has stopped (only a bug can do that).
     pub(crate) fn check_supervisor(&self) -> std::io::Result<()> {
         if self.counters.supervisor_failed.load(Relaxed) {
-            return Err(std::io::Error::other(
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Other,
                 "tcp-hygiene: the supervisor task stopped; connections would not be supervised",
             ));
         }

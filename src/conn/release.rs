@@ -113,7 +113,7 @@ impl Conn {
             flags.contains(Flags::PEER_FIN) || info.is_some_and(|i| i.state.peer_fin_received());
         if !flags.contains(Flags::READ_EOF) {
             let read = self.bytes_read();
-            let unread = info.is_none_or(|i| i.bytes_received > read + u64::from(peer_done));
+            let unread = info.map_or(true, |i| i.bytes_received > read + u64::from(peer_done));
             if unread {
                 let _ = sys::discard_unread(fd);
             }

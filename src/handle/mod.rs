@@ -9,7 +9,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::conn::{ConnRef, Flags};
+use crate::conn::ConnRef;
 use crate::id::ConnectionId;
 use crate::state::{CloseReason, ConnectionState};
 use crate::stats::ConnectionSnapshot;
@@ -139,10 +139,13 @@ impl ConnectionHandle {
     /// connection whose serve closes it itself, see [`owner_closes`](Self::owner_closes)),
     /// or it ended otherwise.
     #[cfg(feature = "hyper")]
+    #[allow(dead_code)] // until the TLS serve calls it
     pub(crate) fn close_asked(&self) -> PeerClosed {
         PeerClosed::new(self.conn.clone(), |conn| {
             conn.close_reason().is_some()
-                || conn.flags().intersects(Flags::CLOSED | Flags::RELEASED)
+                || conn
+                    .flags()
+                    .intersects(crate::conn::Flags::CLOSED | crate::conn::Flags::RELEASED)
         })
     }
 
@@ -150,6 +153,7 @@ impl ConnectionHandle {
     /// TLS, so that `close_notify` goes before our FIN); the library closes it at the TCP
     /// level only if it has not within a short grace.
     #[cfg(feature = "hyper")]
+    #[allow(dead_code)] // until the TLS serve calls it
     pub(crate) fn owner_closes(&self) {
         self.conn.shared().tx.owner_closes(self.conn.id());
     }

@@ -48,7 +48,8 @@ pub(crate) enum Verdict {
 /// one wake-up.
 pub(crate) fn coarse(at: Nanos, grain: Nanos) -> Nanos {
     let grain = grain.max(1);
-    at.div_ceil(grain).saturating_mul(grain).max(at)
+    let rounded = at / grain + u64::from(at % grain != 0);
+    rounded.saturating_mul(grain).max(at)
 }
 
 /// The grid a timestamp look rounds to: 1/64 of the timeout, between 1 ms and 1 s.

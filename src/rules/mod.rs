@@ -39,9 +39,6 @@ pub(crate) use heap::DeadlineHeap;
 use table::{Clock, Fins, Gate, Rule, State, RULES};
 pub(crate) use watch::{Fate, Look, Watch};
 
-#[cfg(test)]
-pub(crate) use watch::OWNER_GRACE;
-
 use crate::config::{Config, MinDataRate};
 use crate::tcp_info::TcpInfo;
 
@@ -138,7 +135,7 @@ impl Sample {
     /// Whether data is queued for the peer (in the kernel, or held by a framework serve
     /// for lack of an HTTP/2 window); without the kernel's view, as if it were.
     pub(crate) fn queued(&self) -> bool {
-        self.user_queued || self.kernel.is_none_or(|k| k.queued)
+        self.user_queued || self.kernel.map_or(true, |k| k.queued)
     }
 
     fn kernel_received(&self) -> u64 {

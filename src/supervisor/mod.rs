@@ -203,6 +203,7 @@ impl Supervisor {
                     self.close_on_request(index, mode, reason, now);
                 }
             }
+            #[cfg(feature = "hyper")]
             Msg::OwnerCloses(id) => {
                 if let Some(index) = self.slots.supervised(id) {
                     self.slots.watch_mut(index).set_owner_closes();
@@ -332,7 +333,7 @@ impl Supervisor {
         let kernel_closed = info.is_some_and(|i| i.state == crate::tcp_info::KernelState::Close);
         if error || (hangup && kernel_closed) {
             self.kernel_ended(index, info, None, now);
-        } else if info.is_none_or(|i| i.state.peer_fin_received()) {
+        } else if info.map_or(true, |i| i.state.peer_fin_received()) {
             if let Some(info) = info.filter(|_| !conn.has(Flags::PEER_FIN)) {
                 // The FIN's arrival is the peer's last acknowledgement (a FIN carries
                 // one, and a peer that has closed sends nothing else unprompted).
