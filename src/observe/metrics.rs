@@ -8,7 +8,7 @@ use metrics::{Counter, Gauge, Histogram, Unit};
 
 use crate::state::{CloseReason, ConnectionState};
 
-/// The names, each documented in the README's "Monitoring".
+/// The names, each documented in the crate docs ("Observability").
 pub(crate) const ACCEPTED: &str = "tcp_hygiene_connections_accepted_total";
 pub(crate) const OPEN: &str = "tcp_hygiene_connections_open";
 pub(crate) const CLOSED: &str = "tcp_hygiene_connections_closed_total";
