@@ -59,17 +59,18 @@ mod linux {
 
     #[derive(Debug, Args)]
     struct CensusArgs {
-        /// Only this local port.
-        #[arg(long)]
+        /// Only this local port (1-65535).
+        #[arg(long, value_parser = port_number)]
         port: Option<u16>,
         /// One JSON object per census instead of text.
         #[arg(long)]
         json: bool,
-        /// Take a census every SECS seconds (until interrupted, or --count).
-        #[arg(long, value_name = "SECS", value_parser = positive_seconds)]
+        /// Take a census every SECS seconds, 0.1 to 86400 (until interrupted, or
+        /// --count).
+        #[arg(long, value_name = "SECS", value_parser = interval, allow_negative_numbers = true)]
         watch: Option<Duration>,
-        /// Stop after N censuses (with --watch).
-        #[arg(long, value_name = "N", requires = "watch")]
+        /// Stop after N censuses (with --watch; at least 1).
+        #[arg(long, value_name = "N", requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
         count: Option<u64>,
         /// Count inside this network namespace (`ip netns` name, or a path such as
         /// /proc/PID/ns/net).
@@ -89,8 +90,8 @@ mod linux {
 
     #[derive(Debug, Args)]
     struct ReapArgs {
-        /// The local port whose sockets to reap.
-        #[arg(long)]
+        /// The local port whose sockets to reap (1-65535).
+        #[arg(long, value_parser = port_number)]
         port: u16,
         /// Only sockets that have lingered in the state at least this long (milliseconds).
         #[arg(long, value_name = "N")]
@@ -119,10 +120,36 @@ mod linux {
         FinWait1,
     }
 
-    fn positive_seconds(s: &str) -> Result<Duration, String> {
-        match s.parse::<f64>() {
-            Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(Duration::from_secs_f64(secs)),
-            _ => Err(format!("{s:?} is not a positive number of seconds")),
+    /// The shortest `--watch` and `--every` interval: shorter ones would spin a core.
+    const MIN_INTERVAL: Duration = Duration::from_millis(100);
+    /// The longest: a day.
+    const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
+
+    /// An interval in seconds, 0.1 to 86400.
+    fn interval(s: &str) -> Result<Duration, String> {
+        let range = || {
+            format!(
+                "an interval in seconds from {} to {} is expected",
+                MIN_INTERVAL.as_secs_f64(),
+                MAX_INTERVAL.as_secs()
+            )
+        };
+        let secs: f64 = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("not a number: {}", range()))?;
+        if !(MIN_INTERVAL.as_secs_f64()..=MAX_INTERVAL.as_secs_f64()).contains(&secs) {
+            return Err(format!("out of range: {}", range()));
+        }
+        Ok(Duration::from_secs_f64(secs))
+    }
+
+    /// A TCP port, 1 to 65535: port 0 names no socket's port.
+    fn port_number(s: &str) -> Result<u16, String> {
+        match s.trim().parse::<u16>() {
+            Ok(0) => Err("port 0 is no socket's port: 1 to 65535 is expected".to_owned()),
+            Ok(port) => Ok(port),
+            Err(_) => Err("a port number from 1 to 65535 is expected".to_owned()),
         }
     }
 
@@ -134,6 +161,8 @@ mod linux {
         };
         match result {
             Ok(code) => code,
+            // The reader went away (`census | head -1`): done, quietly, as `ss` does.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tcp-hygiene: {e}");
                 ExitCode::FAILURE
@@ -154,10 +183,13 @@ mod linux {
             Some(_) => args.count.unwrap_or(u64::MAX),
         };
         let started = Instant::now();
+        let mut next = started;
         let mut previous: Option<Census> = None;
         for sample in 0..samples {
             if let (Some(every), true) = (args.watch, sample > 0) {
-                let next = started + every.mul_f64(sample as f64);
+                // On schedule, without drift; a day at most between two censuses, so
+                // the sum never overflows before the universe ends.
+                next += every;
                 thread::sleep(next.saturating_duration_since(Instant::now()));
             }
             let census = query.run()?;
