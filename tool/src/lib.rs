@@ -1,6 +1,7 @@
-//! The host's own view of TCP sockets, for operators: counts by local port and state,
-//! orphans, owning processes, how long each pile has lingered, accept queues, and a
-//! diagnosis of every unusual pile — what `ss -tan` shows, and what it leaves to the
+//! The host's own view of TCP sockets, for operators: counts by state in groups — the
+//! server side by listening port, the client side by remote endpoint — with orphans,
+//! owning processes, how long each pile has lingered, accept queues, and a diagnosis of
+//! every unusual pile — what `ss -tan` shows, and what it leaves to the
 //! operator to work out — and a reaper for the sockets that linger.
 //!
 //! It sees every socket, whichever process or library owns it, so it tells a leak that
@@ -60,8 +61,9 @@
 mod census;
 
 pub use census::{
-    reap, Census, CensusQuery, Lingering, ListenQueue, PortCensus, Process, ReapFilter,
-    ReapOutcome, ReapReport, SockStat, Source, Victim,
+    reap, reap_tracked, AgeTracker, Census, CensusQuery, Lingering, ListenQueue, PortCensus,
+    Process, ProcessSockets, ReapFilter, ReapOutcome, ReapReport, Side, SockStat, Source, Victim,
+    AGE_FLOOR, MAX_PORTS_PER_SIDE, TIME_WAIT_FLOOR,
 };
 // The TCP states are the library's own.
 pub use tcp_hygiene::KernelState;

@@ -37,6 +37,10 @@ fn intervals_outside_a_tenth_of_a_second_to_a_day_exit_2() {
     ] {
         refused(&["census", "--watch", value], "--watch");
         refused(&["census", "--watch", value, "--count", "2"], "--watch");
+        refused(
+            &["reap", "--port", "1", "--idle-ms", "1", "--every", value],
+            "--every",
+        );
     }
 }
 
@@ -57,6 +61,41 @@ fn port_0_exits_2() {
     refused(&["census", "--port", "0"], "--port");
     refused(&["census", "--port", "65536"], "--port");
     refused(&["reap", "--port", "0", "--idle-ms", "1"], "--port");
+    refused(
+        &["reap", "--remote-port", "0", "--idle-ms", "1"],
+        "--remote-port",
+    );
+}
+
+#[test]
+fn other_usage_errors_exit_2() {
+    refused(&["census", "--watch", "1", "--count", "0"], "--count");
+    refused(&["census", "--top", "0"], "--top");
+    refused(&["census", "--top", "3", "--all"], "--all");
+    // Reap needs a port to aim at, and only one.
+    refused(&["reap", "--idle-ms", "1"], "--port");
+    refused(
+        &[
+            "reap",
+            "--port",
+            "1",
+            "--remote-port",
+            "2",
+            "--idle-ms",
+            "1",
+        ],
+        "--remote-port",
+    );
+    refused(
+        &["reap", "--port", "1", "--idle-ms", "1", "--count", "2"],
+        "--count",
+    );
+    refused(
+        &["reap", "--port", "1", "--idle-ms", "1", "--pid", "0"],
+        "--pid",
+    );
+    refused(&["exporter"], "--listen");
+    refused(&["exporter", "--listen", "nowhere"], "--listen");
 }
 
 /// `census | head -1`: the tool's next write finds the pipe closed and it ends with
