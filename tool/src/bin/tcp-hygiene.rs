@@ -482,6 +482,7 @@ mod linux {
                 }
             }
             round += 1;
+            let round_at = started.elapsed();
             let report = reap_tracked(&filter, &mut tracker)?;
             reaped += report.reaped();
             failed += report.failed();
@@ -489,7 +490,8 @@ mod linux {
             if args.json {
                 let mut line = serde_json::to_value(&report)?;
                 line["round"] = round.into();
-                line["at_ms"] = u64::try_from(started.elapsed().as_millis())
+                // When the round began, from the guard's start.
+                line["at_ms"] = u64::try_from(round_at.as_millis())
                     .unwrap_or(u64::MAX)
                     .into();
                 writeln!(stdout, "{line}")?;
@@ -497,7 +499,7 @@ mod linux {
                 writeln!(
                     stdout,
                     "+{:.1} s round {round}: {report}",
-                    started.elapsed().as_secs_f64()
+                    round_at.as_secs_f64()
                 )?;
             }
             stdout.flush()?;
