@@ -58,6 +58,66 @@ fn what_the_owner_and_the_peer_see_after_a_reap() {
     );
 }
 
+/// A socket its owner still holds in FIN_WAIT_1 or FIN_WAIT_2 (it shut down writing and
+/// waits to read the rest): after a reap its reads fail with ECONNABORTED, not EOF, and
+/// the peer gets a RST.
+#[test]
+fn a_held_fin_wait_2_reads_econnaborted_after_a_reap() {
+    require!(Need::Root, Need::Tool("ss"));
+    let (listener, mut client, mut server) = loopback_connection("127.0.0.1:0");
+    let port = listener.local_addr().unwrap().port();
+    server.shutdown(Shutdown::Write).unwrap();
+    wait_for_ss(port, "a held FIN_WAIT_2", |v| {
+        n(v, "FIN_WAIT_2") == 1 && v.orphans == 0
+    });
+    let filter = ReapFilter::new(port, Duration::ZERO).with_state(KernelState::FinWait2);
+    let report = reap(&filter).unwrap();
+    assert_eq!((report.reaped(), report.matched()), (1, 1), "{report}");
+    let read = server.read(&mut [0u8; 8]).unwrap_err();
+    assert_eq!(read.raw_os_error(), Some(libc::ECONNABORTED), "{read}");
+    // The client had the FIN (its reads return EOF), then the RST: it leaves CLOSE_WAIT
+    // with the error a reset leaves there, EPIPE.
+    let client_port = client.local_addr().unwrap().port();
+    wait_for_ss(client_port, "the client reset", |v| n(v, "CLOSE_WAIT") == 0);
+    assert_eq!(client.read(&mut [0u8; 8]).unwrap(), 0);
+    let reset = client.take_error().unwrap().expect("the RST's error");
+    assert_eq!(reset.raw_os_error(), Some(libc::EPIPE), "{reset}");
+}
+
+/// An orphaned FIN_WAIT_2 (its process closed it; the kernel parks it in a time-wait
+/// slot) sends nothing when destroyed: the peer stays in CLOSE_WAIT, unaware, and learns
+/// only from the RST its next write draws.
+#[test]
+fn a_destroyed_orphaned_fin_wait_2_sends_the_peer_no_rst() {
+    require!(Need::Root, Need::Tool("ss"));
+    let (listener, mut client, server) = loopback_connection("127.0.0.1:0");
+    let port = listener.local_addr().unwrap().port();
+    let client_port = client.local_addr().unwrap().port();
+    drop(server);
+    wait_for_ss(port, "an orphaned FIN_WAIT_2", |v| {
+        n(v, "FIN_WAIT_2") == 1 && v.orphans == 1
+    });
+    let filter = ReapFilter::new(port, Duration::ZERO).with_state(KernelState::FinWait2);
+    let report = reap(&filter).unwrap();
+    assert_eq!((report.reaped(), report.matched()), (1, 1), "{report}");
+    assert_eq!(n(&ss_here(port), "FIN_WAIT_2"), 0);
+    // No RST: the client is still in CLOSE_WAIT a moment later, and reads the FIN's EOF,
+    // not a reset.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        n(&ss_here(client_port), "CLOSE_WAIT"),
+        1,
+        "the peer was reset"
+    );
+    assert_eq!(client.read(&mut [0u8; 8]).unwrap(), 0);
+    assert!(client.take_error().unwrap().is_none());
+    // Its next write reaches a host without the connection, which answers with a RST.
+    client.write_all(b"hello?").unwrap();
+    wait_for_ss(client_port, "the RST drawn by the write", |v| {
+        n(v, "CLOSE_WAIT") == 0
+    });
+}
+
 /// Nothing lingered long enough, a dry run, and a state outside the four.
 #[test]
 fn reap_leaves_young_sockets_and_dry_runs_alone() {

@@ -115,7 +115,8 @@ impl ReapFilter {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ReapOutcome {
-    /// Destroyed: the peer got a RST, the kernel freed the connection.
+    /// Destroyed: the kernel freed the connection; the peer got a RST, unless the socket
+    /// was an orphaned `FIN_WAIT_2` (see [`reap`]).
     Destroyed,
     /// A dry run: it would have been destroyed.
     WouldDestroy,
@@ -340,9 +341,15 @@ impl fmt::Display for ReapReport {
 /// stays open until the process closes it (measured on Linux 6.18, tested in
 /// `tests/reap.rs`):
 ///
-/// - the owner's reads return EOF (`Ok(0)`);
+/// - the owner's reads return EOF (`Ok(0)`) for a socket that was in `CLOSE_WAIT` or
+///   `LAST_ACK` (the peer's FIN had arrived); for one it held in `FIN_WAIT_1` or
+///   `FIN_WAIT_2` (it had shut down writing and waited for the rest) they fail with
+///   `ECONNABORTED`;
 /// - its first write fails with `ECONNABORTED`, later ones with `EPIPE`;
-/// - the peer receives a RST (its reads fail with `ECONNRESET`);
+/// - the peer receives a RST (its reads fail with `ECONNRESET`; one in `CLOSE_WAIT`,
+///   which had read our FIN, leaves the state with `EPIPE` pending) — except from an
+///   orphaned `FIN_WAIT_2` socket, parked in a time-wait slot, which goes without a
+///   word: its peer stays in `CLOSE_WAIT` until its next write draws a RST;
 /// - the socket leaves `ss` at once; the descriptor still counts against the process's
 ///   `RLIMIT_NOFILE` until closed.
 ///
