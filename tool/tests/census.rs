@@ -159,6 +159,63 @@ fn loopback_states_match_ss(ip: IpAddr) {
     );
 }
 
+/// CLOSE_WAIT under 1 s keepalive probes, whose replies reset `tcpi_last_ack_recv`: a
+/// single census says "at least" and never more than the time since the FIN; one that
+/// follows the socket from just after the FIN counts the whole time.
+#[test]
+fn close_wait_under_keepalive_is_at_least_and_followed_by_cookie() {
+    require!(Need::Tool("ss"));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(1))
+        .with_interval(Duration::from_secs(1));
+    SockRef::from(&server)
+        .set_tcp_keepalive(&keepalive)
+        .unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let fin = std::time::Instant::now();
+    wait_until(SETTLE, "CLOSE_WAIT", || {
+        let view = ss_here(port);
+        (n(&view, "CLOSE_WAIT") == 1, view)
+    });
+    let query = CensusQuery::new().port(port);
+    let mut tracker = AgeTracker::new();
+    query.run_tracked(&mut tracker).unwrap();
+    thread::sleep(Duration::from_millis(4_500));
+
+    let single = query.run().unwrap();
+    let since_fin = fin.elapsed();
+    let l = single
+        .port(port)
+        .unwrap()
+        .lingered(KernelState::CloseWait)
+        .unwrap();
+    assert_eq!(l.at_least, 1, "keepalive runs: a lower bound: {l:?}");
+    assert!(l.oldest <= since_fin, "{l:?} > {since_fin:?}");
+    assert!(
+        l.oldest < Duration::from_millis(2_500),
+        "the probes' replies reset the kernel's figure (else this test shows nothing): {l:?}"
+    );
+    let line = single.diagnosis().into_iter().next().unwrap_or_default();
+    assert!(line.contains("lingered at least "), "{line}");
+
+    let followed = query.run_tracked(&mut tracker).unwrap();
+    let since_fin = fin.elapsed();
+    let l = followed
+        .port(port)
+        .unwrap()
+        .lingered(KernelState::CloseWait)
+        .unwrap();
+    assert!(
+        l.oldest >= Duration::from_millis(4_400) && l.oldest <= since_fin,
+        "followed from {since_fin:?} ago: {l:?}"
+    );
+    drop((client, server));
+}
+
 #[test]
 fn loopback_ipv4_states_match_ss() {
     require!(Need::Tool("ss"));
@@ -588,6 +645,115 @@ mod cli {
             text.contains("\nDiagnosis:\n  CLOSE_WAIT: 3 on port"),
             "{text}"
         );
+    }
+
+    /// A client namespace with 300 TIME_WAIT on as many ephemeral ports (this side closed
+    /// first) and a pool of 20 connections its server closed: two lines, one per remote
+    /// endpoint, not one per ephemeral port; a diagnosis in the client's words for the
+    /// pool's CLOSE_WAIT, none for TIME_WAIT below its floor; counts equal to `ss`.
+    #[test]
+    fn a_clients_piles_read_at_a_glance() {
+        require!(Need::Netns, Need::Tool("ss"));
+        let pair = NetPair::new();
+        let churn = pair.listen();
+        churn.set_nonblocking(false).unwrap();
+        let pool_server = pair.listen();
+        pool_server.set_nonblocking(false).unwrap();
+        let (churn_addr, pool_addr) = (
+            churn.local_addr().unwrap(),
+            pool_server.local_addr().unwrap(),
+        );
+        for _ in 0..300 {
+            let client = pair.connect(churn_addr);
+            let (mut server, _) = churn.accept().unwrap();
+            drop(client);
+            server.set_nonblocking(false).unwrap();
+            assert_eq!(std::io::Read::read(&mut server, &mut [0u8; 8]).unwrap(), 0);
+        }
+        let pool: Vec<TcpStream> = (0..20)
+            .map(|_| {
+                let client = pair.connect(pool_addr);
+                drop(pool_server.accept().unwrap().0);
+                client
+            })
+            .collect();
+        let made = std::time::Instant::now();
+        let client_ss = |filter: &str| {
+            let mut ss = std::process::Command::new("ip");
+            ss.args(["netns", "exec", &pair.client_ns, "ss", "-Htan"]);
+            ss.args(filter.split(' '));
+            support::ss_output(ss).len() as u64
+        };
+        let time_wait = format!("state time-wait dport = :{}", churn_addr.port());
+        let close_wait = format!("state close-wait dport = :{}", pool_addr.port());
+        wait_until(SETTLE, "300 TIME_WAIT and 20 CLOSE_WAIT", || {
+            let seen = (client_ss(&time_wait), client_ss(&close_wait));
+            (seen == (300, 20), seen)
+        });
+        past_the_age_floor(made);
+
+        let ns = pair.client_ns.as_str();
+        let text = tool::stdout(&["census", "--netns", ns]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.len() <= 8, "{} lines:\n{text}", lines.len());
+        assert!(
+            lines[1].starts_with("total 320 CLOSE_WAIT 20 TIME_WAIT 300 | orphans 0 | 0 server ports, 2 remote endpoints"),
+            "the host's totals first:\n{text}"
+        );
+        assert!(
+            lines.contains(&format!("→ {churn_addr}  TIME_WAIT 300").as_str()),
+            "{text}"
+        );
+        let pool_line = format!("→ {pool_addr}  CLOSE_WAIT 20 | {} ", std::process::id());
+        assert!(
+            lines.iter().any(|l| l.starts_with(&pool_line)),
+            "{pool_line:?} in\n{text}"
+        );
+        let diagnosis: Vec<&&str> = lines.iter().filter(|l| l.starts_with("  ")).collect();
+        assert_eq!(diagnosis.len(), 1, "{text}");
+        assert!(
+            diagnosis[0].starts_with(&format!("  CLOSE_WAIT: 20 to {pool_addr}, lingered"))
+                && diagnosis[0].contains("connections this host opened")
+                && diagnosis[0].contains(&format!("--remote-port {}", pool_addr.port())),
+            "{}",
+            diagnosis[0]
+        );
+        assert!(!text.contains(" on port "), "{text}");
+
+        // --top 1: the biggest group and a count of the rest.
+        let top = tool::stdout(&["census", "--netns", ns, "--top", "1"]);
+        assert!(
+            top.contains(&format!("→ {churn_addr}  TIME_WAIT 300\n")),
+            "{top}"
+        );
+        assert!(
+            top.contains("… 1 more groups with 20 sockets (--top N, --all)"),
+            "{top}"
+        );
+        assert!(!top.contains(&pool_line), "{top}");
+
+        // JSON: no server port, the two remote endpoints, as ss counts them.
+        let json = census_json(&["--netns", ns]);
+        assert_eq!(json["ports"], serde_json::json!([]), "{json}");
+        let remote = |addr: SocketAddr| {
+            json["remotes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["remote"] == addr.to_string())
+                .unwrap_or_else(|| panic!("no {addr} in {json}"))
+                .clone()
+        };
+        assert_eq!(
+            remote(churn_addr)["states"]["TIME_WAIT"],
+            client_ss(&time_wait)
+        );
+        assert_eq!(
+            remote(pool_addr)["states"]["CLOSE_WAIT"],
+            client_ss(&close_wait)
+        );
+        assert_eq!(json["totals"]["sockets"], 320);
+        drop(pool);
     }
 
     #[test]

@@ -219,6 +219,7 @@ mod tests {
             backlog: (state == Listen).then_some(128),
             lingered: (state != Listen).then(|| Duration::from_millis(age_ms)),
             lower_bound: false,
+            upper_bound: None,
             cookie: None,
             interface: 0,
         }

@@ -70,7 +70,9 @@ pub struct Lingering {
     /// state at least that long.
     pub at_least: u64,
     /// Sockets that have lingered longer than the diagnosis's age floor,
-    /// [`AGE_FLOOR`](crate::AGE_FLOOR) (1 s).
+    /// [`AGE_FLOOR`](crate::AGE_FLOOR) (1 s), or may have: an age that is a lower bound
+    /// under it counts when the kernel's upper bound (the last data before the state)
+    /// is over it.
     pub over_floor: u64,
     /// The youngest.
     #[serde(serialize_with = "millis")]
@@ -89,12 +91,17 @@ fn millis<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S:
 }
 
 impl Lingering {
-    /// From each socket's age and whether it is a lower bound.
-    fn of(mut ages: Vec<(Duration, bool)>) -> Option<Lingering> {
+    /// From each socket's age, whether it is a lower bound, and its upper bound if known.
+    fn of(mut ages: Vec<(Duration, bool, Option<Duration>)>) -> Option<Lingering> {
         ages.sort_unstable();
-        let at_least = ages.iter().filter(|(_, lower)| *lower).count() as u64;
-        let over_floor = ages.iter().filter(|(age, _)| *age > AGE_FLOOR).count() as u64;
-        let ages: Vec<Duration> = ages.into_iter().map(|(age, _)| age).collect();
+        let at_least = ages.iter().filter(|(_, lower, _)| *lower).count() as u64;
+        let over_floor = ages
+            .iter()
+            .filter(|(age, lower, upper)| {
+                *age > AGE_FLOOR || (*lower && upper.is_some_and(|u| u > AGE_FLOOR))
+            })
+            .count() as u64;
+        let ages: Vec<Duration> = ages.into_iter().map(|(age, _, _)| age).collect();
         Some(Lingering {
             sockets: ages.len() as u64,
             at_least,
@@ -243,7 +250,8 @@ impl PortCensus {
             lingering: Vec::new(),
             listen: None,
         };
-        let mut ages: Vec<Vec<(Duration, bool)>> = vec![Vec::new(); STATE_ORDER.len()];
+        let mut ages: Vec<Vec<(Duration, bool, Option<Duration>)>> =
+            vec![Vec::new(); STATE_ORDER.len()];
         let mut inodes = HashSet::new();
         let mut by_process: BTreeMap<Process, [u64; STATE_ORDER.len()]> = BTreeMap::new();
         for s in sockets {
@@ -252,7 +260,7 @@ impl PortCensus {
             census.orphans_by_state[i] += u64::from(s.is_orphan());
             census.awaiting_by_state[i] += u64::from(s.awaits_accept());
             if let Some(age) = s.lingered {
-                ages[i].push((age, s.lower_bound));
+                ages[i].push((age, s.lower_bound, s.upper_bound));
             }
             if s.inode != 0 {
                 inodes.insert(s.inode);

@@ -81,6 +81,7 @@ fn parse_line(line: &str, fin_timeout: Duration) -> Option<SocketRecord> {
         backlog: None,
         lingered: age.map(|a| a.lingered),
         lower_bound: age.is_some_and(|a| a.lower_bound),
+        upper_bound: age.and_then(|a| a.upper_bound),
         cookie: None,
         interface: 0,
     })

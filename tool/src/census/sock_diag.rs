@@ -270,6 +270,7 @@ fn record(response: &InetResponse, raw: &[u8], fin_timeout: Duration) -> SocketR
         backlog: (state == KernelState::Listen).then_some(header.send_queue),
         lingered: age.map(|a| a.lingered),
         lower_bound: age.is_some_and(|a| a.lower_bound),
+        upper_bound: age.and_then(|a| a.upper_bound),
         cookie: Some(id.cookie),
         interface: id.interface_id,
     }

@@ -51,6 +51,9 @@ pub(crate) struct SocketRecord {
     /// Whether `lingered` is only a lower bound: the socket has been in its state at
     /// least that long.
     pub(crate) lower_bound: bool,
+    /// For a lower bound, what the socket's age cannot exceed, when the kernel says: the
+    /// diagnosis uses it to tell a pile that may be old from churn.
+    pub(crate) upper_bound: Option<Duration>,
     /// sock_diag's socket cookie and interface: what `SOCK_DESTROY` needs to address this
     /// very socket and no later one with the same addresses.
     pub(crate) cookie: Option<[u8; 8]>,
@@ -97,6 +100,8 @@ pub(crate) struct Age {
     pub(crate) lingered: Duration,
     /// Whether `lingered` is only a lower bound.
     pub(crate) lower_bound: bool,
+    /// For a lower bound, the most it can be, when known.
+    pub(crate) upper_bound: Option<Duration>,
 }
 
 impl Age {
@@ -104,6 +109,7 @@ impl Age {
         Some(Age {
             lingered,
             lower_bound: false,
+            upper_bound: None,
         })
     }
 
@@ -111,6 +117,7 @@ impl Age {
         Some(Age {
             lingered,
             lower_bound: true,
+            upper_bound: None,
         })
     }
 }
@@ -145,7 +152,18 @@ pub(crate) fn lingered(
             Age::exact(ms(t.last_ack_recv_ms))
         }
         (CloseWait | FinWait2, Some(t), Timer::KeepAlive | Timer::Retransmit { .. }) => {
-            Age::at_least(ms(t.last_ack_recv_ms))
+            // The state began after the last data that preceded it: the peer's last data
+            // (CLOSE_WAIT: its FIN came after it), or ours (FIN_WAIT_2: our FIN did).
+            let before = if state == CloseWait {
+                t.last_data_recv_ms
+            } else {
+                t.last_data_sent_ms
+            };
+            Some(Age {
+                lingered: ms(t.last_ack_recv_ms),
+                lower_bound: true,
+                upper_bound: Some(ms(before.max(t.last_ack_recv_ms))),
+            })
         }
         (FinWait1 | LastAck, Some(t), timer) => since_our_fin(t, timer),
         (Closing, Some(t), timer) => {
@@ -221,15 +239,16 @@ mod tests {
     fn close_wait_counts_from_the_last_ack_not_the_last_data() {
         let t = times(9_000, 8_000, 1_500);
         assert_eq!(lingered(CloseWait, t, Timer::Other, FIN), exact(1_500));
-        // Under keepalive the last ACK may be a probe's reply: a lower bound.
-        assert_eq!(
-            lingered(CloseWait, t, Timer::KeepAlive, FIN),
-            at_least(1_500)
-        );
-        assert_eq!(
-            lingered(FinWait2, t, Timer::KeepAlive, FIN),
-            at_least(1_500)
-        );
+        // Under keepalive the last ACK may be a probe's reply: a lower bound, and the
+        // last data before the state an upper one.
+        let upper = |ms| {
+            at_least(1_500).map(|a| Age {
+                upper_bound: Some(Duration::from_millis(ms)),
+                ..a
+            })
+        };
+        assert_eq!(lingered(CloseWait, t, Timer::KeepAlive, FIN), upper(8_000));
+        assert_eq!(lingered(FinWait2, t, Timer::KeepAlive, FIN), upper(9_000));
     }
 
     /// A peer that vanished 7 s before our close, and data sent 5 s before it, say

@@ -21,6 +21,7 @@ fn socket(state: KernelState, inode: u64, lingered_ms: Option<u64>) -> SocketRec
         backlog: None,
         lingered: lingered_ms.map(Duration::from_millis),
         lower_bound: false,
+        upper_bound: None,
         cookie: None,
         interface: 0,
     }
@@ -352,4 +353,26 @@ fn display_lists_states_in_order() {
          FIN_WAIT_2=2 CLOSING=1 TIME_WAIT=1"
     );
     assert_eq!(Census::default().to_string(), "none");
+}
+
+/// Under keepalive a CLOSE_WAIT age is a lower bound that the probes' replies keep low:
+/// churn (its last data a moment ago) stays quiet; a pile whose last data is old is
+/// diagnosed, its age said to be "at least".
+#[test]
+fn a_lower_bound_under_the_floor_is_diagnosed_when_the_pile_may_be_old() {
+    let under_keepalive = |lower_ms: u64, upper_ms: u64| SocketRecord {
+        lower_bound: true,
+        upper_bound: Some(Duration::from_millis(upper_ms)),
+        ..socket(CloseWait, 7, Some(lower_ms))
+    };
+    let churn = build(&[under_keepalive(500, 600)]);
+    assert!(churn.diagnosis().is_empty(), "{:#?}", churn.diagnosis());
+    let pile = build(&[under_keepalive(500, 30_000)]);
+    let lines = pile.diagnosis();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].starts_with("CLOSE_WAIT: 1 on port 8080, lingered at least 500 ms: "),
+        "{}",
+        lines[0]
+    );
 }

@@ -118,6 +118,7 @@ mod tests {
             backlog: None,
             lingered: age_ms.map(Duration::from_millis),
             lower_bound,
+            upper_bound: None,
             cookie: Some([cookie; 8]),
             interface: 0,
         }
