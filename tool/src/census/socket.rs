@@ -129,7 +129,9 @@ pub(crate) enum Timer {
     Retransmit { left: Duration, retransmits: u8 },
     /// The time-wait slot's timer (`TIME_WAIT`, or an orphaned `FIN_WAIT_2`): time left.
     TimeWait { left: Duration },
-    /// Keepalive: its probes' replies are ACKs that reset `tcpi_last_ack_recv`.
+    /// Keepalive: its probes' replies are ACKs that reset `tcpi_last_ack_recv`. Only
+    /// sock_diag reports it (Linux).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     KeepAlive,
     /// None, or a zero-window probe: says nothing about age.
     Other,
