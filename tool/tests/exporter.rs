@@ -219,6 +219,40 @@ fn sigterm_stops_the_exporter_with_status_0() {
     assert_eq!(status.code(), Some(0), "{status}");
 }
 
+/// `--netns`: the metrics of another namespace's sockets, as its `ss` counts them, and
+/// none of the caller's.
+#[test]
+fn the_exporter_counts_inside_a_namespace() {
+    require!(Need::Netns, Need::Tool("ss"));
+    let pair = support::netns::NetPair::new();
+    let listener = pair.listen();
+    listener.set_nonblocking(false).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        let client = pair.connect(addr);
+        held.push(listener.accept().unwrap().0);
+        client.shutdown(Shutdown::Write).unwrap();
+        held.push(client);
+    }
+    let server_ss = || pair.server_ss(addr.port(), "close-wait").len() as f64;
+    wait_until(Duration::from_secs(10), "6 CLOSE_WAIT", || {
+        (server_ss() == 6.0, server_ss())
+    });
+    let (_exporter, target) = start_exporter(&["--netns", &pair.server_ns]);
+    let (_, body) = get(target, "/metrics");
+    let series = format!(
+        "tcp_hygiene_sockets{{side=\"server\",port=\"{}\",state=\"CLOSE_WAIT\"}}",
+        addr.port()
+    );
+    assert_eq!(metric_value(&body, &series), Some(server_ss()), "{body}");
+    // The exporter's own listener lives in the caller's namespace: not counted there.
+    assert!(
+        !body.contains(&format!("port=\"{}\"", target.port())),
+        "{body}"
+    );
+}
+
 #[test]
 fn an_unreachable_namespace_fails_at_start() {
     let out = Command::new(env!("CARGO_BIN_EXE_tcp-hygiene"))
