@@ -167,13 +167,10 @@ fn server_meaning(state: KernelState, port: &PortCensus) -> String {
             reap(" --state fin-wait-1")
         ),
         FinWait2 => {
-            let orphans = port.orphans_in(FinWait2);
-            let held = port.count(FinWait2) - orphans;
             format!(
                 "the server closed its side and the client acknowledged it, but the client \
-                 application never closes its side. The {orphans} orphaned end after \
-                 tcp_fin_timeout; the {held} a process still holds (it only shut down writing) \
-                 never end on their own: close them after a deadline. {}",
+                 application never closes its side. {} Close them after a deadline. {}",
+                fin_wait_2_ends(port),
                 reap(" --state fin-wait-2")
             )
         }
@@ -235,13 +232,10 @@ fn client_meaning(state: KernelState, group: &PortCensus) -> String {
             reap(" --state fin-wait-1")
         ),
         FinWait2 => {
-            let orphans = group.orphans_in(FinWait2);
-            let held = group.count(FinWait2) - orphans;
             format!(
                 "this host closed its side of connections to {to}, the server acknowledged and \
-                 never closes its side. The {orphans} orphaned end after tcp_fin_timeout; the \
-                 {held} a local process still holds (it only shut down writing) never end on \
-                 their own. {}",
+                 never closes its side. {} {}",
+                fin_wait_2_ends(group),
                 reap(" --state fin-wait-2")
             )
         }
@@ -267,6 +261,25 @@ fn client_meaning(state: KernelState, group: &PortCensus) -> String {
         // Established, Listen, SynRecv, Close, Unknown, and any state the library's
         // `KernelState` gains later.
         _ => format!("sockets to {to} in a state the census does not diagnose."),
+    }
+}
+
+/// How a group's FIN_WAIT_2 sockets end: "The 3 orphaned end after tcp_fin_timeout; the
+/// 2 a process still holds (it only shut down writing) never end on their own.", saying
+/// only what applies.
+fn fin_wait_2_ends(group: &PortCensus) -> String {
+    let orphans = group.orphans_in(KernelState::FinWait2);
+    let held = group.count(KernelState::FinWait2) - orphans;
+    let orphaned = "end after tcp_fin_timeout";
+    let holding = "(it only shut down writing) never end on their own";
+    match (orphans, held) {
+        (0, held) => format!("The {held} a process still holds {holding}."),
+        (orphans, 0) => format!("The {orphans} orphaned {orphaned}."),
+        (orphans, held) => {
+            format!(
+                "The {orphans} orphaned {orphaned}; the {held} a process still holds {holding}."
+            )
+        }
     }
 }
 

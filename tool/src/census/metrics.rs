@@ -35,7 +35,11 @@ impl PortSeries {
             if n > 0 {
                 *self.counts.entry(i).or_default() += n;
             }
-            if let Some(l) = group.lingered(*state) {
+            // ESTABLISHED's age is its idle time, not time in the state: left out.
+            if let Some(l) = group
+                .lingered(*state)
+                .filter(|_| *state != KernelState::Established)
+            {
                 let max = self.lingered_max.entry(i).or_default();
                 *max = (*max).max(l.oldest);
             }
@@ -107,7 +111,8 @@ impl Census {
     /// has at most [`MAX_PORTS_PER_SIDE`] ports of its own, the biggest; the rest are
     /// summed under `port="other"`. States with no socket have no series. The lingering
     /// maximum is the oldest socket's age where the census knows it (a lower bound where
-    /// the kernel does not date the state; see the crate docs).
+    /// the kernel does not date the state; see the crate docs), for every state but
+    /// `ESTABLISHED` (whose age is an idle time) and `LISTEN`.
     /// `tcp_hygiene_listen_overflows_total` is absent when `/proc/net/netstat` could not be
     /// read.
     pub fn to_prometheus(&self, took: Duration) -> String {
