@@ -437,11 +437,14 @@ mod linux {
             StateArg::FinWait1 => KernelState::FinWait1,
         };
         let idle = Duration::from_millis(args.idle_ms);
+        // clap's group requires exactly one of them.
         let filter = match (args.port, args.remote_port) {
-            (Some(port), _) => ReapFilter::new(port, idle),
+            (Some(port), None) => ReapFilter::new(port, idle),
             (None, Some(port)) => ReapFilter::remote_port(port, idle),
-            // clap's group requires one.
-            (None, None) => unreachable!("--port or --remote-port"),
+            _ => {
+                eprintln!("tcp-hygiene reap: give --port or --remote-port (one of them)");
+                return Ok(ExitCode::from(2));
+            }
         };
         let filter = filter
             .with_state(state)
