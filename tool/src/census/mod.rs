@@ -276,7 +276,7 @@ fn read_tables(port: Option<u16>, preference: Option<Source>) -> io::Result<Tabl
 ///            "orphans":0,
 ///            "processes":[{"pid":4242,"command":"java"}],
 ///            "by_process":[{"pid":4242,"command":"java","sockets":16,"states":{"LISTEN":1,"CLOSE_WAIT":15}}],
-///            "diagnosis":["CLOSE_WAIT: 15 on port 8080 (15 over 1 s), lingered …"],
+///            "diagnosis":["CLOSE_WAIT: 15 on port 8080, lingered …"],
 ///            "owner_unknown":0,
 ///            "awaiting_accept":0,
 ///            "lingered_ms":{"CLOSE_WAIT":{"sockets":15,"at_least":0,"over_floor":15,
