@@ -138,8 +138,10 @@ mod linux {
         /// One JSON object per reap (with every matched socket) instead of text.
         #[arg(long)]
         json: bool,
-        /// Guard: reap again every SECS seconds, 0.1 to 86400, one summary line a round,
-        /// until --count rounds or SIGTERM/SIGINT. Sockets are followed from round to
+        /// Guard: reap again every SECS seconds, 0.1 to 86400, one summary line a round
+        /// (with --json, the report plus `round`, `at_ms` since the start and
+        /// `at_unix_ms`, when the round began, and `took_ms`), until --count rounds or
+        /// SIGTERM/SIGINT. Sockets are followed from round to
         /// round, so an age keepalive resets still grows.
         #[arg(long, value_name = "SECS", value_parser = interval, allow_negative_numbers = true)]
         every: Option<Duration>,
@@ -486,6 +488,9 @@ mod linux {
             }
             round += 1;
             let round_at = started.elapsed();
+            let round_wall = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
             let report = reap_tracked(&filter, &mut tracker)?;
             reaped += report.reaped();
             failed += report.failed();
@@ -497,6 +502,12 @@ mod linux {
                 line["at_ms"] = u64::try_from(round_at.as_millis())
                     .unwrap_or(u64::MAX)
                     .into();
+                // The same moment on the wall clock, to line up with other logs.
+                line["at_unix_ms"] = u64::try_from(round_wall.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .into();
+                let took = started.elapsed().saturating_sub(round_at);
+                line["took_ms"] = u64::try_from(took.as_millis()).unwrap_or(u64::MAX).into();
                 writeln!(stdout, "{line}")?;
             } else {
                 writeln!(

@@ -422,6 +422,7 @@ mod linux {
     use super::super::owners::Owners;
     use super::super::procfs;
     use super::super::sock_diag::DiagSocket;
+    use super::super::socket::SocketRecord;
     use super::{fatal, AgeTracker, ReapFilter, ReapOutcome, ReapReport, Victim};
 
     pub(super) fn reap(filter: &ReapFilter, tracker: &mut AgeTracker) -> io::Result<ReapReport> {
@@ -450,8 +451,12 @@ mod linux {
         let mut sockets =
             diag.dump_between(local, remote, Some(filter.state), procfs::fin_timeout())?;
         tracker.refine(&mut sockets, std::time::Instant::now());
+        let old_enough = |s: &SocketRecord| s.lingered >= Some(filter.min_idle);
+        // The owners of the sockets that matter (every candidate's for --pid, else only
+        // the old ones'): a guard's round with nothing to reap reads no /proc/PID/fd.
         let inodes: HashSet<u64> = sockets
             .iter()
+            .filter(|s| filter.pid.is_some() || old_enough(s))
             .map(|s| s.inode)
             .filter(|i| *i != 0)
             .collect();
@@ -462,7 +467,7 @@ mod linux {
         let (mut matched, younger): (Vec<_>, Vec<_>) = sockets
             .into_iter()
             .filter(|s| s.lingered.is_some())
-            .partition(|s| s.lingered >= Some(filter.min_idle));
+            .partition(old_enough);
         matched.sort_by_key(|s| std::cmp::Reverse(s.lingered));
         let mut victims = Vec::with_capacity(matched.len());
         for (i, socket) in matched.into_iter().enumerate() {
