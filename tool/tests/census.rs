@@ -700,6 +700,12 @@ mod cli {
             lines[1].starts_with("total 320 CLOSE_WAIT 20 TIME_WAIT 300 | orphans 0 | 0 server ports, 2 remote endpoints"),
             "the host's totals first:\n{text}"
         );
+        // Another namespace's counters do not count from boot.
+        assert_eq!(
+            lines[2], "ListenOverflows 0, ListenDrops 0 since the namespace was created",
+            "{text}"
+        );
+        assert!(!text.contains("since boot"), "{text}");
         assert!(
             lines.contains(&format!("→ {churn_addr}  TIME_WAIT 300").as_str()),
             "{text}"
