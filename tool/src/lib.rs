@@ -1,13 +1,14 @@
-//! The host's own view of TCP sockets, for operators: counts by local port and state,
-//! orphans, owning processes, how long each pile has lingered, accept queues, and a
-//! diagnosis of every unusual pile — what `ss -tan` shows, and what it leaves to the
+//! The host's own view of TCP sockets, for operators: counts by state in groups — the
+//! server side by listening port, the client side by remote endpoint — with orphans,
+//! owning processes, how long each pile has lingered, accept queues, and a diagnosis of
+//! every unusual pile — what `ss -tan` shows, and what it leaves to the
 //! operator to work out — and a reaper for the sockets that linger.
 //!
 //! It sees every socket, whichever process or library owns it, so it tells a leak that
 //! the `tcp-hygiene` library does not manage (a plain tokio listener, a Java service) from
 //! one it does. [`reap`] destroys lingering sockets of any process (`SOCK_DESTROY`, what
 //! `ss -K` uses). The crate's binary, `tcp-hygiene`, is both as commands (`census`,
-//! `reap`); its README shows them at work.
+//! `reap`, `exporter`); its README shows them at work.
 //!
 //! # Examples
 //!
@@ -35,14 +36,34 @@
 //!
 //! # How long a pile has lingered
 //!
-//! The kernel keeps no "entered this state at", so the age comes from what it keeps:
-//! `CLOSE_WAIT` and `FIN_WAIT_2` from `tcpi_last_ack_recv` (the peer's FIN, or the ACK
-//! of ours, was the last thing it sent; `tcpi_last_data_recv` would count from its last
-//! data); `FIN_WAIT_1`, `LAST_ACK` and `CLOSING` from the longer of `tcpi_last_ack_recv`
-//! and `tcpi_last_data_sent` (a vanished peer sends no ACKs, a zero-window peer ACKs our
-//! probes but takes no data); `ESTABLISHED` from the idle time; `TIME_WAIT` and orphaned
-//! `FIN_WAIT_2` from their timers; handshakes from their retransmissions (approximate).
-//! Any ACK counts as the peer being heard, keepalive replies included.
+//! The kernel keeps no "entered this state at", so the age comes from what it keeps, and
+//! is never more than the time the socket has spent in its state; where the kernel only
+//! bounds it from below the census says "at least" ([`Lingering::at_least`]):
+//!
+//! - `CLOSE_WAIT` and `FIN_WAIT_2` from `tcpi_last_ack_recv` (the peer's FIN, or the ACK
+//!   of ours, was the last thing it sent; `tcpi_last_data_recv` would count from its last
+//!   data). A keepalive reply, or the ACK of data sent since, is a later ACK: with a
+//!   keepalive or retransmission timer running the age is "at least".
+//! - `FIN_WAIT_1` and `LAST_ACK` from our FIN's retransmissions (the timeouts passed and
+//!   the current one's elapsed part): at least, and unknown when the FIN alone is not what
+//!   is being retransmitted (no retransmission yet, data queued before the FIN, a
+//!   zero-window probe). `CLOSING` at least since the peer's FIN. Neither
+//!   `tcpi_last_ack_recv` nor `tcpi_last_data_sent`: both may predate the close.
+//! - `ESTABLISHED` from the idle time; `TIME_WAIT` and orphaned `FIN_WAIT_2` from their
+//!   timers; handshakes from their retransmissions (approximate).
+//!
+//! [`AgeTracker`] follows sockets by cookie from one census (or reap) to the next, so that
+//! `census --watch`, the exporter and `reap --every` see an age grow with the time a
+//! socket has been seen in its state, whatever keepalive does.
+//!
+//! # Groups and diagnosis
+//!
+//! A census groups the server side by local listening port and the client side (the
+//! connections this host opened) by remote endpoint ([`Side`]), so that a client's
+//! ephemeral ports never make a group each. A pile is diagnosed, in words for its side,
+//! only when some of its sockets have lingered longer than [`AGE_FLOOR`] (1 s), or, for
+//! `TIME_WAIT`, from [`TIME_WAIT_FLOOR`] sockets on: the churn of a busy host stays quiet.
+//! [`Census::to_prometheus`] renders it for Prometheus (`tcp-hygiene exporter`).
 //!
 //! # Platform support
 //!
@@ -60,8 +81,9 @@
 mod census;
 
 pub use census::{
-    reap, Census, CensusQuery, Lingering, ListenQueue, PortCensus, Process, ReapFilter,
-    ReapOutcome, ReapReport, SockStat, Source, Victim,
+    reap, reap_tracked, AgeTracker, Census, CensusQuery, Lingering, ListenQueue, PortCensus,
+    Process, ProcessSockets, ReapFilter, ReapOutcome, ReapReport, Side, SockStat, Source, Victim,
+    AGE_FLOOR, MAX_PORTS_PER_SIDE, TIME_WAIT_FLOOR,
 };
 // The TCP states are the library's own.
 pub use tcp_hygiene::KernelState;

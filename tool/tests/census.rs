@@ -9,17 +9,18 @@
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::thread;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use support::census::{census_view, n, ss_here, ss_view, wait_until, SsView};
 use support::netns::{in_netns, NetPair};
 use support::piles::{
-    fill_send_buffer, loopback_piles, lost_server_packets, small_window_client, vanished_client,
-    FIRST_PILES_AGE, SETTLE,
+    fill_send_buffer, loopback_piles, lost_server_packets, past_the_age_floor, small_window_client,
+    vanished_client, FIRST_PILES_AGE, SETTLE,
 };
 use support::{require, Need};
-use tcp_hygiene_cli::{Census, CensusQuery, KernelState, SockStat, Source};
+use tcp_hygiene_cli::{AgeTracker, Census, CensusQuery, KernelState, SockStat, Source};
 
 /// The census view equals `ss`'s. Each side is read between two identical `ss` readings,
 /// so a socket changing state meanwhile retries instead of failing; a real difference
@@ -51,6 +52,7 @@ fn loopback_states_match_ss(ip: IpAddr) {
         );
     }
 
+    past_the_age_floor(piles.close_wait_fin);
     let census = Census::of_local_port(port).unwrap();
     assert_eq!(census.source(), Some(Source::SockDiag));
     assert_eq!(census.fallback_reason(), None);
@@ -89,14 +91,10 @@ fn loopback_states_match_ss(ip: IpAddr) {
         close_wait.oldest < since_data,
         "dated by the data: {close_wait:?}"
     );
-    // Piles made before: at least that old, from tcp_info (held FIN_WAIT_2, FIN_WAIT_1)
-    // and from time-wait timers (orphaned FIN_WAIT_2, TIME_WAIT).
+    // Piles made before: at least that old, from tcp_info (held FIN_WAIT_2) and from
+    // time-wait timers (orphaned FIN_WAIT_2, TIME_WAIT).
     let started = piles.first_started.elapsed();
-    for state in [
-        KernelState::FinWait2,
-        KernelState::TimeWait,
-        KernelState::FinWait1,
-    ] {
+    for state in [KernelState::FinWait2, KernelState::TimeWait] {
         let l = p
             .lingered(state)
             .unwrap_or_else(|| panic!("no age for {state}"));
@@ -106,10 +104,35 @@ fn loopback_states_match_ss(ip: IpAddr) {
                 && l.oldest <= started + Duration::from_millis(100),
             "{state} lingered {l:?}, made from {started:?} ago"
         );
+        assert_eq!(l.at_least, 0, "{state}: dated by the kernel: {l:?}");
     }
+    // FIN_WAIT_1 behind a zero window: the kernel does not date the close (no
+    // retransmission of the FIN, only window probes): unknown in one census, never
+    // guessed from the last data sent before the close...
+    assert_eq!(p.lingered(KernelState::FinWait1), None);
+    // ... and at least the time it has been followed in FIN_WAIT_1 by a census that
+    // follows sockets by cookie (census --watch, the exporter, the guard).
+    let mut tracker = AgeTracker::new();
+    let query = CensusQuery::new().port(port);
+    let first_sight = std::time::Instant::now();
+    query.run_tracked(&mut tracker).unwrap();
+    thread::sleep(Duration::from_millis(1_200));
+    let followed = query.run_tracked(&mut tracker).unwrap();
+    let l = followed
+        .port(port)
+        .unwrap()
+        .lingered(KernelState::FinWait1)
+        .unwrap();
+    assert_eq!((l.sockets, l.at_least), (2, 2), "{l:?}");
+    assert!(
+        l.newest >= Duration::from_millis(1_150) && l.oldest <= first_sight.elapsed(),
+        "followed for {:?}: {l:?}",
+        first_sight.elapsed()
+    );
+    assert!(l.oldest <= piles.first_started.elapsed(), "{l:?}");
 
     let diagnosis = census.diagnosis();
-    for state in ["CLOSE_WAIT", "FIN_WAIT_1", "FIN_WAIT_2", "TIME_WAIT"] {
+    for state in ["CLOSE_WAIT", "FIN_WAIT_1", "FIN_WAIT_2"] {
         let lines: Vec<_> = diagnosis
             .iter()
             .filter(|l| l.starts_with(&format!("{state}: ")))
@@ -120,16 +143,77 @@ fn loopback_states_match_ss(ip: IpAddr) {
             "{}",
             lines[0]
         );
-        assert!(lines[0].contains("lingered"), "{}", lines[0]);
+        assert!(
+            lines[0].contains("lingered") || lines[0].contains("age unknown"),
+            "{}",
+            lines[0]
+        );
     }
     assert_eq!(
         diagnosis
             .iter()
             .filter(|l| !l.starts_with("ListenOverflows"))
             .count(),
-        4,
-        "{diagnosis:#?}"
+        3,
+        "two TIME_WAIT are churn, below the floor: {diagnosis:#?}"
     );
+}
+
+/// CLOSE_WAIT under 1 s keepalive probes, whose replies reset `tcpi_last_ack_recv`: a
+/// single census says "at least" and never more than the time since the FIN; one that
+/// follows the socket from just after the FIN counts the whole time.
+#[test]
+fn close_wait_under_keepalive_is_at_least_and_followed_by_cookie() {
+    require!(Need::Tool("ss"));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(1))
+        .with_interval(Duration::from_secs(1));
+    SockRef::from(&server)
+        .set_tcp_keepalive(&keepalive)
+        .unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let fin = std::time::Instant::now();
+    wait_until(SETTLE, "CLOSE_WAIT", || {
+        let view = ss_here(port);
+        (n(&view, "CLOSE_WAIT") == 1, view)
+    });
+    let query = CensusQuery::new().port(port);
+    let mut tracker = AgeTracker::new();
+    query.run_tracked(&mut tracker).unwrap();
+    thread::sleep(Duration::from_millis(4_500));
+
+    let single = query.run().unwrap();
+    let since_fin = fin.elapsed();
+    let l = single
+        .port(port)
+        .unwrap()
+        .lingered(KernelState::CloseWait)
+        .unwrap();
+    assert_eq!(l.at_least, 1, "keepalive runs: a lower bound: {l:?}");
+    assert!(l.oldest <= since_fin, "{l:?} > {since_fin:?}");
+    assert!(
+        l.oldest < Duration::from_millis(2_500),
+        "the probes' replies reset the kernel's figure (else this test shows nothing): {l:?}"
+    );
+    let line = single.diagnosis().into_iter().next().unwrap_or_default();
+    assert!(line.contains("lingered at least "), "{line}");
+
+    let followed = query.run_tracked(&mut tracker).unwrap();
+    let since_fin = fin.elapsed();
+    let l = followed
+        .port(port)
+        .unwrap()
+        .lingered(KernelState::CloseWait)
+        .unwrap();
+    assert!(
+        l.oldest >= Duration::from_millis(4_400) && l.oldest <= since_fin,
+        "followed from {since_fin:?} ago: {l:?}"
+    );
+    drop((client, server));
 }
 
 #[test]
@@ -166,6 +250,7 @@ fn assert_diagnosed(census: &Census, states: &[&str]) {
 fn syn_recv_fin_wait_1_and_closing_when_the_servers_packets_are_lost() {
     require!(Need::Netns, Need::Blackhole, Need::Tool("ss"));
     let s = lost_server_packets();
+    past_the_age_floor(s.made);
     assert_census_matches_ss(
         "lost server packets",
         || ss_view(s.pair.server_command("ss"), s.port),
@@ -200,6 +285,7 @@ fn syn_recv_fin_wait_1_and_closing_when_the_servers_packets_are_lost() {
 fn last_ack_when_the_client_vanishes() {
     require!(Need::Netns, Need::Blackhole, Need::Tool("ss"));
     let s = vanished_client();
+    past_the_age_floor(s.closed);
     assert_census_matches_ss(
         "vanished client",
         || ss_view(s.pair.server_command("ss"), s.port),
@@ -215,9 +301,40 @@ fn last_ack_when_the_client_vanishes() {
         .find(|l| l.starts_with("LAST_ACK"))
         .unwrap();
     assert!(
-        line.contains("(1 orphaned)") && line.contains("the peer is gone"),
+        line.contains("(1 orphaned)") && line.contains("the client is gone"),
         "{line}"
     );
+}
+
+/// Ages checked against when each socket entered its state: LAST_ACK from the server's
+/// close (its FIN retransmitted into the void), never from the client's last packet,
+/// which came earlier; in a single census and in one that follows the sockets.
+#[test]
+fn last_ack_is_dated_from_the_close_not_the_peers_last_packet() {
+    require!(Need::Netns, Need::Blackhole, Need::Tool("ss"));
+    let s = vanished_client();
+    // The client's FIN came before `closed`; wait until our FIN has been retransmitted
+    // a few times (200 ms, 400 ms, 800 ms, … on this short path).
+    thread::sleep(Duration::from_millis(3_000));
+    let census = namespace_census(&s.pair, s.port);
+    let since_close = s.closed.elapsed();
+    let l = census
+        .port(s.port)
+        .unwrap()
+        .lingered(KernelState::LastAck)
+        .unwrap();
+    assert_eq!(l.sockets, 2, "{l:?}");
+    assert!(
+        l.oldest <= since_close + Duration::from_millis(50),
+        "LAST_ACK lingered {l:?}, but the close was {since_close:?} ago"
+    );
+    // A lower bound, short of the truth by at most the tail-loss probe that came before
+    // the first retransmission timeout.
+    assert!(
+        l.newest + Duration::from_millis(700) >= since_close,
+        "LAST_ACK lingered {l:?}, the close was {since_close:?} ago"
+    );
+    assert_eq!(l.at_least, 2, "{l:?}");
 }
 
 /// A listener with a backlog of 1 that never accepts, and six clients: its queue
@@ -341,6 +458,7 @@ mod cli {
 
     fn loopback_json_matches_ss(ip: IpAddr) {
         let piles = loopback_piles(ip);
+        past_the_age_floor(piles.close_wait_fin);
         let port = piles.port;
         let arg = port.to_string();
         assert_census_matches_ss(
@@ -365,7 +483,7 @@ mod cli {
             .iter()
             .map(|l| l.as_str().unwrap())
             .collect();
-        for state in ["CLOSE_WAIT", "FIN_WAIT_1", "FIN_WAIT_2", "TIME_WAIT"] {
+        for state in ["CLOSE_WAIT", "FIN_WAIT_1", "FIN_WAIT_2"] {
             assert!(
                 diagnosis
                     .iter()
@@ -410,6 +528,7 @@ mod cli {
         require!(Need::Netns, Need::Blackhole, Need::Tool("ss"));
         let lost = lost_server_packets();
         let vanished = vanished_client();
+        past_the_age_floor(lost.made);
         for (what, pair, port, states) in [
             (
                 "lost server packets",
@@ -500,6 +619,7 @@ mod cli {
     fn text_output_has_a_line_per_port_and_the_diagnosis() {
         require!(Need::Tool("ss"));
         let piles = loopback_piles(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        past_the_age_floor(piles.close_wait_fin);
         let text = tool::stdout(&["census", "--port", &piles.port.to_string()]);
         let port_line = text
             .lines()
@@ -525,6 +645,121 @@ mod cli {
             text.contains("\nDiagnosis:\n  CLOSE_WAIT: 3 on port"),
             "{text}"
         );
+    }
+
+    /// A client namespace with 300 TIME_WAIT on as many ephemeral ports (this side closed
+    /// first) and a pool of 20 connections its server closed: two lines, one per remote
+    /// endpoint, not one per ephemeral port; a diagnosis in the client's words for the
+    /// pool's CLOSE_WAIT, none for TIME_WAIT below its floor; counts equal to `ss`.
+    #[test]
+    fn a_clients_piles_read_at_a_glance() {
+        require!(Need::Netns, Need::Tool("ss"));
+        let pair = NetPair::new();
+        let churn = pair.listen();
+        churn.set_nonblocking(false).unwrap();
+        let pool_server = pair.listen();
+        pool_server.set_nonblocking(false).unwrap();
+        let (churn_addr, pool_addr) = (
+            churn.local_addr().unwrap(),
+            pool_server.local_addr().unwrap(),
+        );
+        for _ in 0..300 {
+            let client = pair.connect(churn_addr);
+            let (mut server, _) = churn.accept().unwrap();
+            drop(client);
+            server.set_nonblocking(false).unwrap();
+            assert_eq!(std::io::Read::read(&mut server, &mut [0u8; 8]).unwrap(), 0);
+        }
+        let pool: Vec<TcpStream> = (0..20)
+            .map(|_| {
+                let client = pair.connect(pool_addr);
+                drop(pool_server.accept().unwrap().0);
+                client
+            })
+            .collect();
+        let made = std::time::Instant::now();
+        let client_ss = |filter: &str| {
+            let mut ss = std::process::Command::new("ip");
+            ss.args(["netns", "exec", &pair.client_ns, "ss", "-Htan"]);
+            ss.args(filter.split(' '));
+            support::ss_output(ss).len() as u64
+        };
+        let time_wait = format!("state time-wait dport = :{}", churn_addr.port());
+        let close_wait = format!("state close-wait dport = :{}", pool_addr.port());
+        wait_until(SETTLE, "300 TIME_WAIT and 20 CLOSE_WAIT", || {
+            let seen = (client_ss(&time_wait), client_ss(&close_wait));
+            (seen == (300, 20), seen)
+        });
+        past_the_age_floor(made);
+
+        let ns = pair.client_ns.as_str();
+        let text = tool::stdout(&["census", "--netns", ns]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.len() <= 8, "{} lines:\n{text}", lines.len());
+        assert!(
+            lines[1].starts_with("total 320 CLOSE_WAIT 20 TIME_WAIT 300 | orphans 0 | 0 server ports, 2 remote endpoints"),
+            "the host's totals first:\n{text}"
+        );
+        // Another namespace's counters do not count from boot.
+        assert_eq!(
+            lines[2], "ListenOverflows 0, ListenDrops 0 since the namespace was created",
+            "{text}"
+        );
+        assert!(!text.contains("since boot"), "{text}");
+        assert!(
+            lines.contains(&format!("→ {churn_addr}  TIME_WAIT 300").as_str()),
+            "{text}"
+        );
+        let pool_line = format!("→ {pool_addr}  CLOSE_WAIT 20 | {} ", std::process::id());
+        assert!(
+            lines.iter().any(|l| l.starts_with(&pool_line)),
+            "{pool_line:?} in\n{text}"
+        );
+        let diagnosis: Vec<&&str> = lines.iter().filter(|l| l.starts_with("  ")).collect();
+        assert_eq!(diagnosis.len(), 1, "{text}");
+        assert!(
+            diagnosis[0].starts_with(&format!("  CLOSE_WAIT: 20 to {pool_addr}, lingered"))
+                && diagnosis[0].contains("connections this host opened")
+                && diagnosis[0].contains(&format!("--remote-port {}", pool_addr.port())),
+            "{}",
+            diagnosis[0]
+        );
+        assert!(!text.contains(" on port "), "{text}");
+
+        // --top 1: the biggest group and a count of the rest.
+        let top = tool::stdout(&["census", "--netns", ns, "--top", "1"]);
+        assert!(
+            top.contains(&format!("→ {churn_addr}  TIME_WAIT 300\n")),
+            "{top}"
+        );
+        assert!(
+            top.contains("… 1 more groups with 20 sockets (--top N, --all)"),
+            "{top}"
+        );
+        assert!(!top.contains(&pool_line), "{top}");
+
+        // JSON: no server port, the two remote endpoints, as ss counts them.
+        let json = census_json(&["--netns", ns]);
+        assert_eq!(json["ports"], serde_json::json!([]), "{json}");
+        let remote = |addr: SocketAddr| {
+            json["remotes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["remote"] == addr.to_string())
+                .unwrap_or_else(|| panic!("no {addr} in {json}"))
+                .clone()
+        };
+        assert_eq!(
+            remote(churn_addr)["states"]["TIME_WAIT"],
+            client_ss(&time_wait)
+        );
+        assert_eq!(
+            remote(pool_addr)["states"]["CLOSE_WAIT"],
+            client_ss(&close_wait)
+        );
+        assert_eq!(json["totals"]["sockets"], 320);
+        drop(pool);
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! The census: one reading of the kernel's socket tables, grouped by local port. The
-//! crate docs say where it reads them and how it dates each pile.
+//! The census: one reading of the kernel's socket tables, grouped by side: the server
+//! side by listening port, the client side by remote endpoint. The crate docs say where
+//! it reads them and how it dates each pile.
 
 mod diagnosis;
 mod document;
+mod metrics;
 #[cfg(target_os = "linux")]
 mod netns;
 mod owners;
@@ -12,17 +14,24 @@ mod reap;
 #[cfg(target_os = "linux")]
 mod sock_diag;
 mod socket;
+mod track;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 
 use serde::Serialize;
 
+pub use metrics::MAX_PORTS_PER_SIDE;
 pub use owners::Process;
-pub use port::{Lingering, ListenQueue, PortCensus};
+pub use port::{
+    Lingering, ListenQueue, PortCensus, ProcessSockets, Side, AGE_FLOOR, TIME_WAIT_FLOOR,
+};
 pub use procfs::SockStat;
-pub use reap::{reap, ReapFilter, ReapOutcome, ReapReport, Victim};
+pub use reap::{reap, reap_tracked, ReapFilter, ReapOutcome, ReapReport, Victim};
+pub use track::AgeTracker;
 
 use tcp_hygiene::KernelState;
 
@@ -140,23 +149,41 @@ impl CensusQuery {
     /// Not Linux ([`io::ErrorKind::Unsupported`]); the namespace cannot be entered;
     /// neither source can be read (or the chosen one, with [`source`](Self::source)).
     pub fn run(&self) -> io::Result<Census> {
+        self.run_tracked(&mut AgeTracker::new())
+    }
+
+    /// Takes the census, dating each socket also by what `tracker` saw of it in the
+    /// censuses it took part in before (see [`AgeTracker`]), and updates `tracker`. What
+    /// `census --watch` and the exporter do.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run).
+    pub fn run_tracked(&self, tracker: &mut AgeTracker) -> io::Result<Census> {
         if !cfg!(target_os = "linux") {
             return Err(unsupported());
         }
         match &self.netns {
-            None => self.run_here(),
+            None => self.run_here(tracker),
             #[cfg(target_os = "linux")]
             Some(name) => {
                 let query = self.clone();
-                netns::run_in(name, move || query.run_here())
+                let mut moved = std::mem::take(tracker);
+                let (census, moved) = netns::run_in(name, move || {
+                    let census = query.run_here(&mut moved)?;
+                    Ok((census, moved))
+                })?;
+                *tracker = moved;
+                Ok(census)
             }
             #[cfg(not(target_os = "linux"))]
             Some(_) => Err(unsupported()),
         }
     }
 
-    fn run_here(&self) -> io::Result<Census> {
-        let tables = read_tables(self.port, self.source)?;
+    fn run_here(&self, tracker: &mut AgeTracker) -> io::Result<Census> {
+        let mut tables = read_tables(self.port, self.source)?;
+        tracker.refine(&mut tables.sockets, std::time::Instant::now());
         let owners = self.owners.then(|| {
             let inodes: HashSet<u64> = tables
                 .sockets
@@ -166,7 +193,8 @@ impl CensusQuery {
                 .collect();
             Owners::scan(&inodes)
         });
-        let mut census = Census::build(&tables.sockets, owners.as_ref());
+        let mut census =
+            Census::build(&tables.sockets, owners.as_ref(), &procfs::ephemeral_ports());
         census.source = Some(tables.source);
         census.fallback_reason = tables.fallback_reason;
         census.listen_counters = procfs::listen_counters();
@@ -218,8 +246,10 @@ fn read_tables(port: Option<u16>, preference: Option<Source>) -> io::Result<Tabl
     })
 }
 
-/// TCP sockets by local port and state, as the kernel reports them, with orphans,
-/// owners, lingering times, accept queues and a diagnosis.
+/// TCP sockets by state, as the kernel reports them, in groups: the server side by local
+/// listening port ([`ports`](Self::ports)), the client side by remote endpoint
+/// ([`remotes`](Self::remotes)); with orphans, owners, lingering times, accept queues and
+/// a diagnosis worded for each side.
 ///
 /// # Examples
 ///
@@ -240,15 +270,22 @@ fn read_tables(port: Option<u16>, preference: Option<Source>) -> io::Result<Tabl
 /// A census is [`Serialize`]; `tcp-hygiene census --json` prints it with serde_json:
 ///
 /// ```text
-/// {"ports":[{"port":8080,
+/// {"totals":{"sockets":4012,"states":{"LISTEN":1,"ESTABLISHED":20,"CLOSE_WAIT":55,…},"orphans":0},
+///  "ports":[{"port":8080,
 ///            "states":{"LISTEN":1,"CLOSE_WAIT":15},
 ///            "orphans":0,
 ///            "processes":[{"pid":4242,"command":"java"}],
+///            "by_process":[{"pid":4242,"command":"java","sockets":16,"states":{"LISTEN":1,"CLOSE_WAIT":15}}],
 ///            "diagnosis":["CLOSE_WAIT: 15 on port 8080, lingered …"],
 ///            "owner_unknown":0,
 ///            "awaiting_accept":0,
-///            "lingered_ms":{"CLOSE_WAIT":{"sockets":15,"newest":812,"median":5914,"oldest":6120}},
+///            "lingered_ms":{"CLOSE_WAIT":{"sockets":15,"at_least":0,"over_floor":15,
+///                                         "newest":812,"median":5914,"oldest":6120}},
 ///            "listen":{"listeners":1,"accept_queue":0,"backlog":128,"full":false}}],
+///  "remotes":[{"remote":"10.0.0.5:5432",
+///              "states":{"ESTABLISHED":3,"CLOSE_WAIT":40},
+///              "orphans":0, "processes":[…], "by_process":[…], "diagnosis":[…],
+///              "owner_unknown":0, "lingered_ms":{…}}],
 ///  "source":"sock_diag","fallback_reason":null,"netns":null,
 ///  "listen_overflows":0,"listen_drops":0,
 ///  "diagnosis":[]}
@@ -258,11 +295,14 @@ fn read_tables(port: Option<u16>, preference: Option<Source>) -> io::Result<Tabl
 /// `SYN_SENT`, `SYN_RECV`, `FIN_WAIT_1`, `FIN_WAIT_2`, `TIME_WAIT`, `CLOSE_WAIT`,
 /// `LAST_ACK`, `LISTEN`, `CLOSING`), only those with sockets, in the census's order.
 /// `listen` is `null` on a port without listeners, `backlog` `null` from `/proc`. The
-/// top-level `diagnosis` holds the namespace-wide lines; each port holds its own.
+/// top-level `diagnosis` holds the namespace-wide lines; each group holds its own.
+/// `ports` and `remotes` are in ascending order, every group (the text output's `--top`
+/// does not apply).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Census {
     ports: BTreeMap<u16, PortCensus>,
+    remotes: BTreeMap<SocketAddr, PortCensus>,
     source: Option<Source>,
     fallback_reason: Option<String>,
     listen_counters: Option<ListenCounters>,
@@ -270,16 +310,49 @@ pub struct Census {
 }
 
 impl Census {
-    /// Groups `sockets` by local port. `owners` is `None` when owners were not looked up.
-    fn build(sockets: &[SocketRecord], owners: Option<&Owners>) -> Census {
+    /// Groups `sockets` by side: the server side by local port, the client side by
+    /// remote endpoint (see [`Side`]). `owners` is `None` when owners were not looked up;
+    /// `ephemeral` is the namespace's `ip_local_port_range`.
+    fn build(
+        sockets: &[SocketRecord],
+        owners: Option<&Owners>,
+        ephemeral: &RangeInclusive<u16>,
+    ) -> Census {
+        let listening: HashSet<u16> = sockets
+            .iter()
+            .filter(|s| s.state == KernelState::Listen)
+            .map(|s| s.local.port())
+            .collect();
         let mut by_port: BTreeMap<u16, Vec<&SocketRecord>> = BTreeMap::new();
+        let mut by_remote: BTreeMap<SocketAddr, Vec<&SocketRecord>> = BTreeMap::new();
         for socket in sockets {
-            by_port.entry(socket.local.port()).or_default().push(socket);
+            let port = socket.local.port();
+            if listening.contains(&port) || !ephemeral.contains(&port) {
+                by_port.entry(port).or_default().push(socket);
+            } else {
+                by_remote.entry(socket.peer).or_default().push(socket);
+            }
         }
         Census {
             ports: by_port
                 .into_iter()
-                .map(|(port, sockets)| (port, PortCensus::build(port, &sockets, owners)))
+                .map(|(port, sockets)| {
+                    let group = PortCensus::build(Side::Server, port, None, &sockets, owners);
+                    (port, group)
+                })
+                .collect(),
+            remotes: by_remote
+                .into_iter()
+                .map(|(remote, sockets)| {
+                    let group = PortCensus::build(
+                        Side::Client,
+                        remote.port(),
+                        Some(remote),
+                        &sockets,
+                        owners,
+                    );
+                    (remote, group)
+                })
                 .collect(),
             ..Census::default()
         }
@@ -305,50 +378,92 @@ impl Census {
         CensusQuery::new().run()
     }
 
-    /// Sockets in `state`, over every port counted.
+    /// Every group, both sides.
+    fn all(&self) -> impl Iterator<Item = &PortCensus> {
+        self.ports.values().chain(self.remotes.values())
+    }
+
+    /// Sockets in `state`, over every group counted.
     pub fn count(&self, state: KernelState) -> u64 {
-        self.ports.values().map(|p| p.count(state)).sum()
+        self.all().map(|p| p.count(state)).sum()
     }
 
-    /// Connections counted, over every port; listening sockets are left out.
+    /// Connections counted, over every group; listening sockets are left out.
     pub fn total(&self) -> u64 {
-        self.ports.values().map(PortCensus::total).sum()
+        self.all().map(PortCensus::total).sum()
     }
 
-    /// Orphans over every port (see [`PortCensus::orphans`]).
+    /// Every socket counted, listeners included.
+    pub fn sockets(&self) -> u64 {
+        self.all().map(PortCensus::sockets).sum()
+    }
+
+    /// Every state with at least one socket, with the count, in the census's order.
+    pub fn states(&self) -> impl Iterator<Item = (KernelState, u64)> + '_ {
+        STATE_ORDER
+            .into_iter()
+            .map(|state| (state, self.count(state)))
+            .filter(|(_, n)| *n > 0)
+    }
+
+    /// Orphans over every group (see [`PortCensus::orphans`]).
     pub fn orphans(&self) -> u64 {
-        self.ports.values().map(PortCensus::orphans).sum()
+        self.all().map(PortCensus::orphans).sum()
     }
 
-    /// Each local port with at least one socket, in ascending order.
+    /// The server side: each local port where this host accepts connections (or
+    /// listens), in ascending order.
     pub fn ports(&self) -> impl Iterator<Item = &PortCensus> {
         self.ports.values()
     }
 
-    /// Local port `port`, if it has sockets.
+    /// Local port `port` on the server side, if it has sockets.
     pub fn port(&self, port: u16) -> Option<&PortCensus> {
         self.ports.get(&port)
     }
 
-    /// Every port's diagnosis lines (see [`PortCensus::diagnosis`]), then the
+    /// The client side: each remote endpoint this host has connections to, in ascending
+    /// order.
+    pub fn remotes(&self) -> impl Iterator<Item = &PortCensus> {
+        self.remotes.values()
+    }
+
+    /// The connections to `remote` on the client side, if any.
+    pub fn remote(&self, remote: SocketAddr) -> Option<&PortCensus> {
+        self.remotes.get(&remote)
+    }
+
+    /// Every group of both sides, the biggest first (ties: servers first, then by port
+    /// or endpoint).
+    pub fn groups(&self) -> Vec<&PortCensus> {
+        let mut groups: Vec<&PortCensus> = self.all().collect();
+        groups.sort_by_key(|g| {
+            (
+                std::cmp::Reverse(g.sockets()),
+                g.side(),
+                g.port(),
+                g.remote(),
+            )
+        });
+        groups
+    }
+
+    /// Every group's diagnosis lines (see [`PortCensus::diagnosis`]), then the
     /// namespace's: `ListenOverflows` if accept queues have overflowed.
     pub fn diagnosis(&self) -> Vec<String> {
-        let mut lines: Vec<String> = self
-            .ports
-            .values()
-            .flat_map(PortCensus::diagnosis)
-            .collect();
+        let mut lines: Vec<String> = self.all().flat_map(PortCensus::diagnosis).collect();
         lines.extend(self.host_diagnosis());
         lines
     }
 
     /// The namespace-wide diagnosis lines only.
     pub fn host_diagnosis(&self) -> Vec<String> {
-        diagnosis::host_lines(self.listen_counters)
+        diagnosis::host_lines(self.listen_counters, self.netns.is_some())
     }
 
-    /// `ListenOverflows` of the namespace (`/proc/net/netstat`, since boot or since the
-    /// namespace was created): handshakes dropped because an accept queue was full.
+    /// `ListenOverflows` of the namespace (`/proc/net/netstat`, since boot for the host's
+    /// own namespace, since its creation for another): handshakes dropped because an
+    /// accept queue was full.
     /// `None` if unreadable.
     pub fn listen_overflows(&self) -> Option<u64> {
         self.listen_counters.map(|c| c.overflows)

@@ -79,6 +79,17 @@ impl Owners {
         owners
     }
 
+    /// Made-up owners for unit tests: (inode, pid, command) triples.
+    #[cfg(test)]
+    pub(crate) fn from_pairs(pairs: &[(u64, u32, &str)]) -> Owners {
+        let mut owners = Owners::default();
+        for (inode, pid, command) in pairs {
+            owners.by_inode.entry(*inode).or_default().push(*pid);
+            owners.commands.insert(*pid, (*command).to_owned());
+        }
+        owners
+    }
+
     /// The processes holding socket `inode`; empty if unknown.
     pub(crate) fn of(&self, inode: u64) -> impl Iterator<Item = Process> + '_ {
         self.by_inode

@@ -71,6 +71,7 @@ fn parse_line(line: &str, fin_timeout: Duration) -> Option<SocketRecord> {
         "03" => Timer::TimeWait { left },
         _ => Timer::Other,
     };
+    let age = socket::lingered(state, None, timer, fin_timeout);
     Some(SocketRecord {
         state,
         local,
@@ -78,7 +79,9 @@ fn parse_line(line: &str, fin_timeout: Duration) -> Option<SocketRecord> {
         inode,
         recv_queue: u32::from_str_radix(rx_queue, 16).ok()?,
         backlog: None,
-        lingered: socket::lingered(state, None, timer, fin_timeout),
+        lingered: age.map(|a| a.lingered),
+        lower_bound: age.is_some_and(|a| a.lower_bound),
+        upper_bound: age.and_then(|a| a.upper_bound),
         cookie: None,
         interface: 0,
     })
@@ -146,6 +149,21 @@ pub(crate) fn fin_timeout() -> Duration {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .map_or(Duration::from_secs(60), Duration::from_secs)
+}
+
+/// `net.ipv4.ip_local_port_range` of this thread's namespace: the local ports its
+/// outgoing connections get (Linux's default, 32768-60999, if unreadable).
+pub(crate) fn ephemeral_ports() -> std::ops::RangeInclusive<u16> {
+    let range = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut words = s.split_whitespace().map(|w| w.parse::<u16>().ok());
+            Some((words.next()??, words.next()??))
+        });
+    match range {
+        Some((low, high)) if low <= high => low..=high,
+        _ => 32768..=60999,
+    }
 }
 
 /// Host TCP totals from `/proc/net/sockstat`.

@@ -7,13 +7,16 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use serde::{Serialize, Serializer};
 use tcp_hygiene::KernelState;
 
 use super::diagnosis::human;
 use super::owners::Process;
+use super::track::AgeTracker;
 
-/// Which sockets [`reap`] destroys: those on local `port`, in `state`, that have lingered
-/// at least `min_idle`.
+/// Which sockets [`reap`] destroys: those on local port `port` ([`new`](Self::new)) or
+/// to remote port `port` ([`remote_port`](Self::remote_port)), in `state`, that have
+/// lingered at least `min_idle`, optionally only those a given process holds.
 ///
 /// # Examples
 ///
@@ -36,6 +39,8 @@ use super::owners::Process;
 #[must_use]
 pub struct ReapFilter {
     port: u16,
+    remote: bool,
+    pid: Option<u32>,
     min_idle: Duration,
     state: KernelState,
     dry_run: bool,
@@ -49,12 +54,32 @@ impl ReapFilter {
     pub fn new(port: u16, min_idle: Duration) -> Self {
         ReapFilter {
             port,
+            remote: false,
+            pid: None,
             min_idle,
             state: KernelState::CloseWait,
             dry_run: false,
             limit: None,
             netns: None,
         }
+    }
+
+    /// Sockets this host opened to remote port `port` (any address), in `CLOSE_WAIT`,
+    /// that have lingered at least `min_idle`: a client's pile, such as a connection pool
+    /// that keeps connections its server closed. Otherwise as [`new`](Self::new).
+    pub fn remote_port(port: u16, min_idle: Duration) -> Self {
+        ReapFilter {
+            remote: true,
+            ..Self::new(port, min_idle)
+        }
+    }
+
+    /// Only sockets process `pid` holds (a descriptor of its refers to them; orphans,
+    /// which no process holds, are then left alone). Pass `None` for any process's and
+    /// orphans (the default).
+    pub fn with_pid(mut self, pid: impl Into<Option<u32>>) -> Self {
+        self.pid = pid.into();
+        self
     }
 
     /// The state to reap: `CloseWait` (the default), `FinWait2`, `LastAck` or `FinWait1`.
@@ -90,7 +115,8 @@ impl ReapFilter {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ReapOutcome {
-    /// Destroyed: the peer got a RST, the kernel freed the connection.
+    /// Destroyed: the kernel freed the connection; the peer got a RST, unless the socket
+    /// was an orphaned `FIN_WAIT_2` (see [`reap`]).
     Destroyed,
     /// A dry run: it would have been destroyed.
     WouldDestroy,
@@ -103,6 +129,21 @@ pub enum ReapOutcome {
     Replaced,
     /// The kernel refused with another error.
     Failed(String),
+}
+
+impl ReapOutcome {
+    /// A short name: `destroyed`, `would_destroy`, `over_limit`, `gone`, `replaced`,
+    /// `failed`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ReapOutcome::Destroyed => "destroyed",
+            ReapOutcome::WouldDestroy => "would_destroy",
+            ReapOutcome::OverLimit => "over_limit",
+            ReapOutcome::Gone => "gone",
+            ReapOutcome::Replaced => "replaced",
+            ReapOutcome::Failed(_) => "failed",
+        }
+    }
 }
 
 impl fmt::Display for ReapOutcome {
@@ -120,7 +161,9 @@ impl fmt::Display for ReapOutcome {
     }
 }
 
-/// A socket that matched a [`ReapFilter`], and what was done to it.
+/// A socket that matched a [`ReapFilter`], and what was done to it. Serialized as
+/// `{"state":"CLOSE_WAIT","local":"IP:PORT","peer":"IP:PORT","owners":[…],"orphan":false,
+/// "idle_ms":12340,"idle_at_least":false,"outcome":"destroyed","error":null}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Victim {
@@ -136,6 +179,8 @@ pub struct Victim {
     pub orphan: bool,
     /// How long it had lingered in its state.
     pub idle: Duration,
+    /// Whether `idle` is only a lower bound (see the crate docs on ages).
+    pub idle_at_least: bool,
     /// What was done.
     pub outcome: ReapOutcome,
 }
@@ -153,11 +198,46 @@ impl fmt::Display for Victim {
             let sep = if i > 0 { "," } else { "" };
             write!(f, "{sep}{owner}")?;
         }
-        write!(f, " idle {} {}", human(self.idle), self.outcome)
+        let at_least = if self.idle_at_least { "at least " } else { "" };
+        write!(f, " idle {at_least}{} {}", human(self.idle), self.outcome)
     }
 }
 
-/// What [`reap`] found and did.
+impl Serialize for Victim {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Document<'a> {
+            state: &'a str,
+            local: String,
+            peer: String,
+            owners: &'a [Process],
+            orphan: bool,
+            idle_ms: u64,
+            idle_at_least: bool,
+            outcome: &'a str,
+            error: Option<&'a str>,
+        }
+        Document {
+            state: self.state.as_str(),
+            local: self.local.to_string(),
+            peer: self.peer.to_string(),
+            owners: &self.owners,
+            orphan: self.orphan,
+            idle_ms: u64::try_from(self.idle.as_millis()).unwrap_or(u64::MAX),
+            idle_at_least: self.idle_at_least,
+            outcome: self.outcome.as_str(),
+            error: match &self.outcome {
+                ReapOutcome::Failed(e) => Some(e),
+                _ => None,
+            },
+        }
+        .serialize(serializer)
+    }
+}
+
+/// What [`reap`] found and did. Serialized with its counts:
+/// `{"matched":3,"reaped":1,"failed":0,"younger":5,"min_idle_ms":3000,"dry_run":false,
+/// "victims":[…]}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReapReport {
@@ -190,6 +270,31 @@ impl ReapReport {
 
     fn count(&self, f: impl Fn(&ReapOutcome) -> bool) -> usize {
         self.victims.iter().filter(|v| f(&v.outcome)).count()
+    }
+}
+
+impl Serialize for ReapReport {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Document<'a> {
+            matched: usize,
+            reaped: usize,
+            failed: usize,
+            younger: u64,
+            min_idle_ms: u64,
+            dry_run: bool,
+            victims: &'a [Victim],
+        }
+        Document {
+            matched: self.matched(),
+            reaped: self.reaped(),
+            failed: self.failed(),
+            younger: self.younger,
+            min_idle_ms: u64::try_from(self.min_idle.as_millis()).unwrap_or(u64::MAX),
+            dry_run: self.dry_run,
+            victims: &self.victims,
+        }
+        .serialize(serializer)
     }
 }
 
@@ -236,9 +341,15 @@ impl fmt::Display for ReapReport {
 /// stays open until the process closes it (measured on Linux 6.18, tested in
 /// `tests/reap.rs`):
 ///
-/// - the owner's reads return EOF (`Ok(0)`);
+/// - the owner's reads return EOF (`Ok(0)`) for a socket that was in `CLOSE_WAIT` or
+///   `LAST_ACK` (the peer's FIN had arrived); for one it held in `FIN_WAIT_1` or
+///   `FIN_WAIT_2` (it had shut down writing and waited for the rest) they fail with
+///   `ECONNABORTED`;
 /// - its first write fails with `ECONNABORTED`, later ones with `EPIPE`;
-/// - the peer receives a RST (its reads fail with `ECONNRESET`);
+/// - the peer receives a RST (its reads fail with `ECONNRESET`; one in `CLOSE_WAIT`,
+///   which had read our FIN, leaves the state with `EPIPE` pending) — except from an
+///   orphaned `FIN_WAIT_2` socket, parked in a time-wait slot, which goes without a
+///   word: its peer stays in `CLOSE_WAIT` until its next write draws a RST;
 /// - the socket leaves `ss` at once; the descriptor still counts against the process's
 ///   `RLIMIT_NOFILE` until closed.
 ///
@@ -262,6 +373,18 @@ impl fmt::Display for ReapReport {
 /// and the destroy (a `CLOSE_WAIT` socket moving to `LAST_ACK`) is destroyed anyway,
 /// which only ends a close the owner had begun.
 pub fn reap(filter: &ReapFilter) -> io::Result<ReapReport> {
+    reap_tracked(filter, &mut AgeTracker::new())
+}
+
+/// [`reap`], dating each socket also by what `tracker` saw of it in the reaps (or
+/// censuses) it took part in before, and updating `tracker`: what `reap --every` does, so
+/// that a `CLOSE_WAIT` socket whose age keepalive replies keep resetting is still reaped
+/// once it has been seen in `CLOSE_WAIT` for `min_idle`. See [`AgeTracker`].
+///
+/// # Errors
+///
+/// As [`reap`].
+pub fn reap_tracked(filter: &ReapFilter, tracker: &mut AgeTracker) -> io::Result<ReapReport> {
     use KernelState::*;
     if !matches!(filter.state, CloseWait | FinWait2 | LastAck | FinWait1) {
         return Err(io::Error::new(
@@ -272,7 +395,7 @@ pub fn reap(filter: &ReapFilter) -> io::Result<ReapReport> {
             ),
         ));
     }
-    linux::reap(filter)
+    linux::reap(filter, tracker)
 }
 
 /// The kernel's refusals that hold for every socket, as the errors [`reap`] promises.
@@ -299,32 +422,53 @@ mod linux {
     use super::super::owners::Owners;
     use super::super::procfs;
     use super::super::sock_diag::DiagSocket;
-    use super::{fatal, ReapFilter, ReapOutcome, ReapReport, Victim};
+    use super::super::socket::SocketRecord;
+    use super::{fatal, AgeTracker, ReapFilter, ReapOutcome, ReapReport, Victim};
 
-    pub(super) fn reap(filter: &ReapFilter) -> io::Result<ReapReport> {
+    pub(super) fn reap(filter: &ReapFilter, tracker: &mut AgeTracker) -> io::Result<ReapReport> {
         match &filter.netns {
-            None => reap_here(filter),
+            None => reap_here(filter, tracker),
             Some(name) => {
                 let filter = filter.clone();
-                super::super::netns::run_in(name, move || reap_here(&filter))
+                let mut moved = std::mem::take(tracker);
+                let (report, moved) = super::super::netns::run_in(name, move || {
+                    let report = reap_here(&filter, &mut moved)?;
+                    Ok((report, moved))
+                })?;
+                *tracker = moved;
+                Ok(report)
             }
         }
     }
 
-    fn reap_here(filter: &ReapFilter) -> io::Result<ReapReport> {
+    fn reap_here(filter: &ReapFilter, tracker: &mut AgeTracker) -> io::Result<ReapReport> {
         let mut diag = DiagSocket::open()?;
-        let sockets = diag.dump(Some(filter.port), Some(filter.state), procfs::fin_timeout())?;
-        let (mut matched, younger): (Vec<_>, Vec<_>) = sockets
-            .into_iter()
-            .filter(|s| s.lingered.is_some())
-            .partition(|s| s.lingered >= Some(filter.min_idle));
-        matched.sort_by_key(|s| std::cmp::Reverse(s.lingered));
-        let inodes: HashSet<u64> = matched
+        let (local, remote) = if filter.remote {
+            (None, Some(filter.port))
+        } else {
+            (Some(filter.port), None)
+        };
+        let mut sockets =
+            diag.dump_between(local, remote, Some(filter.state), procfs::fin_timeout())?;
+        tracker.refine(&mut sockets, std::time::Instant::now());
+        let old_enough = |s: &SocketRecord| s.lingered >= Some(filter.min_idle);
+        // The owners of the sockets that matter (every candidate's for --pid, else only
+        // the old ones'): a guard's round with nothing to reap reads no /proc/PID/fd.
+        let inodes: HashSet<u64> = sockets
             .iter()
+            .filter(|s| filter.pid.is_some() || old_enough(s))
             .map(|s| s.inode)
             .filter(|i| *i != 0)
             .collect();
         let owners = Owners::scan(&inodes);
+        if let Some(pid) = filter.pid {
+            sockets.retain(|s| owners.of(s.inode).any(|p| p.pid == pid));
+        }
+        let (mut matched, younger): (Vec<_>, Vec<_>) = sockets
+            .into_iter()
+            .filter(|s| s.lingered.is_some())
+            .partition(old_enough);
+        matched.sort_by_key(|s| std::cmp::Reverse(s.lingered));
         let mut victims = Vec::with_capacity(matched.len());
         for (i, socket) in matched.into_iter().enumerate() {
             let outcome = if filter.limit.is_some_and(|limit| i >= limit) {
@@ -349,6 +493,7 @@ mod linux {
                 owners: owners.of(socket.inode).collect(),
                 orphan: socket.is_orphan(),
                 idle: socket.lingered.unwrap_or_default(),
+                idle_at_least: socket.lower_bound,
                 outcome,
             });
         }
@@ -365,7 +510,7 @@ mod linux {
 mod linux {
     use super::{ReapFilter, ReapReport};
 
-    pub(super) fn reap(_: &ReapFilter) -> std::io::Result<ReapReport> {
+    pub(super) fn reap(_: &ReapFilter, _: &mut super::AgeTracker) -> std::io::Result<ReapReport> {
         Err(super::super::unsupported())
     }
 }
@@ -413,6 +558,7 @@ mod tests {
             }],
             orphan: false,
             idle: Duration::from_millis(12_340),
+            idle_at_least: false,
             outcome,
         };
         let report = ReapReport {
@@ -434,5 +580,13 @@ mod tests {
             report.victims[0].to_string(),
             "CLOSE_WAIT 127.0.0.1:8080 127.0.0.1:50000 owner 7 java idle 12.3 s destroyed"
         );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            (json["matched"].as_u64(), json["reaped"].as_u64()),
+            (Some(3), Some(1))
+        );
+        assert_eq!(json["victims"][0]["outcome"], "destroyed");
+        assert_eq!(json["victims"][0]["idle_ms"], 12_340);
+        assert_eq!(json["victims"][0]["owners"][0]["pid"], 7);
     }
 }

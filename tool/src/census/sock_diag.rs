@@ -68,6 +68,18 @@ impl DiagSocket {
         state: Option<KernelState>,
         fin_timeout: Duration,
     ) -> io::Result<Vec<SocketRecord>> {
+        self.dump_between(port, None, state, fin_timeout)
+    }
+
+    /// [`dump`](Self::dump) narrowed to the sockets whose remote port is `remote_port` too,
+    /// when given (`idiag_dport`: the kernel skips the others itself).
+    pub(crate) fn dump_between(
+        &mut self,
+        port: Option<u16>,
+        remote_port: Option<u16>,
+        state: Option<KernelState>,
+        fin_timeout: Duration,
+    ) -> io::Result<Vec<SocketRecord>> {
         let states = match state {
             Some(state) => state_flag(state)?,
             None => StateFlags::all(),
@@ -79,6 +91,7 @@ impl DiagSocket {
                 _ => SocketId::new_v6(),
             };
             socket_id.source_port = port.unwrap_or(0);
+            socket_id.destination_port = remote_port.unwrap_or(0);
             let request = SockDiagMessage::InetRequest(InetRequest {
                 family,
                 protocol: IPPROTO_TCP,
@@ -96,6 +109,7 @@ impl DiagSocket {
                 // The kernel filters by port and state already; this only guards against
                 // one that ignores the request's fields.
                 let wanted = port.is_none_or(|p| record.local.port() == p)
+                    && remote_port.is_none_or(|p| record.peer.port() == p)
                     && state.is_none_or(|s| record.state == s);
                 if wanted {
                     sockets.push(record);
@@ -227,17 +241,26 @@ fn record(response: &InetResponse, raw: &[u8], fin_timeout: Duration) -> SocketR
     let header = &response.header;
     let id = &header.socket_id;
     let state = KernelState::from_linux(header.state);
-    let times = response.nlas.iter().find_map(|nla| match nla {
-        Nla::TcpInfo(bytes) => tcp_times(bytes),
-        _ => None,
-    });
+    let times = response
+        .nlas
+        .iter()
+        .find_map(|nla| match nla {
+            Nla::TcpInfo(bytes) => tcp_times(bytes),
+            _ => None,
+        })
+        .map(|times| TcpTimes {
+            unacked: header.send_queue,
+            ..times
+        });
     let timer = match header.timer {
         Some(DiagTimer::Retransmit(left, retransmits)) => Timer::Retransmit { left, retransmits },
         Some(DiagTimer::TimeWait) => Timer::TimeWait {
             left: Duration::from_millis(u64::from(expires(raw))),
         },
+        Some(DiagTimer::KeepAlive(_)) => Timer::KeepAlive,
         _ => Timer::Other,
     };
+    let age = socket::lingered(state, times, timer, fin_timeout);
     SocketRecord {
         state,
         local: SocketAddr::new(id.source_address, id.source_port),
@@ -245,7 +268,9 @@ fn record(response: &InetResponse, raw: &[u8], fin_timeout: Duration) -> SocketR
         inode: u64::from(header.inode),
         recv_queue: header.recv_queue,
         backlog: (state == KernelState::Listen).then_some(header.send_queue),
-        lingered: socket::lingered(state, times, timer, fin_timeout),
+        lingered: age.map(|a| a.lingered),
+        lower_bound: age.is_some_and(|a| a.lower_bound),
+        upper_bound: age.and_then(|a| a.upper_bound),
         cookie: Some(id.cookie),
         interface: id.interface_id,
     }
@@ -258,9 +283,10 @@ fn expires(raw: &[u8]) -> u32 {
         .map_or(0, u32::from_ne_bytes)
 }
 
-/// The timestamps of a raw `struct tcp_info`: `tcpi_last_data_sent` at byte 44,
-/// `tcpi_last_data_recv` at 52, `tcpi_last_ack_recv` at 56 (there since Linux 2.6, in
-/// every kernel's shorter or longer version of the struct).
+/// The timestamps of a raw `struct tcp_info`: `tcpi_retransmits` at byte 2, `tcpi_rto` at
+/// 8, `tcpi_last_data_sent` at 44, `tcpi_last_data_recv` at 52, `tcpi_last_ack_recv` at 56
+/// (there since Linux 2.6, in every kernel's shorter or longer version of the struct).
+/// `unacked` is left 0: it comes from the dump's header.
 fn tcp_times(info: &[u8]) -> Option<TcpTimes> {
     let word = |offset: usize| {
         info.get(offset..offset + 4)
@@ -271,6 +297,9 @@ fn tcp_times(info: &[u8]) -> Option<TcpTimes> {
         last_data_sent_ms: word(44)?,
         last_data_recv_ms: word(52)?,
         last_ack_recv_ms: word(56)?,
+        rto_us: word(8)?,
+        retransmits: *info.get(2)?,
+        unacked: 0,
     })
 }
 
@@ -280,7 +309,7 @@ mod tests {
 
     fn info_with_times(len: usize) -> Vec<u8> {
         let mut info = vec![0u8; len];
-        for (offset, value) in [(44, 1_000u32), (52, 2_000), (56, 3_000)] {
+        for (offset, value) in [(8, 200_000u32), (44, 1_000), (52, 2_000), (56, 3_000)] {
             if offset + 4 <= len {
                 info[offset..offset + 4].copy_from_slice(&value.to_ne_bytes());
             }
@@ -294,6 +323,9 @@ mod tests {
             last_data_sent_ms: 1_000,
             last_data_recv_ms: 2_000,
             last_ack_recv_ms: 3_000,
+            rto_us: 200_000,
+            retransmits: 0,
+            unacked: 0,
         });
         // Linux 2.6's 104 bytes, 6.x's 280 and whatever comes later.
         for len in [60, 104, 232, 280, 400] {

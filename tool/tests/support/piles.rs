@@ -17,6 +17,13 @@ pub(crate) const SETTLE: Duration = Duration::from_secs(10);
 /// How long the piles made first have lingered when the census is taken, at least.
 pub(crate) const FIRST_PILES_AGE: Duration = Duration::from_millis(1500);
 
+/// Sleeps until the piles made at `made` are past the diagnosis's age floor (with a
+/// margin), so that the census diagnoses them.
+pub(crate) fn past_the_age_floor(made: Instant) {
+    let until = made + tcp_hygiene_cli::AGE_FLOOR + Duration::from_millis(300);
+    thread::sleep(until.saturating_duration_since(Instant::now()));
+}
+
 /// Writes to `server` until its send buffer is full (the client does not read).
 pub(crate) fn fill_send_buffer(server: &TcpStream) {
     server.set_nonblocking(true).unwrap();
@@ -144,6 +151,8 @@ pub(crate) fn loopback_piles(ip: IpAddr) -> LoopbackPiles {
 pub(crate) struct LostServerPackets {
     pub(crate) pair: NetPair,
     pub(crate) port: u16,
+    /// When the last handshake began.
+    pub(crate) made: Instant,
     _held: Vec<TcpStream>,
     _connecting: Vec<Socket>,
     _listener: TcpListener,
@@ -183,6 +192,7 @@ pub(crate) fn lost_server_packets() -> LostServerPackets {
         held.push(client);
     }
     let connecting = (0..3).map(|_| pair.start_connect(addr)).collect();
+    let made = Instant::now();
     let port = addr.port();
     wait_until(SETTLE, "FIN_WAIT_1, CLOSING and SYN_RECV", || {
         let view = ss_view(pair.server_command("ss"), port);
@@ -195,6 +205,7 @@ pub(crate) fn lost_server_packets() -> LostServerPackets {
     LostServerPackets {
         pair,
         port,
+        made,
         _held: held,
         _connecting: connecting,
         _listener: listener,
@@ -206,6 +217,8 @@ pub(crate) fn lost_server_packets() -> LostServerPackets {
 pub(crate) struct VanishedClient {
     pub(crate) pair: NetPair,
     pub(crate) port: u16,
+    /// Just before the server closed (and sent the FIN that is never acknowledged).
+    pub(crate) closed: Instant,
     _held: Vec<TcpStream>,
     _listener: TcpListener,
 }
@@ -226,6 +239,7 @@ pub(crate) fn vanished_client() -> VanishedClient {
         (n(&view, "CLOSE_WAIT") == 2, view)
     });
     pair.vanish_client();
+    let closed = Instant::now();
     let orphan = servers.pop().unwrap();
     drop(orphan);
     let server = servers.pop().unwrap();
@@ -238,6 +252,7 @@ pub(crate) fn vanished_client() -> VanishedClient {
     VanishedClient {
         pair,
         port,
+        closed,
         _held: held,
         _listener: listener,
     }
