@@ -39,7 +39,7 @@ impl Conn {
 
     /// The connection's slot in the table.
     pub(crate) fn index(&self) -> u32 {
-        self.slot().index
+        self.page().base + self.offset()
     }
 
     /// Counts `n` bytes the application read.
@@ -104,8 +104,8 @@ impl Conn {
     /// waker, so that [`wake_reader`](Self::wake_reader) can end the wait with EOF.
     pub(crate) fn park_read(&self, waker: &Waker) {
         let slot = self.slot();
-        let read = slot.read_mark();
-        slot.read_parked_at.store(read, Relaxed);
+        let read = slot.bytes_read.load(Relaxed);
+        slot.read_parked_at.store(read as u32, Relaxed);
         slot.cell.register_waker(waker);
         let word = slot.cell.load_relaxed();
         if word & u32::from(Flags::WATCH_READS.bits()) != 0
@@ -144,8 +144,8 @@ impl Conn {
         if word & word::OWED != 0 {
             return Owed::Yes;
         }
-        let read = slot.read_mark();
-        let likely = slot.read_parked_at.load(Relaxed) == read
+        let read = slot.bytes_read.load(Relaxed);
+        let likely = slot.read_parked_at.load(Relaxed) == read as u32
             && slot.read_at_last_write() != read
             && word & word::RECEIVED == 0;
         match likely {
@@ -207,8 +207,8 @@ impl Conn {
     /// (The kernel's side, nothing unread and nothing unacknowledged, is the caller's.)
     pub(crate) fn waits_for_next_request(&self) -> bool {
         let slot = self.slot();
-        let read = slot.read_mark();
-        slot.read_parked_at.load(Relaxed) == read && slot.read_at_last_write() == read
+        let read = slot.bytes_read.load(Relaxed);
+        slot.read_parked_at.load(Relaxed) == read as u32 && slot.read_at_last_write() == read
     }
 
     #[inline]

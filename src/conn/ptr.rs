@@ -40,6 +40,12 @@ impl Conn {
         unsafe { self.slot.as_ref() }
     }
 
+    /// Which slot of its page this is.
+    pub(super) fn offset(&self) -> u32 {
+        let first = self.page.slots.as_ptr() as usize;
+        ((self.slot.as_ptr() as usize - first) / std::mem::size_of::<Slot>()) as u32
+    }
+
     /// The page: the listener's shared state.
     #[inline]
     pub(super) fn page(&self) -> &Page {

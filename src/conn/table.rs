@@ -41,38 +41,29 @@ pub(crate) struct Slot {
     /// each handle) and the generation, bumped each time the slot is freed: with the
     /// index, the connection's identity.
     pub(super) refs: Refs,
-    /// [`read_mark`](Self::read_mark) when a read last returned `Pending`.
+    /// Low 32 bits of `bytes_read` when a read last returned `Pending`.
     pub(super) read_parked_at: AtomicU32,
-    /// [`read_mark`](Self::read_mark) at the last write (bits 0..=30), and
-    /// [`WATCH_WRITES`](Self::WATCH_WRITES): one load tells a write whether it has
-    /// anything to note.
-    pub(super) write_mark: AtomicU32,
+    /// `bytes_read` at the last write (bits 0..=62), and
+    /// [`WATCH_WRITES`](Self::WATCH_WRITES): one load and one comparison with `bytes_read`
+    /// tell a write whether it has anything to note.
+    pub(super) write_mark: AtomicU64,
     peer_port: AtomicU16,
     /// The peer's address is IPv4 (how `peer_ip` reads back).
     peer_v4: AtomicBool,
     /// A framework serve holds response data the peer has not made room for (an HTTP/2
     /// stream whose window is shut): queued, though not in the kernel.
     pub(super) user_queued: AtomicBool,
-    /// Which slot of the table this is (fixed when its page is made).
-    pub(super) index: u32,
 }
 
 impl Slot {
     /// The write mark's bit that says the supervisor wants to hear of the next write (see
     /// [`Flags::WATCH_WRITES`]).
-    pub(super) const WATCH_WRITES: u32 = 1 << 31;
-    /// The write mark's bits that hold a read mark.
-    const MARK: u32 = !Self::WATCH_WRITES;
+    /// (`bytes_read` stays below it: 2^63 bytes.)
+    pub(super) const WATCH_WRITES: u64 = 1 << 63;
 
-    /// Low 31 bits of `bytes_read`: what the stream's marks compare.
-    #[inline]
-    pub(super) fn read_mark(&self) -> u32 {
-        self.bytes_read.load(Relaxed) as u32 & Self::MARK
-    }
-
-    /// [`read_mark`](Self::read_mark) at the last write.
-    pub(super) fn read_at_last_write(&self) -> u32 {
-        self.write_mark.load(Relaxed) & Self::MARK
+    /// `bytes_read` at the last write.
+    pub(super) fn read_at_last_write(&self) -> u64 {
+        self.write_mark.load(Relaxed) & !Self::WATCH_WRITES
     }
 
     /// Counts `n` bytes read. Single writer (the stream): a load and a store, no
@@ -95,13 +86,13 @@ impl Slot {
             self.bytes_written.load(Relaxed).wrapping_add(n as u64),
             Relaxed,
         );
-        self.read_mark() != self.write_mark.load(Relaxed)
+        self.bytes_read.load(Relaxed) != self.write_mark.load(Relaxed)
     }
 
-    /// Notes a write: the read mark it follows, and clears `WATCH_WRITES`; returns
+    /// Notes a write: the read count it follows, and clears `WATCH_WRITES`; returns
     /// whether that was set (the supervisor must hear of it).
     pub(super) fn note_write(&self) -> bool {
-        let old = self.write_mark.swap(self.read_mark(), AcqRel);
+        let old = self.write_mark.swap(self.bytes_read.load(Relaxed), AcqRel);
         old & Self::WATCH_WRITES != 0
     }
 
@@ -109,7 +100,7 @@ impl Slot {
     #[cfg(feature = "hyper")]
     pub(super) fn unwatch_writes(&self) -> bool {
         self.write_mark.load(Relaxed) & Self::WATCH_WRITES != 0
-            && self.write_mark.fetch_and(Self::MARK, AcqRel) & Self::WATCH_WRITES != 0
+            && self.write_mark.fetch_and(!Self::WATCH_WRITES, AcqRel) & Self::WATCH_WRITES != 0
     }
 
     /// Asks to hear of the next write.
@@ -117,9 +108,8 @@ impl Slot {
         self.write_mark.fetch_or(Self::WATCH_WRITES, AcqRel);
     }
 
-    fn new(index: u32) -> Self {
+    fn new() -> Self {
         Self {
-            index,
             bytes_read: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
             accepted_ns: AtomicU64::new(0),
@@ -127,7 +117,7 @@ impl Slot {
             cell: SocketCell::new(),
             refs: Refs::new(),
             read_parked_at: AtomicU32::new(u32::MAX),
-            write_mark: AtomicU32::new(0),
+            write_mark: AtomicU64::new(0),
             peer_port: AtomicU16::new(0),
             peer_v4: AtomicBool::new(false),
             user_queued: AtomicBool::new(false),
@@ -180,6 +170,8 @@ impl Slot {
 
 pub(crate) struct Page {
     pub(super) shared: Arc<Shared>,
+    /// The index of its first slot.
+    pub(super) base: u32,
     pub(super) slots: [Slot; PAGE],
 }
 
@@ -240,7 +232,8 @@ impl Table {
         let base = (pages.len() * PAGE) as u32;
         pages.push(Arc::new(Page {
             shared: shared.clone(),
-            slots: std::array::from_fn(|i| Slot::new(base + i as u32)),
+            base,
+            slots: std::array::from_fn(|_| Slot::new()),
         }));
         drop(pages);
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
@@ -352,7 +345,7 @@ mod tests {
     /// from nothing: the first write after a read, and a watch the supervisor set.
     #[test]
     fn a_write_notes_a_read_before_it_and_a_watch_once() {
-        let slot = Slot::new(0);
+        let slot = Slot::new();
         slot.occupy(-1, "192.0.2.7:1".parse().unwrap(), 0, Flags::NONE);
         assert!(!slot.add_written(10), "nothing read, nothing watched");
         slot.add_read(5);
@@ -370,17 +363,16 @@ mod tests {
         slot.occupy(-1, "192.0.2.7:1".parse().unwrap(), 0, Flags::WATCH_WRITES);
         assert!(!word::flags(slot.cell.load()).contains(Flags::WATCH_WRITES));
         assert!(slot.add_written(1) && slot.note_write());
-        // Marks are 31 bits: a read count past 2^31 still compares.
-        slot.add_read((1 << 31) + 3);
-        assert_eq!(slot.read_mark(), 3);
+        // The whole count compares: a read of exactly 2^32 bytes is noted too.
+        slot.add_read(1 << 32);
         assert!(slot.add_written(1) && !slot.note_write());
-        assert_eq!(slot.read_at_last_write(), 3);
+        assert_eq!(slot.read_at_last_write(), 1 << 32);
         assert!(!slot.add_written(1));
     }
 
     #[test]
     fn peer_addresses_read_back_as_accepted() {
-        let slot = Slot::new(0);
+        let slot = Slot::new();
         for peer in [
             "192.0.2.7:4321",
             "[2001:db8::1]:80",
