@@ -1,5 +1,5 @@
-//! Our `TcpStream`: tokio's stream plus byte counters, a flag check and an EOF check on
-//! the hot path.
+//! Our `TcpStream`: tokio's stream plus byte counters on the hot path, one comparison per
+//! write, and an EOF check per read.
 
 use std::fmt;
 use std::io::{self, IoSlice};
@@ -20,9 +20,9 @@ use crate::state::{CloseReason, ConnectionState};
 /// goes wherever a `tokio::net::TcpStream` does: `tokio::io::split`,
 /// `copy_bidirectional`, hyper-util's `TokioIo`, tonic, axum.
 ///
-/// On the hot path it adds relaxed counter updates (bytes read, bytes written, the read
-/// count at the last write) and a load of the connection's flags, and notes EOF, a read
-/// that waits and `poll_shutdown`; everything else (deadlines, FIN detection, closing)
+/// On the hot path it adds relaxed counter updates (bytes read, bytes written) and, per
+/// write, one comparison (a write after a read, or one the supervisor asked to hear of, is
+/// noted), and notes EOF, a read that waits and `poll_shutdown`; everything else (deadlines, FIN detection, closing)
 /// happens in the supervisor, which keeps working when nobody polls this stream.
 ///
 /// When the supervisor closes the connection gracefully, pending and later reads return
@@ -144,79 +144,64 @@ impl AsyncRead for TcpStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let conn: &Conn = &this.registration.0;
-        // Closed by the library: EOF at once, unless the peer had already sent FIN, in
-        // which case what it sent before is still read (the kernel ends it with EOF).
-        if conn.flags().contains(Flags::SHUT) {
-            return read_after_our_close(this, cx, buf);
+        // EOF given after the library's close stays given.
+        if this.eof_given {
+            return shut(&this.registration.0);
         }
-        let before = buf.filled().len();
-        let had_room = buf.remaining() > 0;
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                let n = buf.filled().len() - before;
-                if n > 0 {
-                    conn.add_read(n);
-                    Poll::Ready(Ok(()))
-                } else if had_room {
-                    on_eof(conn)
-                } else {
-                    Poll::Ready(Ok(()))
-                }
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(explain(conn, e))),
-            Poll::Pending => {
-                conn.park_read(cx.waker());
-                // A close after the check above found no waker to wake.
-                if conn.has(Flags::SHUT) {
-                    return read_after_our_close(this, cx, buf);
-                }
-                Poll::Pending
-            }
+        // What the read filled, from `remaining()`: no bounds check, so no unwinding path
+        // that would keep `result` on the stack.
+        let room = buf.remaining();
+        let result = Pin::new(&mut this.io).poll_read(cx, buf);
+        let n = room.wrapping_sub(buf.remaining());
+        // Data is returned even after the library's close: the peer sent it before our
+        // FIN reached it (and before its own FIN), and the kernel holds it. (Tokio fills
+        // the buffer only for a read that is ready and succeeded.)
+        if n > 0 {
+            this.registration.0.add_read(n);
+            return result;
         }
+        nothing_read(this, cx, buf, result)
     }
 }
 
-/// A read after the library closed the connection gracefully: what the kernel already
-/// holds is still read (the peer sent it before our FIN reached it, and before its own
-/// FIN), then EOF, at the first read that would wait (or the kernel's own EOF). Once
-/// given, EOF stays: nothing the peer sends later is read.
+/// A read that returned no data: EOF (the peer's, or ours after the library closed the
+/// connection gracefully), a read that waits, or an error.
+///
+/// After the library's graceful close, what the kernel already holds is still read, then
+/// EOF, at the first read that would wait (or the kernel's own EOF). Once given, EOF
+/// stays: nothing the peer sends later is read.
 #[cold]
-fn read_after_our_close(
+#[inline(never)]
+fn nothing_read(
     this: &mut TcpStream,
     cx: &mut Context<'_>,
     buf: &mut ReadBuf<'_>,
+    result: Poll<io::Result<()>>,
 ) -> Poll<io::Result<()>> {
     let conn: &Conn = &this.registration.0;
-    if this.eof_given {
-        return shut(conn);
-    }
-    let before = buf.filled().len();
-    let had_room = buf.remaining() > 0;
-    match Pin::new(&mut this.io).poll_read(cx, buf) {
+    match result {
+        Poll::Ready(Ok(())) if buf.remaining() == 0 => Poll::Ready(Ok(())),
         Poll::Ready(Ok(())) => {
-            let n = buf.filled().len() - before;
-            if n > 0 {
-                conn.add_read(n);
-                return Poll::Ready(Ok(()));
-            }
-            if !had_room {
-                return Poll::Ready(Ok(()));
-            }
             // The peer's FIN: nothing is left unread.
             conn.observed_eof();
+            if conn.has(Flags::SHUT) {
+                this.eof_given = true;
+            }
+            shut(conn)
         }
-        Poll::Ready(Err(e)) => return Poll::Ready(Err(explain(conn, e))),
-        Poll::Pending => {}
+        Poll::Ready(Err(e)) => Poll::Ready(Err(explain(conn, e))),
+        Poll::Pending => {
+            if !conn.has(Flags::SHUT) {
+                conn.park_read(cx.waker());
+                // A close after the check above found no waker to wake.
+                if !conn.has(Flags::SHUT) {
+                    return Poll::Pending;
+                }
+            }
+            this.eof_given = true;
+            shut(conn)
+        }
     }
-    this.eof_given = true;
-    shut(conn)
-}
-
-#[cold]
-fn on_eof(conn: &Conn) -> Poll<io::Result<()>> {
-    conn.observed_eof();
-    shut(conn)
 }
 
 /// EOF, unless the kernel reported an error the application must see instead.
@@ -238,12 +223,32 @@ fn explain(conn: &Conn, err: io::Error) -> io::Error {
 fn wrote(conn: &Conn, result: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
     match result {
         Poll::Ready(Ok(n)) => {
-            conn.add_written(n);
-            Poll::Ready(Ok(n))
+            if conn.add_written(n) {
+                // Out of line, and what it returns is the result: nothing of the write
+                // needs keeping across the call.
+                return noted_write(conn, n);
+            }
+            result
         }
-        Poll::Ready(Err(e)) => Poll::Ready(Err(explain(conn, e))),
-        Poll::Pending => Poll::Pending,
+        _ => not_written(conn, result),
     }
+}
+
+/// A write that waits, or failed.
+#[cold]
+#[inline(never)]
+fn not_written(conn: &Conn, result: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+    match result {
+        Poll::Ready(Err(e)) => Poll::Ready(Err(explain(conn, e))),
+        result => result,
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn noted_write(conn: &Conn, n: usize) -> Poll<io::Result<usize>> {
+    conn.note_write();
+    Poll::Ready(Ok(n))
 }
 
 impl AsyncWrite for TcpStream {

@@ -3,20 +3,43 @@
 
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::SockRef;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
-use crate::common::host::raise_nofile;
+use crate::common::host::raise_nofile_for;
 use crate::probes::mono_ns;
 use crate::{env_usize, CLOSE_WAIT_TIMEOUT};
 
+/// Connections per client source address: well inside one address's ephemeral ports
+/// (28,232 by default), so that 100,000 connections to one server port fit.
+const PER_SOURCE: usize = 1000;
+
+/// The source address of connection `i` in server run `run`: `127.<run>.x.y`, a fresh
+/// range per run, so that no run finds ports still in `TIME_WAIT` from the one before.
+fn source(run: usize, i: usize) -> SocketAddr {
+    let block = i / PER_SOURCE;
+    let ip = Ipv4Addr::new(
+        127,
+        (run % 250 + 1) as u8,
+        (block / 250) as u8,
+        (block % 250 + 1) as u8,
+    );
+    (ip, 0).into()
+}
+
+async fn connect(from: SocketAddr, to: SocketAddr) -> io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(from)?;
+    socket.connect(to).await
+}
+
 pub(crate) fn main() {
-    raise_nofile();
+    let _ = raise_nofile_for(env_usize("N", 0));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -27,17 +50,18 @@ pub(crate) fn main() {
 async fn client() {
     let port: u16 = env_usize("PORT", 0) as u16;
     let n = env_usize("N", 0);
+    let run = env_usize("RUN", 0);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     // Not before the server has taken its memory baseline and built its listener.
     let go = lines.next_line().await.expect("stdin");
     assert_eq!(go.as_deref(), Some("connect"), "the server's first command");
-    let mut conns: HashMap<u16, Arc<TcpStream>> = HashMap::with_capacity(n);
+    let mut conns: HashMap<SocketAddr, Arc<TcpStream>> = HashMap::with_capacity(n);
     let mut pending = tokio::task::JoinSet::new();
     let mut started = 0;
     while conns.len() < n {
         while started < n && pending.len() < 64 {
-            pending.spawn(TcpStream::connect(addr));
+            pending.spawn(connect(source(run, started), addr));
             started += 1;
         }
         let stream = pending
@@ -46,7 +70,7 @@ async fn client() {
             .expect("connects pending")
             .expect("join")
             .expect("connect");
-        let local = stream.local_addr().expect("local").port();
+        let local = stream.local_addr().expect("local");
         conns.insert(local, Arc::new(stream));
     }
     println!("connected");
@@ -56,7 +80,8 @@ async fn client() {
         match f.first().copied() {
             Some("close") => {
                 let gap = Duration::from_micros(f[1].parse().expect("gap"));
-                let ports: Vec<u16> = f[2..].iter().map(|p| p.parse().expect("port")).collect();
+                let ports: Vec<SocketAddr> =
+                    f[2..].iter().map(|p| p.parse().expect("address")).collect();
                 close(&conns, &ports, gap).await;
             }
             Some("touch") => touch(&conns).await,
@@ -67,7 +92,7 @@ async fn client() {
 }
 
 /// Writes one byte on every connection (the server never reads it).
-async fn touch(conns: &HashMap<u16, Arc<TcpStream>>) {
+async fn touch(conns: &HashMap<SocketAddr, Arc<TcpStream>>) {
     for stream in conns.values() {
         loop {
             match stream.try_write(b"!") {
@@ -82,9 +107,9 @@ async fn touch(conns: &HashMap<u16, Arc<TcpStream>>) {
     println!("touched");
 }
 
-/// Shuts down the write half of each of `ports` (`gap` apart) and stamps the EOF that
-/// comes back when the server closes its side.
-async fn close(conns: &HashMap<u16, Arc<TcpStream>>, ports: &[u16], gap: Duration) {
+/// Shuts down the write half of each of `ports` (client addresses, `gap` apart) and
+/// stamps the EOF that comes back when the server closes its side.
+async fn close(conns: &HashMap<SocketAddr, Arc<TcpStream>>, ports: &[SocketAddr], gap: Duration) {
     let mut readers = tokio::task::JoinSet::new();
     for &port in ports {
         let stream = conns[&port].clone();

@@ -3,6 +3,7 @@
 //! each FIN, the client when the library's close reached it.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -16,7 +17,7 @@ use crate::CLOSE_WAIT_TIMEOUT;
 /// detection latency and reap lateness.
 pub(crate) async fn measure(
     streams: &[tcp_hygiene::TcpStream],
-    ports: &[u16],
+    ports: &[SocketAddr],
     sequential: usize,
     burst: usize,
     to_client: &mut tokio::process::ChildStdin,
@@ -95,7 +96,7 @@ struct FinResults {
 /// their handlers do not poll; times detection and reaping.
 async fn fin_phase(
     streams: &[tcp_hygiene::TcpStream],
-    ports: &[u16],
+    ports: &[SocketAddr],
     gap_us: u64,
     to_client: &mut tokio::process::ChildStdin,
     from_client: &mut Lines,
@@ -113,11 +114,11 @@ async fn fin_phase(
     // Every waiter must be parked before the first FIN, or its stamp would be late.
     tokio::time::sleep(Duration::from_millis(50)).await;
 
-    let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let list: Vec<String> = ports.iter().map(SocketAddr::to_string).collect();
     tell(to_client, &format!("close {gap_us} {}", list.join(" "))).await;
 
-    let mut shut: HashMap<u16, u64> = HashMap::new();
-    let mut eof: HashMap<u16, u64> = HashMap::new();
+    let mut shut: HashMap<SocketAddr, u64> = HashMap::new();
+    let mut eof: HashMap<SocketAddr, u64> = HashMap::new();
     loop {
         let line = from_client
             .next_line()
@@ -127,16 +128,16 @@ async fn fin_phase(
         let f: Vec<&str> = line.split_whitespace().collect();
         match f[..] {
             ["fin", port, t] => {
-                shut.insert(port.parse().expect("port"), t.parse().expect("t"));
+                shut.insert(port.parse().expect("address"), t.parse().expect("t"));
             }
             ["eof", port, t] => {
-                eof.insert(port.parse().expect("port"), t.parse().expect("t"));
+                eof.insert(port.parse().expect("address"), t.parse().expect("t"));
             }
             ["done"] => break,
             _ => println!("client: {line}"),
         }
     }
-    let mut detected: HashMap<u16, u64> = HashMap::new();
+    let mut detected: HashMap<SocketAddr, u64> = HashMap::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     while detected.len() < streams.len() {
         match tokio::time::timeout_at(deadline, rx.recv()).await {

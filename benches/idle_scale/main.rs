@@ -5,9 +5,18 @@
 //! cargo bench --bench idle_scale                  # 15,000 connections
 //! cargo bench --bench idle_scale -- --quick       # 5,000 connections
 //! cargo bench --bench idle_scale -- --n 10000     # any other count
+//! cargo bench --bench idle_scale -- --sizes 1000,15000,100000   # the cost curve
 //! ```
 //!
-//! `RLIMIT_NOFILE` is capped at 20,000 per process, so this binary plays three roles
+//! With `--sizes` the whole run repeats at each count, and a last table (`curve …` lines,
+//! `value curve_<figure>_n<count> <contender> <number>`) puts side by side what should
+//! stay flat as connections grow: FIN detection p99, reap lateness p99, memory per
+//! connection over raw, idle CPU. Past 20,000 connections the descriptor limit is raised
+//! (root: up to `fs.nr_open`), and the client spreads its connections over source
+//! addresses `127.<run>.x.y`, 1,000 each, a fresh range per server run, so that neither
+//! the ephemeral ports of one address nor the `TIME_WAIT`s of the run before run out.
+//!
+//! `RLIMIT_NOFILE` is capped at 20,000 per process unless raised, so this binary plays three roles
 //! (chosen by the `TCP_HYGIENE_BENCH_ROLE` environment variable): the orchestrator runs
 //! one server process per contender, each in a fresh process so RSS and CPU time are its
 //! own, and each server runs its clients in a child process. Servers hold their accepted
@@ -101,6 +110,46 @@ fn main() {
         _ => {}
     }
     let args = Args::from_env();
+    let sizes: Vec<usize> = match args.value::<String>("--sizes") {
+        Some(list) => list
+            .split(',')
+            .map(|n| {
+                n.trim().parse().unwrap_or_else(|_| {
+                    eprintln!(
+                        "--sizes: not a connection count: {n:?} (e.g. --sizes 1000,15000,100000)"
+                    );
+                    std::process::exit(2)
+                })
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    if sizes.is_empty() {
+        run_plan(&args, None, &mut 0);
+        return;
+    }
+    let mut run = 0;
+    let mut curve = Vec::new();
+    for &n in &sizes {
+        println!("\n===== {n} connections =====");
+        // Each server and client process holds `n` descriptors; past the hard limit only
+        // a process with CAP_SYS_RESOURCE may raise it (its children inherit the right).
+        let limit = common::host::raise_nofile_for(n);
+        if limit < common::host::nofile_for(n) {
+            println!(
+                "note: {n} connections need RLIMIT_NOFILE ≥ {}; the limit here is {limit} and this process may not raise it (no CAP_SYS_RESOURCE): skipped",
+                common::host::nofile_for(n)
+            );
+            continue;
+        }
+        curve.push((n, run_plan(&args, Some(n), &mut run)));
+    }
+    report::curve(&curve);
+}
+
+/// One run of every contender at the plan's size (`n` overrides it); its figures.
+/// `run` numbers the server processes across the whole invocation.
+fn run_plan(args: &Args, n: Option<usize>, run: &mut usize) -> Results {
     let mode = args.mode();
     let mut plan = match mode {
         Mode::Smoke => Plan {
@@ -125,9 +174,12 @@ fn main() {
             look_timeout_secs: 5,
         },
     };
-    if let Some(n) = args.value("--n") {
+    if let Some(n) = n.or_else(|| args.value("--n")) {
         plan.n = n;
     }
+    // The looks phase needs every connection accepted (and touched) before the first
+    // deadline: about 10 s for 100,000 here.
+    plan.look_timeout_secs = plan.look_timeout_secs.max(5 + (plan.n / 5000) as u64);
     plan.sequential = plan.sequential.min(plan.n / 4);
     plan.burst = plan.burst.min(plan.n / 2);
     println!(
@@ -147,16 +199,18 @@ fn main() {
         ("hygiene_timeouts", "hold"),
         ("hygiene_timeouts", "looks"),
     ] {
-        for (key, value) in run_server(contender, phase, &plan) {
+        for (key, value) in run_server(contender, phase, &plan, *run) {
             results.insert((key, contender.to_string()), value);
         }
+        *run += 1;
     }
     report::print(&mut results, &plan);
     println!("note: load average at end {}", load_average());
+    results
 }
 
 /// Runs one server process; its `m <figure> <value>` lines.
-fn run_server(contender: &str, phase: &str, plan: &Plan) -> Vec<(String, f64)> {
+fn run_server(contender: &str, phase: &str, plan: &Plan, run: usize) -> Vec<(String, f64)> {
     let timeouts = match phase {
         "looks" => plan.look_timeout_secs,
         _ => TIMEOUTS.as_secs(),
@@ -169,6 +223,7 @@ fn run_server(contender: &str, phase: &str, plan: &Plan) -> Vec<(String, f64)> {
         .env("IDLE_SECS", plan.idle_secs.to_string())
         .env("SEQUENTIAL", plan.sequential.to_string())
         .env("BURST", plan.burst.to_string())
+        .env("RUN", run.to_string())
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn server");

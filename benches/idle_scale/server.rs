@@ -2,6 +2,7 @@
 //! them, measures their memory and the idle CPU (or, as `PHASE=looks`, the cost of the
 //! looks that idle timeouts take), then (for `hygiene`) FIN detection and reaping.
 
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::alloc::{size_breakdown, size_classes, LIVE_ALLOCS, LIVE_BYTES};
-use crate::common::host::raise_nofile;
+use crate::common::host::raise_nofile_for;
 use crate::common::net::{listener_with_backlog, set_like_hygiene};
 use crate::lines::{expect_line, metric, tell};
 use crate::probes::{
@@ -53,15 +54,15 @@ impl Listener {
         Listener::Hygiene(builder.wrap(listener).expect("wrap"))
     }
 
-    /// Accepts `n` connections: their streams, and their peers' ports.
-    async fn accept_all(&self, n: usize) -> (Held, Vec<u16>) {
+    /// Accepts `n` connections: their streams, and their peers' addresses.
+    async fn accept_all(&self, n: usize) -> (Held, Vec<SocketAddr>) {
         let mut ports = Vec::with_capacity(n);
         let held = match self {
             Listener::Hygiene(listener) => {
                 let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     let (stream, peer) = listener.accept().await.expect("accept");
-                    ports.push(peer.port());
+                    ports.push(peer);
                     v.push(stream);
                 }
                 Held::Hygiene(v)
@@ -71,7 +72,7 @@ impl Listener {
                 for _ in 0..n {
                     let (stream, peer) = listener.accept().await.expect("accept");
                     set_default_options(&stream);
-                    ports.push(peer.port());
+                    ports.push(peer);
                     v.push(stream);
                 }
                 Held::Raw(v)
@@ -82,7 +83,7 @@ impl Listener {
 }
 
 pub(crate) fn main() {
-    raise_nofile();
+    let _ = raise_nofile_for(env_usize("N", 5000));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -114,6 +115,7 @@ async fn server() {
     let mut client = tokio::process::Command::from(common::self_command("client"))
         .env("PORT", port.to_string())
         .env("N", n.to_string())
+        .env("RUN", env_usize("RUN", 0).to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -159,8 +161,8 @@ async fn server() {
             .await;
         }
         _ => {
-            // The port list is bookkeeping of the benchmark, not of the contender.
-            let bookkeeping = ports.capacity() * std::mem::size_of::<u16>();
+            // The address list is bookkeeping of the benchmark, not of the contender.
+            let bookkeeping = ports.capacity() * std::mem::size_of::<SocketAddr>();
             baseline.report(&held, n, bookkeeping as isize);
             idle_window(idle).await;
         }

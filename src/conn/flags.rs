@@ -29,7 +29,9 @@ impl Flags {
     pub(crate) const RELEASED: Flags = Flags(32);
     /// The supervisor wants to hear of the next write: a rule that runs while data is
     /// queued (`write_idle_timeout`, `min_send_rate`) found nothing queued at its last
-    /// look, so it stopped looking.
+    /// look, so it stopped looking. Only asked for when a slot is occupied: the slot
+    /// keeps it beside its write mark, not in the word, so that a write tests both with
+    /// one load (see `Slot::add_written`).
     pub(crate) const WATCH_WRITES: Flags = Flags(64);
     /// The supervisor wants to hear when the peer starts owing data: `min_receive_rate`
     /// is on and the peer owed nothing at its last look.
@@ -91,7 +93,8 @@ impl fmt::Debug for Flags {
 
 /// How the rest of the word is laid out around the flags: bits 8..=12 the close reason,
 /// 13 [`RECEIVED`], 14 [`OWED`], 15..=21 the kernel's errno, 22..=28 the application's
-/// errno, 29..=31 the cell's locks (`sys::SocketCell`).
+/// errno, 29..=31 the cell's locks (`sys::SocketCell`). Bit 6 ([`Flags::WATCH_WRITES`])
+/// stays clear: the slot keeps that one beside its write mark.
 pub(crate) mod word {
     use super::{CloseReason, Flags};
 

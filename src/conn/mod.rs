@@ -2,11 +2,14 @@
 //! the hot path), its handles, and the supervisor that acts on it.
 
 mod flags;
+#[allow(unsafe_code)]
+mod ptr;
 mod refs;
 mod release;
 pub(crate) mod table;
 
 pub(crate) use flags::{word, Flags};
+pub(crate) use ptr::Conn;
 pub(crate) use table::{Page, PAGE};
 
 use crate::id::ConnectionId;
@@ -27,33 +30,29 @@ use crate::shared::Shared;
 use crate::state::{CloseReason, ConnectionState};
 use crate::sys;
 use crate::tcp_info::TcpInfo;
-use table::Slot;
-
-/// A connection: its slot, and the page that keeps the slot (and the listener's shared
-/// state) alive. Not counted: the supervisor's own reference is counted once, when the
-/// connection is registered; [`ConnRef`] is the counted kind.
-#[derive(Clone)]
-pub(crate) struct Conn {
-    page: Arc<Page>,
-    index: u32,
-}
 
 impl Conn {
-    pub(crate) fn new(page: Arc<Page>, index: u32) -> Self {
-        Self { page, index }
-    }
-
-    fn slot(&self) -> &Slot {
-        &self.page.slots[self.index as usize % PAGE]
-    }
-
     /// The listener's shared state.
     pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.page.shared
+        &self.page().shared
     }
 
+    /// The connection's slot in the table.
     pub(crate) fn index(&self) -> u32 {
-        self.index
+        self.page().base + self.offset()
+    }
+
+    /// Counts `n` bytes the application read.
+    #[inline]
+    pub(crate) fn add_read(&self, n: usize) {
+        self.slot().add_read(n);
+    }
+
+    /// Counts `n` bytes the application wrote; whether the write has something to note
+    /// ([`note_write`](Self::note_write)).
+    #[inline]
+    pub(crate) fn add_written(&self, n: usize) -> bool {
+        self.slot().add_written(n)
     }
 
     /// The slot's generation: with the index, which connection this is.
@@ -63,7 +62,7 @@ impl Conn {
 
     /// Unique within the listener: slot and generation.
     pub(crate) fn id(&self) -> ConnectionId {
-        ConnectionId::new(self.index, self.gen())
+        ConnectionId::new(self.index(), self.gen())
     }
 
     pub(crate) fn peer(&self) -> SocketAddr {
@@ -87,61 +86,31 @@ impl Conn {
         self.slot().bytes_written.load(Relaxed)
     }
 
-    #[inline]
-    pub(crate) fn add_read(&self, n: usize) {
-        let slot = self.slot();
-        // Single writer: a load and a store, no read-modify-write instruction.
-        slot.bytes_read.store(
-            slot.bytes_read.load(Relaxed).wrapping_add(n as u64),
-            Relaxed,
-        );
-    }
-
-    #[inline]
-    pub(crate) fn add_written(&self, n: usize) {
-        let slot = self.slot();
-        slot.bytes_written.store(
-            slot.bytes_written.load(Relaxed).wrapping_add(n as u64),
-            Relaxed,
-        );
-        // The first write after a read that returned data notes it (a store only then).
-        let read = slot.bytes_read.load(Relaxed) as u32;
-        if slot.read_at_last_write.load(Relaxed) != read {
-            slot.read_at_last_write.store(read, Relaxed);
-        }
-        if slot.cell.load_relaxed() & u32::from(Flags::WATCH_WRITES.bits()) != 0 {
-            self.wrote_while_watched();
-        }
-    }
-
-    /// The supervisor asked to hear of the next write (see [`Flags::WATCH_WRITES`]).
+    /// A write found something to note (see `Slot::add_written`): it follows a read
+    /// that returned data, or the supervisor asked to hear of it.
     #[cold]
-    fn wrote_while_watched(&self) {
-        let old = self
-            .slot()
-            .cell
-            .fetch_clear(Flags::WATCH_WRITES.bits().into());
-        if word::flags(old).contains(Flags::WATCH_WRITES) {
+    pub(crate) fn note_write(&self) {
+        if self.slot().note_write() {
             self.shared().tx.look(self.id());
         }
     }
 
     /// Asks to hear of the next write.
     pub(crate) fn watch_writes(&self) {
-        self.slot().cell.fetch_or(Flags::WATCH_WRITES.bits().into());
+        self.slot().watch_writes();
     }
 
     /// A read returned `Pending`: remembers that the application waits in a read, and its
     /// waker, so that [`wake_reader`](Self::wake_reader) can end the wait with EOF.
     pub(crate) fn park_read(&self, waker: &Waker) {
         let slot = self.slot();
-        let read = slot.bytes_read.load(Relaxed) as u32;
-        slot.read_parked_at.store(read, Relaxed);
+        let read = slot.bytes_read.load(Relaxed);
+        slot.read_parked_at.store(read as u32, Relaxed);
         slot.cell.register_waker(waker);
         let word = slot.cell.load_relaxed();
         if word & u32::from(Flags::WATCH_READS.bits()) != 0
             && word & (word::RECEIVED | word::OWED) == 0
-            && slot.read_at_last_write.load(Relaxed) != read
+            && slot.read_at_last_write() != read
         {
             self.started_owing();
         }
@@ -175,9 +144,9 @@ impl Conn {
         if word & word::OWED != 0 {
             return Owed::Yes;
         }
-        let read = slot.bytes_read.load(Relaxed) as u32;
-        let likely = slot.read_parked_at.load(Relaxed) == read
-            && slot.read_at_last_write.load(Relaxed) != read
+        let read = slot.bytes_read.load(Relaxed);
+        let likely = slot.read_parked_at.load(Relaxed) == read as u32
+            && slot.read_at_last_write() != read
             && word & word::RECEIVED == 0;
         match likely {
             true => Owed::Likely,
@@ -207,8 +176,8 @@ impl Conn {
     #[cfg(feature = "hyper")]
     pub(crate) fn set_user_queued(&self, queued: bool) {
         self.slot().user_queued.store(queued, Relaxed);
-        if queued && self.has(Flags::WATCH_WRITES) {
-            self.wrote_while_watched();
+        if queued && self.slot().unwatch_writes() {
+            self.shared().tx.look(self.id());
         }
     }
 
@@ -238,8 +207,8 @@ impl Conn {
     /// (The kernel's side, nothing unread and nothing unacknowledged, is the caller's.)
     pub(crate) fn waits_for_next_request(&self) -> bool {
         let slot = self.slot();
-        let read = slot.bytes_read.load(Relaxed) as u32;
-        slot.read_parked_at.load(Relaxed) == read && slot.read_at_last_write.load(Relaxed) == read
+        let read = slot.bytes_read.load(Relaxed);
+        slot.read_parked_at.load(Relaxed) == read as u32 && slot.read_at_last_write() == read
     }
 
     #[inline]
@@ -418,7 +387,7 @@ impl Conn {
     /// Woken whenever this connection's state changes (shared with a few others: wake-ups
     /// are checked against the state).
     pub(crate) fn notify(&self) -> &Arc<Notify> {
-        self.shared().notify(self.index)
+        self.shared().notify(self.index())
     }
 
     /// Runs `f` on the socket if the application has not released it yet.
@@ -434,7 +403,7 @@ impl Conn {
     /// Lets go of the supervisor's reference (or a handle's): the last one puts the slot
     /// back on the free list.
     pub(crate) fn unref(&self) {
-        self.shared().table.unref(self.slot(), self.index);
+        self.shared().table.unref(self.slot(), self.index());
     }
 
     fn add_ref(&self) {

@@ -10,7 +10,9 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering::AcqRel, Ordering::Relaxed,
+};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,8 +43,10 @@ pub(crate) struct Slot {
     pub(super) refs: Refs,
     /// Low 32 bits of `bytes_read` when a read last returned `Pending`.
     pub(super) read_parked_at: AtomicU32,
-    /// Low 32 bits of `bytes_read` at the last write.
-    pub(super) read_at_last_write: AtomicU32,
+    /// `bytes_read` at the last write (bits 0..=62), and
+    /// [`WATCH_WRITES`](Self::WATCH_WRITES): one load and one comparison with `bytes_read`
+    /// tell a write whether it has anything to note.
+    pub(super) write_mark: AtomicU64,
     peer_port: AtomicU16,
     /// The peer's address is IPv4 (how `peer_ip` reads back).
     peer_v4: AtomicBool,
@@ -52,6 +56,58 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
+    /// The write mark's bit that says the supervisor wants to hear of the next write (see
+    /// [`Flags::WATCH_WRITES`]).
+    /// (`bytes_read` stays below it: 2^63 bytes.)
+    pub(super) const WATCH_WRITES: u64 = 1 << 63;
+
+    /// `bytes_read` at the last write.
+    pub(super) fn read_at_last_write(&self) -> u64 {
+        self.write_mark.load(Relaxed) & !Self::WATCH_WRITES
+    }
+
+    /// Counts `n` bytes read. Single writer (the stream): a load and a store, no
+    /// read-modify-write instruction.
+    #[inline]
+    pub(super) fn add_read(&self, n: usize) {
+        self.bytes_read.store(
+            self.bytes_read.load(Relaxed).wrapping_add(n as u64),
+            Relaxed,
+        );
+    }
+
+    /// Counts `n` bytes written (single writer, the stream); whether the write has
+    /// something to note ([`note_write`](Self::note_write)): it is the first after a
+    /// read that returned data, or the supervisor asked to hear of it. One load and one
+    /// comparison decide both.
+    #[inline]
+    pub(super) fn add_written(&self, n: usize) -> bool {
+        self.bytes_written.store(
+            self.bytes_written.load(Relaxed).wrapping_add(n as u64),
+            Relaxed,
+        );
+        self.bytes_read.load(Relaxed) != self.write_mark.load(Relaxed)
+    }
+
+    /// Notes a write: the read count it follows, and clears `WATCH_WRITES`; returns
+    /// whether that was set (the supervisor must hear of it).
+    pub(super) fn note_write(&self) -> bool {
+        let old = self.write_mark.swap(self.bytes_read.load(Relaxed), AcqRel);
+        old & Self::WATCH_WRITES != 0
+    }
+
+    /// Clears `WATCH_WRITES` without a write; returns whether it was set.
+    #[cfg(feature = "hyper")]
+    pub(super) fn unwatch_writes(&self) -> bool {
+        self.write_mark.load(Relaxed) & Self::WATCH_WRITES != 0
+            && self.write_mark.fetch_and(!Self::WATCH_WRITES, AcqRel) & Self::WATCH_WRITES != 0
+    }
+
+    /// Asks to hear of the next write.
+    pub(super) fn watch_writes(&self) {
+        self.write_mark.fetch_or(Self::WATCH_WRITES, AcqRel);
+    }
+
     fn new() -> Self {
         Self {
             bytes_read: AtomicU64::new(0),
@@ -61,7 +117,7 @@ impl Slot {
             cell: SocketCell::new(),
             refs: Refs::new(),
             read_parked_at: AtomicU32::new(u32::MAX),
-            read_at_last_write: AtomicU32::new(0),
+            write_mark: AtomicU64::new(0),
             peer_port: AtomicU16::new(0),
             peer_v4: AtomicBool::new(false),
             user_queued: AtomicBool::new(false),
@@ -74,7 +130,13 @@ impl Slot {
         self.bytes_read.store(0, Relaxed);
         self.bytes_written.store(0, Relaxed);
         self.read_parked_at.store(u32::MAX, Relaxed);
-        self.read_at_last_write.store(0, Relaxed);
+        // The supervisor may ask to hear of the first write; the word does not keep it.
+        let watch = match flags.contains(Flags::WATCH_WRITES) {
+            true => Self::WATCH_WRITES,
+            false => 0,
+        };
+        self.write_mark.store(watch, Relaxed);
+        let flags = Flags::from_bits(flags.bits() & !Flags::WATCH_WRITES.bits());
         self.accepted_ns.store(accepted_ns, Relaxed);
         // The stream and the supervisor.
         self.refs.occupy(2);
@@ -108,6 +170,8 @@ impl Slot {
 
 pub(crate) struct Page {
     pub(super) shared: Arc<Shared>,
+    /// The index of its first slot.
+    pub(super) base: u32,
     pub(super) slots: [Slot; PAGE],
 }
 
@@ -168,6 +232,7 @@ impl Table {
         let base = (pages.len() * PAGE) as u32;
         pages.push(Arc::new(Page {
             shared: shared.clone(),
+            base,
             slots: std::array::from_fn(|_| Slot::new()),
         }));
         drop(pages);
@@ -274,6 +339,35 @@ mod tests {
     #[test]
     fn a_slot_is_88_bytes() {
         assert_eq!(std::mem::size_of::<Slot>(), 88);
+    }
+
+    /// One comparison per write tells the two things a write may have to note apart
+    /// from nothing: the first write after a read, and a watch the supervisor set.
+    #[test]
+    fn a_write_notes_a_read_before_it_and_a_watch_once() {
+        let slot = Slot::new();
+        slot.occupy(-1, "192.0.2.7:1".parse().unwrap(), 0, Flags::NONE);
+        assert!(!slot.add_written(10), "nothing read, nothing watched");
+        slot.add_read(5);
+        assert!(slot.add_written(10), "the first write after a read");
+        assert!(!slot.note_write(), "no watch");
+        assert_eq!(slot.read_at_last_write(), 5);
+        assert!(!slot.add_written(10), "noted already");
+        slot.watch_writes();
+        assert_eq!(slot.read_at_last_write(), 5, "a watch keeps the mark");
+        assert!(slot.add_written(1));
+        assert!(slot.note_write(), "the watch is reported");
+        assert!(!slot.add_written(1), "once");
+        assert_eq!(slot.bytes_written.load(Relaxed), 32);
+        // A watch asked for when the slot is occupied, and kept out of the word.
+        slot.occupy(-1, "192.0.2.7:1".parse().unwrap(), 0, Flags::WATCH_WRITES);
+        assert!(!word::flags(slot.cell.load()).contains(Flags::WATCH_WRITES));
+        assert!(slot.add_written(1) && slot.note_write());
+        // The whole count compares: a read of exactly 2^32 bytes is noted too.
+        slot.add_read(1 << 32);
+        assert!(slot.add_written(1) && !slot.note_write());
+        assert_eq!(slot.read_at_last_write(), 1 << 32);
+        assert!(!slot.add_written(1));
     }
 
     #[test]

@@ -478,6 +478,11 @@ impl Builder {
 
     /// Builds the configuration and wraps an existing tokio listener.
     ///
+    /// On Linux the socket options (keepalive, `user_timeout`, `nodelay`, `linger`) are
+    /// set once, on the listening socket, and the kernel copies them into every socket it
+    /// accepts; elsewhere, and for an option the listening socket refuses, each accepted
+    /// socket gets its own. (The same holds for [`bind`](Self::bind).)
+    ///
     /// # Errors
     ///
     /// `InvalidInput` carrying the [`ConfigError`] if the configuration is invalid, or

@@ -66,6 +66,49 @@ pub struct TcpListener {
     shared: Arc<Shared>,
     /// Errors in the current run of accept failures (0: accepting normally).
     failing: AtomicU64,
+    /// The options the listening socket carries to every accepted socket: not set again
+    /// per connection.
+    inherited: Inherited,
+}
+
+/// Which of the configured socket options are set on the listening socket, where the
+/// kernel copies them into every socket it accepts (Linux: the accepted socket starts as
+/// a copy of the listener's; `tests/accept.rs` checks each option on accepted sockets),
+/// so that an accept costs no `setsockopt` for them. An option that the listening socket
+/// refused, or a platform where inheritance is not relied on, is set on each accepted
+/// socket instead.
+#[derive(Debug, Default, Clone, Copy)]
+struct Inherited {
+    keepalive: bool,
+    user_timeout: bool,
+    nodelay: bool,
+    linger: bool,
+}
+
+impl Inherited {
+    /// Sets the configured options on the listening socket, where accepted sockets
+    /// inherit them; which ones it set.
+    fn set_on(listener: &tokio::net::TcpListener, c: &Config) -> Self {
+        if !sys::ACCEPT_INHERITS_OPTIONS {
+            return Self::default();
+        }
+        let sock = SockRef::from(listener);
+        Self {
+            keepalive: match &c.keepalive() {
+                Some(ka) => sock.set_tcp_keepalive(&sys::keepalive(ka)).is_ok(),
+                None => false,
+            },
+            user_timeout: match c.user_timeout() {
+                Some(t) => sys::set_user_timeout(&sock, t).is_ok(),
+                None => false,
+            },
+            nodelay: c.nodelay() && sock.set_tcp_nodelay(true).is_ok(),
+            linger: match c.linger() {
+                Some(l) => sock.set_linger(Some(l)).is_ok(),
+                None => false,
+            },
+        }
+    }
 }
 
 impl TcpListener {
@@ -93,6 +136,7 @@ impl TcpListener {
             .map(str::to_owned)
             .or_else(|| listener.local_addr().ok().map(|a| a.to_string()))
             .unwrap_or_default();
+        let inherited = Inherited::set_on(&listener, &config);
         let shared = Arc::new(Shared::new(config, tx, &label));
         shared.listening.reset(listener.as_raw_fd(), 0);
         supervisor::spawn(shared.clone(), rx)?;
@@ -100,6 +144,7 @@ impl TcpListener {
             io: listener,
             shared,
             failing: AtomicU64::new(0),
+            inherited,
         })
     }
 
@@ -247,22 +292,24 @@ impl TcpListener {
         let c = &self.shared.config;
         let sock = SockRef::from(io);
         let mut failures = Vec::new();
-        if let Some(ka) = &c.keepalive() {
+        // What the listening socket carries over is there already.
+        let inherited = self.inherited;
+        if let (Some(ka), false) = (&c.keepalive(), inherited.keepalive) {
             if let Err(e) = sock.set_tcp_keepalive(&sys::keepalive(ka)) {
                 failures.push(("keepalive", e));
             }
         }
-        if let Some(t) = c.user_timeout() {
+        if let (Some(t), false) = (c.user_timeout(), inherited.user_timeout) {
             if let Err(e) = sys::set_user_timeout(&sock, t) {
                 failures.push(("user_timeout", e));
             }
         }
-        if c.nodelay() {
+        if c.nodelay() && !inherited.nodelay {
             if let Err(e) = io.set_nodelay(true) {
                 failures.push(("nodelay", e));
             }
         }
-        if let Some(l) = c.linger() {
+        if let (Some(l), false) = (c.linger(), inherited.linger) {
             if let Err(e) = sock.set_linger(Some(l)) {
                 failures.push(("linger", e));
             }

@@ -20,6 +20,10 @@ use crate::tcp_info::TcpInfo;
 /// Whether the supervisor must sweep connections itself to find peer FINs.
 pub(crate) const NEEDS_SWEEP: bool = true;
 
+/// Whether an accepted socket starts with the listening socket's options: not relied on
+/// here (systems differ), so each accepted socket gets its own.
+pub(crate) const ACCEPT_INHERITS_OPTIONS: bool = false;
+
 /// Whether `TCP_INFO` is there: the kernel's byte counts and timestamps.
 pub(crate) const HAS_TCP_INFO: bool = false;
 

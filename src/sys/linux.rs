@@ -21,6 +21,11 @@ use crate::tcp_info::{KernelState, TcpInfo};
 /// Whether the supervisor must sweep connections itself to find peer FINs.
 pub(crate) const NEEDS_SWEEP: bool = false;
 
+/// Whether an accepted socket starts with the listening socket's options (keepalive and its
+/// timings, `TCP_USER_TIMEOUT`, `TCP_NODELAY`, `SO_LINGER`): Linux makes it as a copy of
+/// the listener's socket.
+pub(crate) const ACCEPT_INHERITS_OPTIONS: bool = true;
+
 /// Whether `TCP_INFO` is there: the kernel's byte counts and timestamps.
 pub(crate) const HAS_TCP_INFO: bool = true;
 
