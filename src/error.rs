@@ -7,7 +7,9 @@ use std::io;
 
 use crate::state::CloseReason;
 
-/// A read or write failed because tcp-hygiene closed the connection.
+/// A read or write failed because tcp-hygiene closed the connection, or a
+/// [`Connector`](crate::Connector)'s connect timed out
+/// ([`CloseReason::ConnectTimeout`]).
 ///
 /// It rides inside the `io::Error` the stream returns, which keeps the kind of the
 /// underlying failure (usually `BrokenPipe`); get it back with

@@ -187,9 +187,13 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(not(loom))]
+mod admission;
+#[cfg(not(loom))]
 mod config;
 #[cfg(not(loom))]
 mod conn;
+#[cfg(not(loom))]
+mod connector;
 #[cfg(not(loom))]
 pub mod error;
 #[cfg(not(loom))]
@@ -227,6 +231,11 @@ mod time;
 
 #[cfg(not(loom))]
 pub use config::{CloseMode, Config, Keepalive, MinDataRate};
+#[cfg(all(not(loom), feature = "hyper"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
+pub use connector::Connecting;
+#[cfg(not(loom))]
+pub use connector::Connector;
 #[cfg(not(loom))]
 pub use error::ConfigError;
 #[cfg(not(loom))]

@@ -36,7 +36,8 @@ pub(crate) enum Msg {
     #[allow(dead_code)] // until the TLS serve sends it
     OwnerCloses(ConnectionId),
     Drain(DrainRequest),
-    /// The listener is gone: once its last connection is too, the supervisor ends.
+    /// The listener (or the last handle on a connector) is gone: once its last connection
+    /// is too, the supervisor ends.
     ListenerClosed,
 }
 

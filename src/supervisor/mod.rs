@@ -46,7 +46,8 @@ use trace::{CloseWaits, Spans};
 /// Without kernel events, connections are looked at for a FIN this often.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Starts the supervisor of the listener whose state is `shared`, reading `rx`.
+/// The shared state of a new listener or connector, with its supervisor started; its
+/// metrics carry the label `label`.
 ///
 /// # Errors
 ///
@@ -55,7 +56,16 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 /// # Panics
 ///
 /// Outside a tokio runtime.
-pub(crate) fn spawn(shared: Arc<Shared>, rx: Rx) -> io::Result<()> {
+pub(crate) fn start(config: crate::config::Config, label: &str) -> io::Result<Arc<Shared>> {
+    let (tx, rx) = crate::mailbox::channel();
+    let shared = Arc::new(Shared::new(config, tx, label));
+    spawn(shared.clone(), rx)?;
+    Ok(shared)
+}
+
+/// Starts the supervisor of the listener or connector whose state is `shared`, reading
+/// `rx`.
+fn spawn(shared: Arc<Shared>, rx: Rx) -> io::Result<()> {
     let supervisor = Supervisor {
         events: Arc::new(Events::new()?),
         slots: Slots::new(shared.clone()),
@@ -139,8 +149,8 @@ impl Supervisor {
         let mut armed: Option<Nanos> = None;
         let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Ends once the listener is gone, its last connection is too, and so is the last
-        // lingering close.
+        // Ends once the listener (or every handle on the connector) is gone, its last
+        // connection is too, and so is the last lingering close.
         while self.listener_open || self.held > 0 || !self.lingering.is_empty() {
             let next = self.next_due();
             if next != armed {
