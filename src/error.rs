@@ -29,11 +29,16 @@ impl Closed {
 
 impl fmt::Display for Closed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "connection closed by tcp-hygiene ({}): {}",
-            self.reason, self.source
-        )
+        match self.reason {
+            CloseReason::ConnectTimeout => {
+                write!(f, "tcp-hygiene gave up connecting: {}", self.source)
+            }
+            reason => write!(
+                f,
+                "connection closed by tcp-hygiene ({reason}): {}",
+                self.source
+            ),
+        }
     }
 }
 

@@ -248,7 +248,7 @@ async fn connect(addr: impl ToSocketAddrs) -> io::Result<(tokio::net::TcpStream,
 fn timed_out(limit: std::time::Duration) -> io::Error {
     let source = io::Error::new(
         io::ErrorKind::TimedOut,
-        format!("connect did not complete within {limit:?}"),
+        format!("connect_timeout: not connected within {limit:?}"),
     );
     io::Error::new(
         io::ErrorKind::TimedOut,
