@@ -509,3 +509,105 @@ async fn a_refused_connect_is_counted() {
     assert_eq!((stats.connect_errors, stats.connected), (1, 0));
     assert_eq!(stats.closed_total(), 0);
 }
+
+/// The `grpc_client` example, run inside the client's namespace against a health server
+/// that then vanishes: it reports the failed RPC within user_timeout + 1 s of the
+/// vanishing (plus its pause between RPCs), with `user_timeout` as the connector's close
+/// reason, and exits with 1. Control: the same example with `--plain` (tonic's own
+/// connector) reports nothing by then.
+#[cfg(feature = "tonic")]
+#[test]
+fn grpc_client_example_fails_within_user_timeout_when_its_server_vanishes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+
+    require!(Need::Netns, Need::Blackhole, Need::Tool("ss"));
+    support::trace_init();
+    let pair = NetPair::new();
+    let std_listener = pair.listen();
+    let addr = std_listener.local_addr().unwrap();
+    pair.pin_neighbours();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _server = rt.spawn(async move {
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(
+            tokio::net::TcpListener::from_std(std_listener).unwrap(),
+        );
+        let _ = tonic::transport::Server::builder()
+            .serve_with_incoming(health, incoming)
+            .await;
+    });
+    let user_timeout = 2 * SEC;
+    let every = Duration::from_millis(200);
+    let binary = support::example::example_binary("grpc_client");
+    let run = |plain: bool| {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &pair.client_ns])
+            .arg(&binary)
+            .arg(format!("http://{addr}"))
+            .args(["--user-timeout-ms", &user_timeout.as_millis().to_string()])
+            .args(["--every-ms", &every.as_millis().to_string()]);
+        if plain {
+            cmd.arg("--plain");
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start grpc_client");
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send((Instant::now(), line));
+            }
+        });
+        (child, rx)
+    };
+    let (mut child, lines) = run(false);
+    let (mut control, control_lines) = run(true);
+    let first_ok = |rx: &mpsc::Receiver<(Instant, String)>| loop {
+        let (_, line) = rx.recv_timeout(30 * SEC).expect("an RPC answered");
+        if line.starts_with("rpc ok") {
+            break;
+        }
+    };
+    first_ok(&lines);
+    first_ok(&control_lines);
+
+    pair.blackhole_server();
+    let vanished = Instant::now();
+    let budget = user_timeout + SEC + every;
+    let mut output = Vec::new();
+    let failed_at = loop {
+        let (at, line) = lines
+            .recv_timeout(budget + 5 * SEC)
+            .unwrap_or_else(|e| panic!("no failure reported: {e}; {output:?}"));
+        output.push(line.clone());
+        if line.starts_with("rpc failed") {
+            break at;
+        }
+    };
+    let took = failed_at - vanished;
+    let closed = lines.recv_timeout(SEC).expect("close reasons").1;
+    eprintln!("grpc_client: {output:?} {took:?} after the server vanished; {closed}");
+    assert!(took <= budget, "late: {took:?} > {budget:?}");
+    assert!(took >= user_timeout, "early: {took:?}");
+    assert!(closed.contains("user_timeout=1"), "{closed}");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{status}");
+
+    // Control: nothing more since its last good RPC before the vanishing.
+    std::thread::sleep(budget.saturating_sub(vanished.elapsed()));
+    let late: Vec<String> = control_lines
+        .try_iter()
+        .map(|(_, l)| l)
+        .filter(|l| l.starts_with("rpc failed"))
+        .collect();
+    assert!(late.is_empty(), "the control's RPC failed: {late:?}");
+    assert!(control.try_wait().unwrap().is_none(), "the control exited");
+    let _ = control.kill();
+    let _ = control.wait();
+}
