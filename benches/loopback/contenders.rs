@@ -226,3 +226,99 @@ macro_rules! with_server {
     }};
 }
 pub(crate) use with_server;
+
+/// A client of one contender, for the `connect` figure: it connects, sets what the
+/// library would set, and closes at once; the server is a raw tokio listener that
+/// accepts and drops. (Each round's listener has a port of its own, so the clients'
+/// `TIME_WAIT`s of earlier rounds never hold a port a later round needs.)
+pub(crate) trait Client: Clone + Send + Sync + Sized + 'static {
+    /// Made inside the runtime (the library's connector spawns its supervisor there).
+    fn new() -> Self;
+    fn connect_and_close(&self, addr: SocketAddr) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+#[derive(Clone)]
+pub(crate) struct RawClient;
+
+impl Client for RawClient {
+    fn new() -> Self {
+        Self
+    }
+
+    async fn connect_and_close(&self, addr: SocketAddr) -> io::Result<()> {
+        let stream = TcpStream::connect(addr).await?;
+        set_options_by_hand(&stream);
+        drop(stream);
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct HygieneClient(tcp_hygiene::Connector);
+
+impl Client for HygieneClient {
+    fn new() -> Self {
+        Self(hygiene_builder().connector().expect("connector"))
+    }
+
+    async fn connect_and_close(&self, addr: SocketAddr) -> io::Result<()> {
+        drop(self.0.connect(addr).await?);
+        Ok(())
+    }
+}
+
+/// The library's connector, its metrics registered with a Prometheus recorder.
+#[cfg(feature = "metrics")]
+#[derive(Clone)]
+pub(crate) struct HygieneMetricsClient(tcp_hygiene::Connector);
+
+#[cfg(feature = "metrics")]
+impl Client for HygieneMetricsClient {
+    fn new() -> Self {
+        static RECORDER: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusRecorder> =
+            std::sync::OnceLock::new();
+        let recorder = RECORDER
+            .get_or_init(|| metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder());
+        let connector = metrics::with_local_recorder(recorder, || hygiene_builder().connector())
+            .expect("connector");
+        Self(connector)
+    }
+
+    async fn connect_and_close(&self, addr: SocketAddr) -> io::Result<()> {
+        drop(self.0.connect(addr).await?);
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct TioClient;
+
+impl Client for TioClient {
+    fn new() -> Self {
+        Self
+    }
+
+    async fn connect_and_close(&self, addr: SocketAddr) -> io::Result<()> {
+        let stream = TcpStream::connect(addr).await?;
+        set_options_by_hand(&stream);
+        drop(timeout_stream(stream));
+        Ok(())
+    }
+}
+
+/// Runs the generic benchmark `$f(client, args…)` with the client of contender `$c`.
+macro_rules! with_client {
+    ($c:expr, $f:ident ( $($arg:expr),* )) => {{
+        use $crate::contenders::{Client, Contender, HygieneClient, RawClient, TioClient};
+        match $c {
+            Contender::Raw => $f(RawClient::new(), $($arg),*).await,
+            Contender::Hygiene => $f(HygieneClient::new(), $($arg),*).await,
+            Contender::TokioIoTimeout => $f(TioClient::new(), $($arg),*).await,
+            #[cfg(feature = "metrics")]
+            Contender::HygieneMetrics => {
+                $f($crate::contenders::HygieneMetricsClient::new(), $($arg),*).await
+            }
+        }
+    }};
+}
+pub(crate) use with_client;

@@ -238,10 +238,22 @@ impl Connector {
     }
 }
 
+/// Connects to the first address of `addr` that takes the connection, as
+/// `tokio::net::TcpStream::connect` does, and says which.
 async fn connect(addr: impl ToSocketAddrs) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
-    let io = tokio::net::TcpStream::connect(addr).await?;
-    let peer = io.peer_addr()?;
-    Ok((io, peer))
+    let mut last = None;
+    for peer in tokio::net::lookup_host(addr).await? {
+        match tokio::net::TcpStream::connect(peer).await {
+            Ok(io) => return Ok((io, peer)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "could not resolve to any address",
+        )
+    }))
 }
 
 #[cold]
