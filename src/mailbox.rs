@@ -79,6 +79,11 @@ impl Rx {
     pub(crate) async fn recv(&mut self) -> Option<Msg> {
         self.0.recv().await
     }
+
+    /// The next message if one is waiting.
+    pub(crate) fn try_recv(&mut self) -> Option<Msg> {
+        self.0.try_recv().ok()
+    }
 }
 
 /// A new mailbox.

@@ -306,18 +306,41 @@ impl Client for TioClient {
     }
 }
 
-/// Runs the generic benchmark `$f(client, args…)` with the client of contender `$c`.
-macro_rules! with_client {
-    ($c:expr, $f:ident ( $($arg:expr),* )) => {{
-        use $crate::contenders::{Client, Contender, HygieneClient, RawClient, TioClient};
-        match $c {
-            Contender::Raw => $f(RawClient::new(), $($arg),*).await,
-            Contender::Hygiene => $f(HygieneClient::new(), $($arg),*).await,
-            Contender::TokioIoTimeout => $f(TioClient::new(), $($arg),*).await,
+/// One client of every contender, made once per runtime and used in every round, as an
+/// application keeps one connector (its supervisor task, its table of connections).
+pub(crate) struct Clients {
+    pub(crate) raw: RawClient,
+    pub(crate) hygiene: HygieneClient,
+    pub(crate) tio: TioClient,
+    #[cfg(feature = "metrics")]
+    pub(crate) hygiene_metrics: HygieneMetricsClient,
+}
+
+impl Clients {
+    /// Inside the runtime that runs the rounds.
+    pub(crate) fn new() -> Self {
+        Self {
+            raw: RawClient::new(),
+            hygiene: HygieneClient::new(),
+            tio: TioClient::new(),
             #[cfg(feature = "metrics")]
-            Contender::HygieneMetrics => {
-                $f($crate::contenders::HygieneMetricsClient::new(), $($arg),*).await
-            }
+            hygiene_metrics: HygieneMetricsClient::new(),
+        }
+    }
+}
+
+/// Runs the generic benchmark `$f(client, args…)` with the client of contender `$c` from
+/// `$clients` (a [`Clients`]).
+macro_rules! with_client {
+    ($c:expr, $clients:expr, $f:ident ( $($arg:expr),* )) => {{
+        use $crate::contenders::Contender;
+        let clients = &$clients;
+        match $c {
+            Contender::Raw => $f(clients.raw.clone(), $($arg),*).await,
+            Contender::Hygiene => $f(clients.hygiene.clone(), $($arg),*).await,
+            Contender::TokioIoTimeout => $f(clients.tio.clone(), $($arg),*).await,
+            #[cfg(feature = "metrics")]
+            Contender::HygieneMetrics => $f(clients.hygiene_metrics.clone(), $($arg),*).await,
         }
     }};
 }

@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 
 use crate::common::net::listener_with_backlog;
 use crate::common::stats::{percentile, sorted};
-use crate::contenders::{with_client, with_server, Client, Contender, Server};
+use crate::contenders::{with_client, with_server, Client, Clients, Contender, Server};
 use crate::report::{rows, Row};
 use crate::{Params, SMALL};
 
@@ -75,15 +75,21 @@ pub(crate) fn run(rt: &Runtime, suffix: &str, p: &Params) -> Vec<Row> {
     out.extend(rows(&format!("accept_{suffix}"), "k/s", true, &values));
 
     let mut values = Vec::new();
+    let clients = rt.block_on(async { Clients::new() });
     for round in 0..p.rounds * usize::from(p.runs("connect")) {
         let mut r = [0.0; Contender::SLOTS];
         for c in Contender::order(round, Contender::ALL) {
             r[c.index()] = rt.block_on(async {
-                with_client!(c, connect_rate(p.accept_burst, p.accept_concurrency))
+                with_client!(
+                    c,
+                    clients,
+                    connect_rate(p.accept_burst, p.accept_concurrency)
+                )
             });
         }
         values.push(r);
     }
+    drop(clients);
     out.extend(rows(&format!("connect_{suffix}"), "k/s", true, &values));
     out
 }

@@ -43,6 +43,9 @@ use slots::Slots;
 use tasks::Tasks;
 use trace::{CloseWaits, Spans};
 
+/// The most messages handled in one turn of the loop after the one that woke it.
+const MAX_BATCH: usize = 63;
+
 /// Without kernel events, connections are looked at for a FIN this often.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -166,7 +169,20 @@ impl Supervisor {
             // cannot come first.
             tokio::select! {
                 msg = rx.recv() => match msg {
-                    Some(msg) => self.on_msg(msg),
+                    Some(msg) => {
+                        let now = Instant::now();
+                        self.on_msg(msg, now);
+                        // What else is waiting, in one turn: a burst of connections
+                        // (each a Register and a Released) costs one wake-up, not one
+                        // per message. Bounded, so that events and the timer are not
+                        // starved by a flood.
+                        for _ in 0..MAX_BATCH {
+                            match rx.try_recv() {
+                                Some(msg) => self.on_msg(msg, now),
+                                None => break,
+                            }
+                        }
+                    }
                     None => break,
                 },
                 result = events.next_batch(&mut batch) => match result {
@@ -197,8 +213,8 @@ impl Supervisor {
         tracing::debug!("supervisor done: listener and all connections are gone");
     }
 
-    fn on_msg(&mut self, msg: Msg) {
-        let now = Instant::now();
+    /// Handles `msg`; `now` is when its batch began (a few microseconds at most).
+    fn on_msg(&mut self, msg: Msg, now: Instant) {
         match msg {
             Msg::Register(id) => self.register(id, now),
             Msg::Look(id) => {
