@@ -13,7 +13,6 @@ mod support;
 
 use std::future::Future;
 use std::io::ErrorKind;
-use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -335,7 +334,7 @@ fn tonic_rpc_to_a_vanished_server_fails_within_user_timeout() {
     require!(Need::Netns, Need::Blackhole, Need::Tool("ss"));
     let pair = Arc::new(NetPair::new());
     let std_listener = pair.listen();
-    let addr: SocketAddr = std_listener.local_addr().unwrap();
+    let addr: std::net::SocketAddr = std_listener.local_addr().unwrap();
     pair.pin_neighbours();
     in_client_ns(&pair, move |pair| async move {
         let user_timeout = 2 * SEC;
