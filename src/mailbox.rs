@@ -76,13 +76,10 @@ pub(crate) struct Tx(mpsc::UnboundedSender<Msg>);
 pub(crate) struct Rx(mpsc::UnboundedReceiver<Msg>);
 
 impl Rx {
-    pub(crate) async fn recv(&mut self) -> Option<Msg> {
-        self.0.recv().await
-    }
-
-    /// The next message if one is waiting.
-    pub(crate) fn try_recv(&mut self) -> Option<Msg> {
-        self.0.try_recv().ok()
+    /// Waits for a message, then takes it and whatever else is waiting, up to `limit` in
+    /// all, into `batch`; 0 once every sender is gone.
+    pub(crate) async fn recv_many(&mut self, batch: &mut Vec<Msg>, limit: usize) -> usize {
+        self.0.recv_many(batch, limit).await
     }
 }
 

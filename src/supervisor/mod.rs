@@ -43,8 +43,8 @@ use slots::Slots;
 use tasks::Tasks;
 use trace::{CloseWaits, Spans};
 
-/// The most messages handled in one turn of the loop after the one that woke it.
-const MAX_BATCH: usize = 63;
+/// The most messages handled in one turn of the loop.
+const MAX_BATCH: usize = 64;
 
 /// Without kernel events, connections are looked at for a FIN this often.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
@@ -149,6 +149,7 @@ impl Supervisor {
     async fn run(mut self, mut rx: Rx) {
         let events = self.events.clone();
         let mut batch = Vec::with_capacity(256);
+        let mut msgs = Vec::with_capacity(MAX_BATCH);
         let mut armed: Option<Nanos> = None;
         let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -168,22 +169,17 @@ impl Supervisor {
             // kernel's events only while its Register message is handled, so its events
             // cannot come first.
             tokio::select! {
-                msg = rx.recv() => match msg {
-                    Some(msg) => {
-                        let now = Instant::now();
-                        self.on_msg(msg, now);
-                        // What else is waiting, in one turn: a burst of connections
-                        // (each a Register and a Released) costs one wake-up, not one
-                        // per message. Bounded, so that events and the timer are not
-                        // starved by a flood.
-                        for _ in 0..MAX_BATCH {
-                            match rx.try_recv() {
-                                Some(msg) => self.on_msg(msg, now),
-                                None => break,
-                            }
-                        }
+                // Whatever waits, in one turn: a burst of connections (each a Register
+                // and a Released) costs one wake-up, not one per message. Bounded, so
+                // that events and the timer are not starved by a flood.
+                n = rx.recv_many(&mut msgs, MAX_BATCH) => {
+                    if n == 0 {
+                        break;
                     }
-                    None => break,
+                    let now = Instant::now();
+                    for msg in msgs.drain(..) {
+                        self.on_msg(msg, now);
+                    }
                 },
                 result = events.next_batch(&mut batch) => match result {
                     Ok(()) => {
