@@ -9,9 +9,8 @@ use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 
-use crate::common::net::listener_with_backlog;
 use crate::common::stats::{percentile, sorted};
-use crate::contenders::{with_client, with_server, Client, Clients, Contender, Server};
+use crate::contenders::{with_server, Contender, Server};
 use crate::report::{rows, Row};
 use crate::{Params, SMALL};
 
@@ -73,24 +72,7 @@ pub(crate) fn run(rt: &Runtime, suffix: &str, p: &Params) -> Vec<Row> {
         values.push(r);
     }
     out.extend(rows(&format!("accept_{suffix}"), "k/s", true, &values));
-
-    let mut values = Vec::new();
-    let clients = rt.block_on(async { Clients::new() });
-    for round in 0..p.rounds * usize::from(p.runs("connect")) {
-        let mut r = [0.0; Contender::SLOTS];
-        for c in Contender::order(round, Contender::ALL) {
-            r[c.index()] = rt.block_on(async {
-                with_client!(
-                    c,
-                    clients,
-                    connect_rate(p.accept_burst, p.accept_concurrency)
-                )
-            });
-        }
-        values.push(r);
-    }
-    drop(clients);
-    out.extend(rows(&format!("connect_{suffix}"), "k/s", true, &values));
+    out.extend(crate::clients::run(rt, suffix, p));
     out
 }
 
@@ -196,42 +178,5 @@ async fn accept_rate<S: Server>(server: S, n: usize, concurrency: usize) -> f64 
     for client in clients {
         client.await.expect("client");
     }
-    n as f64 / elapsed.as_secs_f64() / 1e3
-}
-
-/// `concurrency` client tasks of the contender connect and close `n` times in all (each
-/// task one connection at a time), against a raw tokio listener that accepts and drops;
-/// connects per second, until the last client's close. The contender's whole client side
-/// is timed: the connect, the socket options, the registration with its supervisor and
-/// the release.
-async fn connect_rate<C: Client>(client: C, n: usize, concurrency: usize) -> f64 {
-    let listener = tokio::net::TcpListener::from_std({
-        let l = listener_with_backlog(4096);
-        l.set_nonblocking(true).expect("nonblocking");
-        l
-    })
-    .expect("listener");
-    let addr = listener.local_addr().expect("local_addr");
-    let acceptor = tokio::spawn(async move {
-        for _ in 0..n {
-            drop(listener.accept().await.expect("accept"));
-        }
-    });
-    let start = Instant::now();
-    let clients: Vec<_> = (0..concurrency)
-        .map(|i| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                for _ in (i..n).step_by(concurrency) {
-                    client.connect_and_close(addr).await.expect("connect");
-                }
-            })
-        })
-        .collect();
-    for c in clients {
-        c.await.expect("client");
-    }
-    let elapsed = start.elapsed();
-    acceptor.await.expect("acceptor");
     n as f64 / elapsed.as_secs_f64() / 1e3
 }

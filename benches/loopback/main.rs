@@ -60,6 +60,7 @@
 //! (tables, `ratio`/`value` lines, targets); `../common` is shared with the other benches.
 
 mod callgrind;
+mod clients;
 #[path = "../common/mod.rs"]
 mod common;
 mod contenders;
