@@ -610,3 +610,81 @@ fn grpc_client_example_fails_within_user_timeout_when_its_server_vanishes() {
     let _ = control.kill();
     let _ = control.wait();
 }
+
+/// hyper-util's legacy `Client` over a `Connector`, against a server that closes each
+/// idle connection soon (a short keep-alive timeout): every response carries its
+/// connection's `ConnectionHandle`; the pool drops each connection the server closed
+/// before reuse (a new one per request after a pause), and none is left in `CLOSE_WAIT`.
+/// Control: the same requests through hyper-util's own `HttpConnector` beside it.
+#[cfg(feature = "hyper")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyper_util_pool_over_a_connector_drops_what_the_server_closed() {
+    use http_body_util::{BodyExt, Empty, Full};
+    use hyper::body::Bytes;
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tcp_hygiene::ConnectionHandle;
+
+    require!(Need::Tool("ss"));
+    support::trace_init();
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = server.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                        Bytes::from_static(b"hello"),
+                    )))
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            });
+        }
+    });
+    let connector = Builder::new().connector().unwrap();
+    let client = Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(connector.clone());
+    let control =
+        Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(HttpConnector::new());
+    let uri: hyper::Uri = format!("http://{addr}/").parse().unwrap();
+    let mut handles: Vec<ConnectionHandle> = Vec::new();
+    for _ in 0..3 {
+        let response = client.get(uri.clone()).await.unwrap();
+        let handle = response
+            .extensions()
+            .get::<ConnectionHandle>()
+            .cloned()
+            .expect("the response carries its connection's handle");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"hello");
+        let control_response = control.get(uri.clone()).await.unwrap();
+        control_response.into_body().collect().await.unwrap();
+        // The server closes the idle connection meanwhile; the supervisor sees it.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(handle.is_peer_closed(), "{handle:?}");
+        handles.push(handle);
+    }
+    let ids: std::collections::HashSet<_> = handles.iter().map(|h| h.id()).collect();
+    assert_eq!(ids.len(), 3, "a connection the server closed was reused");
+    let stats = connector.stats();
+    assert_eq!((stats.connected, stats.connect_errors), (3, 0), "{stats:?}");
+    wait_for(
+        SEC,
+        "nothing of ours or the control's in CLOSE_WAIT",
+        || client_ss(None, addr.port(), "close-wait").is_empty(),
+    )
+    .await;
+    wait_for(SEC, "every pooled stream released", || {
+        connector.stats().open == 0
+    })
+    .await;
+}
