@@ -44,7 +44,7 @@ use crate::supervisor;
 ///
 /// With the `hyper` feature it is a `tower_service::Service<http::Uri>`, so hyper-util's
 /// legacy `Client` and tonic's `Endpoint::connect_with_connector` use it (see
-/// [`Connecting`] for examples).
+/// `Connecting`, its future, for examples).
 ///
 /// # Examples
 ///
