@@ -166,6 +166,7 @@ pub(crate) struct Options {
     pub(crate) write_idle_timeout: Option<Duration>,
     pub(crate) first_byte_timeout: Option<Duration>,
     pub(crate) max_connection_age: Option<Duration>,
+    pub(crate) connect_timeout: Option<Duration>,
     pub(crate) max_connection_age_grace: Duration,
     pub(crate) max_connection_age_jitter: f64,
     pub(crate) keepalive: Option<Keepalive>,
@@ -229,6 +230,11 @@ impl Config {
     /// See [`Builder::max_connection_age`](crate::Builder::max_connection_age).
     pub fn max_connection_age(&self) -> Option<Duration> {
         self.options.max_connection_age
+    }
+
+    /// See [`Builder::connect_timeout`](crate::Builder::connect_timeout).
+    pub fn connect_timeout(&self) -> Option<Duration> {
+        self.options.connect_timeout
     }
 
     /// See [`Builder::max_connection_age_grace`](crate::Builder::max_connection_age_grace).

@@ -7,7 +7,9 @@ use std::io;
 
 use crate::state::CloseReason;
 
-/// A read or write failed because tcp-hygiene closed the connection.
+/// A read or write failed because tcp-hygiene closed the connection, or a
+/// [`Connector`](crate::Connector)'s connect timed out
+/// ([`CloseReason::ConnectTimeout`]).
 ///
 /// It rides inside the `io::Error` the stream returns, which keeps the kind of the
 /// underlying failure (usually `BrokenPipe`); get it back with
@@ -27,11 +29,16 @@ impl Closed {
 
 impl fmt::Display for Closed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "connection closed by tcp-hygiene ({}): {}",
-            self.reason, self.source
-        )
+        match self.reason {
+            CloseReason::ConnectTimeout => {
+                write!(f, "tcp-hygiene gave up connecting: {}", self.source)
+            }
+            reason => write!(
+                f,
+                "connection closed by tcp-hygiene ({reason}): {}",
+                self.source
+            ),
+        }
     }
 }
 

@@ -135,6 +135,15 @@
 //! - `user_timeout(None)`: the probe count decides, and unacknowledged data is retried for
 //!   the kernel's `tcp_retries2` (~15 min).
 //!
+//! # Clients
+//!
+//! [`Builder::connector`] makes a [`Connector`] whose [`connect`](Connector::connect)
+//! returns the same supervised [`TcpStream`], for a client's connections: a connect
+//! bounded by `connect_timeout`, a pooled connection the server closed taken out of
+//! `CLOSE_WAIT`, a write to a vanished server failed by `TCP_USER_TIMEOUT`, our
+//! `FIN_WAIT_2` bounded. With the `hyper` feature it plugs into hyper-util's legacy
+//! `Client` and tonic's `Endpoint::connect_with_connector`.
+//!
 //! # Frameworks
 //!
 //! With the `axum`, `hyper` and `tonic` features, [`integration`] serves each framework
@@ -187,9 +196,13 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(not(loom))]
+mod admission;
+#[cfg(not(loom))]
 mod config;
 #[cfg(not(loom))]
 mod conn;
+#[cfg(not(loom))]
+mod connector;
 #[cfg(not(loom))]
 pub mod error;
 #[cfg(not(loom))]
@@ -227,6 +240,11 @@ mod time;
 
 #[cfg(not(loom))]
 pub use config::{CloseMode, Config, Keepalive, MinDataRate};
+#[cfg(all(not(loom), feature = "hyper"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
+pub use connector::Connecting;
+#[cfg(not(loom))]
+pub use connector::Connector;
 #[cfg(not(loom))]
 pub use error::ConfigError;
 #[cfg(not(loom))]

@@ -36,7 +36,8 @@ pub(crate) enum Msg {
     #[allow(dead_code)] // until the TLS serve sends it
     OwnerCloses(ConnectionId),
     Drain(DrainRequest),
-    /// The listener is gone: once its last connection is too, the supervisor ends.
+    /// The listener (or the last handle on a connector) is gone: once its last connection
+    /// is too, the supervisor ends.
     ListenerClosed,
 }
 
@@ -75,8 +76,10 @@ pub(crate) struct Tx(mpsc::UnboundedSender<Msg>);
 pub(crate) struct Rx(mpsc::UnboundedReceiver<Msg>);
 
 impl Rx {
-    pub(crate) async fn recv(&mut self) -> Option<Msg> {
-        self.0.recv().await
+    /// Waits for a message, then takes it and whatever else is waiting, up to `limit` in
+    /// all, into `batch`; 0 once every sender is gone.
+    pub(crate) async fn recv_many(&mut self, batch: &mut Vec<Msg>, limit: usize) -> usize {
+        self.0.recv_many(batch, limit).await
     }
 }
 

@@ -108,11 +108,17 @@ pub enum CloseReason {
     /// backlog, and a framework serve closed this connection, the oldest with no request
     /// in flight, to make room (a slowloris must not starve well-behaved clients).
     LoadShed,
+    /// A [`Connector`](crate::Connector)'s connect did not complete within
+    /// `connect_timeout` (a blackholed address, a `SYN` that goes unanswered). No
+    /// connection came of it: it is counted here and in
+    /// [`Stats::connect_errors`](crate::Stats::connect_errors), and the connect fails
+    /// with `TimedOut`.
+    ConnectTimeout,
 }
 
 impl CloseReason {
     /// All reasons, in declaration order.
-    pub(crate) const ALL: [CloseReason; 15] = [
+    pub(crate) const ALL: [CloseReason; 16] = [
         CloseReason::CloseWaitTimeout,
         CloseReason::FinWaitTimeout,
         CloseReason::IdleTimeout,
@@ -128,6 +134,7 @@ impl CloseReason {
         CloseReason::SlowReceive,
         CloseReason::SlowSend,
         CloseReason::LoadShed,
+        CloseReason::ConnectTimeout,
     ];
 
     /// Every reason, in declaration order (more may come: the enum is
@@ -154,6 +161,7 @@ impl CloseReason {
             CloseReason::SlowReceive => "slow_receive",
             CloseReason::SlowSend => "slow_send",
             CloseReason::LoadShed => "load_shed",
+            CloseReason::ConnectTimeout => "connect_timeout",
         }
     }
 

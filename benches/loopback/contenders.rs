@@ -96,7 +96,7 @@ pub(crate) trait Server: Send + Sync + Sized + 'static {
 }
 
 /// What the library sets on every accepted socket, set by hand for the other contenders.
-fn set_options_by_hand(stream: &TcpStream) {
+pub(crate) fn set_options_by_hand(stream: &TcpStream) {
     set_like_hygiene(SockRef::from(stream), KEEPALIVE, USER_TIMEOUT);
     stream.set_nodelay(true).expect("nodelay");
 }

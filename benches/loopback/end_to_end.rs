@@ -72,6 +72,7 @@ pub(crate) fn run(rt: &Runtime, suffix: &str, p: &Params) -> Vec<Row> {
         values.push(r);
     }
     out.extend(rows(&format!("accept_{suffix}"), "k/s", true, &values));
+    out.extend(crate::clients::run(rt, suffix, p));
     out
 }
 

@@ -18,6 +18,9 @@
 //!   the same with a far-off timer armed in the runtime for every contender (see
 //!   `end_to_end` for why);
 //! - `accept`: a bounded burst of connect + close, accepts per second;
+//! - `connect`: the same burst with the contender on the client side (the library's
+//!   `Connector`; raw tokio and tokio-io-timeout connect and set the same options by
+//!   hand) and a raw tokio server, connects per second;
 //! - `http` (with `--features axum`): requests per second through axum, the library's
 //!   serve and `axum::serve` over the library's listener against `axum::serve` over
 //!   tokio's (`ratio http_rps …`; see `http`).
@@ -47,7 +50,7 @@
 //! (`value poll_instructions …`), which are exact and immune to noise.
 //!
 //! Positional arguments select sections by substring (`throughput`, `pingpong`, `accept`,
-//! `poll`, `callgrind`, `http`), e.g. `-- --quick accept`; `LOOPBACK_CONTENDERS=hygiene` runs only
+//! `connect`, `poll`, `callgrind`, `http`), e.g. `-- --quick accept`; `LOOPBACK_CONTENDERS=hygiene` runs only
 //! the named contenders (for profiling one of them, e.g. under `perf` or `strace -c`).
 //!
 //! # Layout
@@ -57,6 +60,7 @@
 //! (tables, `ratio`/`value` lines, targets); `../common` is shared with the other benches.
 
 mod callgrind;
+mod clients;
 #[path = "../common/mod.rs"]
 mod common;
 mod contenders;
@@ -76,8 +80,8 @@ use common::{Args, Mode};
 
 #[derive(Debug, Clone)]
 struct Params {
-    /// Substrings of the sections to run (`throughput`, `pingpong`, `accept`, `poll`,
-    /// `callgrind`); empty runs all.
+    /// Substrings of the sections to run (`throughput`, `pingpong`, `accept`, `connect`,
+    /// `poll`, `callgrind`); empty runs all.
     filters: Vec<String>,
     rounds: usize,
     throughput_bytes: u64,

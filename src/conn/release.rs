@@ -47,7 +47,7 @@ impl Conn {
         }
         let shared = self.shared();
         shared.counters.leave_state(old.state());
-        shared.counters.released(self.accepted_at().elapsed());
+        shared.counters.released(|| self.accepted_at().elapsed());
         // How a connection the library did not close ended (who closed first); counted
         // now, or, if a lingering close takes over, when it ends, unless it ends in a
         // reset: each connection is counted once.

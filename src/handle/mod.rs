@@ -28,12 +28,12 @@ impl ConnectionHandle {
         Self { conn }
     }
 
-    /// The connection's id, unique within its listener.
+    /// The connection's id, unique within its listener (or connector).
     pub fn id(&self) -> ConnectionId {
         self.conn.id()
     }
 
-    /// The peer's address, as `accept` returned it (without IPv6 flow information and
+    /// The peer's address, as `accept` returned it or `connect` reached it (without IPv6 flow information and
     /// scope id).
     pub fn peer_addr(&self) -> SocketAddr {
         self.conn.peer()

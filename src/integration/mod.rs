@@ -3,7 +3,7 @@
 //! | Feature | Module | What it gives |
 //! |---|---|---|
 //! | `axum` | `integration::axum` | `axum::serve::Listener` for `TcpListener`, so `axum::serve(listener, app)` works; `ConnectInfo<ConnectionHandle>` for handlers. |
-//! | `hyper` | `integration::hyper` | `serve_connection`: HTTP/1 and HTTP/2 over a supervised `TcpStream` with hyper-util's `auto` builder. |
+//! | `hyper` | `integration::hyper` | `serve_connection`: HTTP/1 and HTTP/2 over a supervised `TcpStream` with hyper-util's `auto` builder. On the client side (not in this module), `Connector` is a `tower_service::Service<http::Uri>` for hyper-util's legacy `Client` and tonic's `Endpoint::connect_with_connector`. |
 //! | `tonic` | `integration::tonic` | tonic's `Connected` for `TcpStream` and `TcpListener::into_incoming` for `serve_with_incoming`. |
 //!
 //! Without any of these features this module is empty.

@@ -8,6 +8,7 @@ use tokio::net::ToSocketAddrs;
 
 use super::TcpListener;
 use crate::config::{CloseMode, Config, Keepalive, MinDataRate, Options};
+use crate::connector::Connector;
 use crate::error::ConfigError;
 use crate::observe::{ConnectionEvent, Hook};
 
@@ -19,7 +20,16 @@ const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 // `TCP_USER_TIMEOUT` is an `int` of milliseconds.
 const MAX_USER_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 
-/// Configures and builds tcp-hygiene listeners.
+/// Configures and builds tcp-hygiene listeners ([`bind`](Self::bind), [`wrap`](Self::wrap))
+/// and connectors ([`connector`](Self::connector)).
+///
+/// A [`Connector`]'s connections follow the same rules as accepted ones (close-wait,
+/// fin-wait, idle, keepalive and user-timeout defaults, max age, min rates, close mode,
+/// `max_connections`, the hook and the metrics) plus
+/// [`connect_timeout`](Self::connect_timeout); the server-only options
+/// ([`first_byte_timeout`](Self::first_byte_timeout),
+/// [`max_connections_per_ip`](Self::max_connections_per_ip), and the accept back-off,
+/// which has no setting) do not apply to it.
 ///
 /// Every timeout takes `impl Into<Option<Duration>>`: pass `None` to disable it. A timeout
 /// must be at least 1 ms; there is no upper limit (a duration too large for the clock,
@@ -72,6 +82,9 @@ impl Builder {
     pub const DEFAULT_SERVE_MIN_DATA_RATE: MinDataRate =
         MinDataRate::new(240, Duration::from_secs(5));
 
+    /// Default for [`connect_timeout`](Self::connect_timeout): 10 seconds.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
     /// The default [`max_connection_age_jitter`](Self::max_connection_age_jitter): 0.1.
     pub const DEFAULT_MAX_CONNECTION_AGE_JITTER: f64 = 0.1;
 
@@ -86,6 +99,7 @@ impl Builder {
                 write_idle_timeout: None,
                 first_byte_timeout: None,
                 max_connection_age: None,
+                connect_timeout: Some(Self::DEFAULT_CONNECT_TIMEOUT),
                 max_connection_age_grace: Self::DEFAULT_MAX_CONNECTION_AGE_GRACE,
                 max_connection_age_jitter: Self::DEFAULT_MAX_CONNECTION_AGE_JITTER,
                 keepalive: Some(Keepalive::DEFAULT),
@@ -166,6 +180,9 @@ impl Builder {
 
     /// Closes a connection whose peer has not sent a single byte this long after accept
     /// (the "connect and stay silent" attack). Pass `None` to disable. Default is `None`.
+    ///
+    /// Server side only: a [`Connector`] ignores it (a server rightly waits for the
+    /// client's request before it says anything).
     pub fn first_byte_timeout(&mut self, timeout: impl Into<Option<Duration>>) -> &mut Self {
         self.options.first_byte_timeout = timeout.into();
         self
@@ -265,8 +282,9 @@ impl Builder {
     }
 
     /// The most connections open at once. When reached, the listener stops accepting
-    /// (the kernel's backlog holds the next clients) until one closes. Pass `None` for
-    /// no limit. Default is `None`.
+    /// (the kernel's backlog holds the next clients) until one closes; a [`Connector`]'s
+    /// `connect` waits likewise before it connects. Pass `None` for no limit. Default is
+    /// `None`.
     pub fn max_connections(&mut self, max: impl Into<Option<usize>>) -> &mut Self {
         self.options.max_connections = max.into();
         self
@@ -274,7 +292,8 @@ impl Builder {
 
     /// The most connections open at once from one peer IP address. A connection over the
     /// limit is accepted and closed at once (there is no per-address backlog). Pass
-    /// `None` for no limit. Default is `None`.
+    /// `None` for no limit. Default is `None`. Server side only: a [`Connector`] ignores
+    /// it.
     pub fn max_connections_per_ip(&mut self, max: impl Into<Option<usize>>) -> &mut Self {
         self.options.max_connections_per_ip = max.into();
         self
@@ -319,6 +338,18 @@ impl Builder {
     pub fn min_send_rate(&mut self, rate: impl Into<Option<MinDataRate>>) -> &mut Self {
         self.options.min_send_rate = rate.into();
         self.options.min_send_rate_set = true;
+        self
+    }
+
+    /// How long a [`Connector`]'s connect may take, from the first `SYN` (and the name's
+    /// resolution) to the connection: past it the connect fails with `TimedOut`, counted
+    /// as [`CloseReason::ConnectTimeout`](crate::CloseReason::ConnectTimeout). With
+    /// several addresses to try, they share it. Without it a `SYN` to a blackholed
+    /// address is retried for about 127 s (Linux's `tcp_syn_retries`). Waiting for a slot
+    /// under [`max_connections`](Self::max_connections) is not counted. Pass `None` to
+    /// leave it to the kernel. Default is 10 seconds. A listener ignores it.
+    pub fn connect_timeout(&mut self, timeout: impl Into<Option<Duration>>) -> &mut Self {
+        self.options.connect_timeout = timeout.into();
         self
     }
 
@@ -367,6 +398,7 @@ impl Builder {
             ("write_idle_timeout", o.write_idle_timeout),
             ("first_byte_timeout", o.first_byte_timeout),
             ("max_connection_age", o.max_connection_age),
+            ("connect_timeout", o.connect_timeout),
         ] {
             timeout(option, value)?;
         }
@@ -474,6 +506,27 @@ impl Builder {
     pub async fn bind(&self, addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
         let config = self.build()?;
         TcpListener::with_config(tokio::net::TcpListener::bind(addr).await?, config)
+    }
+
+    /// Builds the configuration and makes a [`Connector`], for outbound connections
+    /// supervised as accepted ones are. Its configuration leaves out the server-only
+    /// options (`first_byte_timeout` and `max_connections_per_ip` read `None` in
+    /// [`Connector::config`]). Spawns the connector's supervisor on the current runtime.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` carrying the [`ConfigError`] if the configuration is invalid
+    /// (e.g. a zero `connect_timeout`), or an error creating the supervisor.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn connector(&self) -> io::Result<Connector> {
+        let mut config = self.build()?;
+        let options = Arc::make_mut(&mut config.options);
+        options.first_byte_timeout = None;
+        options.max_connections_per_ip = None;
+        Connector::with_config(config)
     }
 
     /// Builds the configuration and wraps an existing tokio listener.

@@ -13,7 +13,8 @@ use crate::state::CloseReason;
 use crate::stats::DrainReport;
 use crate::stats::{ConnectionSnapshot, Stats};
 
-/// A handle on a listener's supervision, from [`TcpListener::controller`](crate::TcpListener::controller).
+/// A handle on a listener's supervision, from [`TcpListener::controller`](crate::TcpListener::controller)
+/// (or on a connector's, from [`Connector::controller`](crate::Connector::controller)).
 ///
 /// Clonable, `Send + Sync`, and usable after the listener has moved into `axum::serve`,
 /// a hyper accept loop or tonic: the listener's stats, its live connections, closing one,

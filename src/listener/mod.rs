@@ -17,18 +17,15 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use socket2::SockRef;
 use tokio::net::ToSocketAddrs;
 
+use crate::admission::{self, Inherited, Origin};
 use crate::config::Config;
-use crate::conn::{Conn, ConnRef, Flags};
-use crate::observe::ConnectionEventKind;
 use crate::shared::Shared;
-use crate::state::ConnectionState;
 use crate::stats::{AcceptFailure, ConnectionSnapshot, Counters, Stats};
 use crate::stream::TcpStream;
 use crate::supervisor;
-use crate::sys::{self, AcceptError};
+use crate::sys::AcceptError;
 
 const BACKOFF_START: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -71,46 +68,6 @@ pub struct TcpListener {
     inherited: Inherited,
 }
 
-/// Which of the configured socket options are set on the listening socket, where the
-/// kernel copies them into every socket it accepts (Linux: the accepted socket starts as
-/// a copy of the listener's; `tests/accept.rs` checks each option on accepted sockets),
-/// so that an accept costs no `setsockopt` for them. An option that the listening socket
-/// refused, or a platform where inheritance is not relied on, is set on each accepted
-/// socket instead.
-#[derive(Debug, Default, Clone, Copy)]
-struct Inherited {
-    keepalive: bool,
-    user_timeout: bool,
-    nodelay: bool,
-    linger: bool,
-}
-
-impl Inherited {
-    /// Sets the configured options on the listening socket, where accepted sockets
-    /// inherit them; which ones it set.
-    fn set_on(listener: &tokio::net::TcpListener, c: &Config) -> Self {
-        if !sys::ACCEPT_INHERITS_OPTIONS {
-            return Self::default();
-        }
-        let sock = SockRef::from(listener);
-        Self {
-            keepalive: match &c.keepalive() {
-                Some(ka) => sock.set_tcp_keepalive(&sys::keepalive(ka)).is_ok(),
-                None => false,
-            },
-            user_timeout: match c.user_timeout() {
-                Some(t) => sys::set_user_timeout(&sock, t).is_ok(),
-                None => false,
-            },
-            nodelay: c.nodelay() && sock.set_tcp_nodelay(true).is_ok(),
-            linger: match c.linger() {
-                Some(l) => sock.set_linger(Some(l)).is_ok(),
-                None => false,
-            },
-        }
-    }
-}
-
 impl TcpListener {
     /// Binds with the default configuration; see [`Builder`] for the options.
     ///
@@ -130,16 +87,14 @@ impl TcpListener {
         listener: tokio::net::TcpListener,
         config: Config,
     ) -> io::Result<Self> {
-        let (tx, rx) = crate::mailbox::channel();
         let label = config
             .metrics_label()
             .map(str::to_owned)
             .or_else(|| listener.local_addr().ok().map(|a| a.to_string()))
             .unwrap_or_default();
         let inherited = Inherited::set_on(&listener, &config);
-        let shared = Arc::new(Shared::new(config, tx, &label));
+        let shared = supervisor::start(config, &label)?;
         shared.listening.reset(listener.as_raw_fd(), 0);
-        supervisor::spawn(shared.clone(), rx)?;
         Ok(Self {
             io: listener,
             shared,
@@ -179,7 +134,7 @@ impl TcpListener {
             if self.shared.drain.is_cancelled() {
                 std::future::pending::<()>().await;
             }
-            self.wait_for_slot().await;
+            admission::wait_for_slot(&self.shared).await;
             let accepted = tokio::select! {
                 accepted = self.io.accept() => accepted,
                 () = self.shared.drain.cancelled() => continue,
@@ -239,21 +194,6 @@ impl TcpListener {
         &self.shared
     }
 
-    async fn wait_for_slot(&self) {
-        let Some(max) = self.shared.config.max_connections() else {
-            return;
-        };
-        loop {
-            let released = self.shared.released();
-            tokio::pin!(released);
-            released.as_mut().enable();
-            if self.shared.open() < max {
-                return;
-            }
-            released.await;
-        }
-    }
-
     fn admit(&self, io: tokio::net::TcpStream, peer: SocketAddr) -> Option<TcpStream> {
         let shared = &self.shared;
         shared.counters.accepted();
@@ -262,62 +202,8 @@ impl TcpListener {
             tracing::debug!(%peer, "rejected: max_connections_per_ip reached");
             return None;
         }
-        self.apply_options(&io, peer);
-        // The rules that apply only while data is queued (Linux) or owed are looked at
-        // only once a write or a read says so, from the first on.
-        let (receive_rate, send_rate) = shared.config.rates(shared.served.load(Relaxed));
-        let mut watch = Flags::NONE;
-        if (shared.config.write_idle_timeout().is_some() || send_rate.is_some())
-            && sys::HAS_TCP_INFO
-        {
-            watch = watch | Flags::WATCH_WRITES;
-        }
-        if receive_rate.is_some() {
-            watch = watch | Flags::WATCH_READS;
-        }
-        let Some((page, index)) = shared.table.occupy(shared, io.as_raw_fd(), peer, watch) else {
-            // The supervisor is gone (the runtime is shutting down): nothing would
-            // supervise this connection.
-            shared.on_release(peer.ip());
-            return None;
-        };
-        let conn = Conn::new(page, index);
-        shared.counters.enter_state(ConnectionState::Open);
-        shared.tx.register(conn.id());
-        conn.event(ConnectionEventKind::Accepted);
-        Some(TcpStream::new(io, ConnRef::adopt(conn)))
-    }
-
-    fn apply_options(&self, io: &tokio::net::TcpStream, peer: SocketAddr) {
-        let c = &self.shared.config;
-        let sock = SockRef::from(io);
-        let mut failures = Vec::new();
-        // What the listening socket carries over is there already.
-        let inherited = self.inherited;
-        if let (Some(ka), false) = (&c.keepalive(), inherited.keepalive) {
-            if let Err(e) = sock.set_tcp_keepalive(&sys::keepalive(ka)) {
-                failures.push(("keepalive", e));
-            }
-        }
-        if let (Some(t), false) = (c.user_timeout(), inherited.user_timeout) {
-            if let Err(e) = sys::set_user_timeout(&sock, t) {
-                failures.push(("user_timeout", e));
-            }
-        }
-        if c.nodelay() && !inherited.nodelay {
-            if let Err(e) = io.set_nodelay(true) {
-                failures.push(("nodelay", e));
-            }
-        }
-        if let (Some(l), false) = (c.linger(), inherited.linger) {
-            if let Err(e) = sock.set_linger(Some(l)) {
-                failures.push(("linger", e));
-            }
-        }
-        for (option, error) in failures {
-            Counters::bump(&self.shared.counters.socket_option_failures);
-            tracing::warn!(%peer, option, %error, "socket option failed; connection continues without it");
-        }
+        admission::apply_options(shared, &io, peer, self.inherited);
+        admission::register(shared, io, peer, Origin::Accepted)
     }
 
     fn recovered(&self) {

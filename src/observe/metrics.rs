@@ -12,6 +12,8 @@ use crate::state::{CloseReason, ConnectionState};
 pub(crate) const ACCEPTED: &str = "tcp_hygiene_connections_accepted_total";
 pub(crate) const OPEN: &str = "tcp_hygiene_connections_open";
 pub(crate) const CLOSED: &str = "tcp_hygiene_connections_closed_total";
+pub(crate) const CONNECTED: &str = "tcp_hygiene_connections_connected_total";
+pub(crate) const CONNECT_ERRORS: &str = "tcp_hygiene_connect_errors_total";
 pub(crate) const ACCEPT_ERRORS: &str = "tcp_hygiene_accept_errors_total";
 pub(crate) const ACCEPT_BACKOFF: &str = "tcp_hygiene_accept_backoff_seconds_total";
 pub(crate) const DURATION: &str = "tcp_hygiene_connection_duration_seconds";
@@ -32,6 +34,8 @@ pub(crate) enum Ending {
 #[derive(Debug)]
 pub(crate) struct Metrics {
     accepted: Counter,
+    connected: Counter,
+    connect_errors: Counter,
     open: [Gauge; ConnectionState::ALL.len()],
     closed: [Counter; CloseReason::ALL.len()],
     ended_by_peer: Counter,
@@ -48,6 +52,12 @@ fn describe() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         metrics::describe_counter!(ACCEPTED, Unit::Count, "Connections accepted.");
+        metrics::describe_counter!(CONNECTED, Unit::Count, "Connections a connector made.");
+        metrics::describe_counter!(
+            CONNECT_ERRORS,
+            Unit::Count,
+            "Failed connects of a connector, of any kind (those that timed out are also closed{reason=connect_timeout})."
+        );
         metrics::describe_gauge!(
             OPEN,
             Unit::Count,
@@ -100,6 +110,8 @@ impl Metrics {
         };
         Self {
             accepted: metrics::counter!(ACCEPTED, &[label.clone()][..]),
+            connected: metrics::counter!(CONNECTED, &[label.clone()][..]),
+            connect_errors: metrics::counter!(CONNECT_ERRORS, &[label.clone()][..]),
             open: ConnectionState::ALL.map(|s| gauge(OPEN, "state", s.as_str())),
             closed: CloseReason::ALL.map(|r| counter(CLOSED, "reason", r.as_str())),
             ended_by_peer: counter(CLOSED, "reason", "peer"),
@@ -117,6 +129,14 @@ impl Metrics {
 
     pub(crate) fn accepted(&self) {
         self.accepted.increment(1);
+    }
+
+    pub(crate) fn connected(&self) {
+        self.connected.increment(1);
+    }
+
+    pub(crate) fn connect_error(&self) {
+        self.connect_errors.increment(1);
     }
 
     pub(crate) fn state(&self, state: ConnectionState, delta: f64) {

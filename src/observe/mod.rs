@@ -24,14 +24,15 @@ pub struct ConnectionEvent {
     pub id: crate::ConnectionId,
     /// The peer's address.
     pub peer: SocketAddr,
-    /// Time since the connection was accepted.
+    /// Time since the connection was accepted (or connected).
     pub since_accept: Duration,
     /// What happened.
     pub kind: ConnectionEventKind,
 }
 
-/// What happened to a connection. `Accepted` comes first and `Released` last, each of
-/// the others at most once in between, in the order they happened:
+/// What happened to a connection. `Accepted` (or `Connected`, for a
+/// [`Connector`](crate::Connector)'s) comes first and `Released` last, each of the others
+/// at most once in between, in the order they happened:
 ///
 /// - a stuck handler's `CLOSE_WAIT`, reaped: `Accepted`, `PeerClosed`,
 ///   `Closed { CloseWaitTimeout }`, `LocalClosed`, `Released`;
@@ -43,6 +44,9 @@ pub struct ConnectionEvent {
 pub enum ConnectionEventKind {
     /// Accepted and registered with the supervisor.
     Accepted,
+    /// Connected by a [`Connector`](crate::Connector) and registered with its supervisor:
+    /// a client connection's first event, where an accepted one has `Accepted`.
+    Connected,
     /// The peer's FIN arrived (seen by the kernel watcher, or as EOF by the application).
     PeerClosed,
     /// Our FIN went out while the stream was held: the application shut down its write

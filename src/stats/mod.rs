@@ -27,6 +27,8 @@ pub(crate) struct Counters {
     pub(crate) accept_resource_errors: AtomicU64,
     pub(crate) accept_backoffs: AtomicU64,
     pub(crate) rejected_per_ip: AtomicU64,
+    pub(crate) connected: AtomicU64,
+    pub(crate) connect_errors: AtomicU64,
     /// Set if the supervisor task ended abnormally (a bug): `accept` then fails.
     pub(crate) supervisor_failed: AtomicBool,
     #[cfg(feature = "metrics")]
@@ -80,6 +82,24 @@ impl Counters {
         self.metrics(|m| m.accept_error(how as usize));
     }
 
+    /// A connector's connect succeeded.
+    pub(crate) fn connected(&self) {
+        Self::bump(&self.connected);
+        #[cfg(feature = "metrics")]
+        self.metrics(|m| m.connected());
+    }
+
+    /// A connector's connect failed; `timed_out`: at `connect_timeout` (also counted as
+    /// a close for [`CloseReason::ConnectTimeout`]).
+    pub(crate) fn connect_failed(&self, timed_out: bool) {
+        Self::bump(&self.connect_errors);
+        #[cfg(feature = "metrics")]
+        self.metrics(|m| m.connect_error());
+        if timed_out {
+            self.closed(CloseReason::ConnectTimeout);
+        }
+    }
+
     /// A back-off pause after accept ran out of resources.
     pub(crate) fn backed_off(&self, pause: Duration) {
         let _ = pause;
@@ -106,12 +126,13 @@ impl Counters {
         self.metrics(|m| m.state(state, -1.0));
     }
 
-    /// A stream was released after `lived`.
-    pub(crate) fn released(&self, lived: Duration) {
+    /// A stream was released after `lived()` (asked only for the metrics: the clock
+    /// costs a little at every close).
+    pub(crate) fn released(&self, lived: impl FnOnce() -> Duration) {
         Self::bump(&self.released);
-        let _ = lived;
+        let _ = &lived;
         #[cfg(feature = "metrics")]
-        self.metrics(|m| m.duration(lived));
+        self.metrics(|m| m.duration(lived()));
     }
 
     /// A connection the library did not close ended: the peer closed first, or the
@@ -166,11 +187,17 @@ impl Counters {
             accept_resource_errors: self.accept_resource_errors.load(Relaxed),
             accept_backoffs: self.accept_backoffs.load(Relaxed),
             rejected_per_ip: self.rejected_per_ip.load(Relaxed),
+            connected: self.connected.load(Relaxed),
+            connect_errors: self.connect_errors.load(Relaxed),
         }
     }
 }
 
-/// A snapshot of a listener's counters, from [`TcpListener::stats`](crate::TcpListener::stats).
+/// A snapshot of a listener's (or a connector's) counters, from
+/// [`TcpListener::stats`](crate::TcpListener::stats) or
+/// [`Connector::stats`](crate::Connector::stats). The `accept_` fields and
+/// `rejected_per_ip` stay 0 for a connector; `connected` and `connect_errors` for a
+/// listener.
 /// With the `serde` feature it is `Serialize`: one object with these fields, and
 /// `open_by_state` and `closed_by_reason` as maps from every state's and reason's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,6 +228,12 @@ pub struct Stats {
     /// Connections closed at once because their peer IP was at
     /// `max_connections_per_ip`.
     pub rejected_per_ip: u64,
+    /// Connections a [`Connector`](crate::Connector) made.
+    pub connected: u64,
+    /// Failed connects of a [`Connector`](crate::Connector), of any kind (refused,
+    /// unreachable, resolution failed, timed out); those that timed out are also
+    /// counted as [`CloseReason::ConnectTimeout`] in [`closed`](Self::closed).
+    pub connect_errors: u64,
 }
 
 impl Stats {
@@ -209,7 +242,8 @@ impl Stats {
         self.open_by_state[state.index()]
     }
 
-    /// Connections the library closed for `reason`.
+    /// Connections the library closed for `reason` (for
+    /// [`CloseReason::ConnectTimeout`]: connects that timed out).
     pub fn closed(&self, reason: CloseReason) -> u64 {
         self.closed_by_reason[reason.index()]
     }

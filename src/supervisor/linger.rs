@@ -89,6 +89,10 @@ impl Lingerings {
     /// delivered: soon while the peer acknowledges, backing off while it does not.
     /// `None` for a slot that is not lingering.
     pub(super) fn next_look(&mut self, index: u32, sample: &Sample, now: Nanos) -> Option<Nanos> {
+        // Asked at every look: no hashing while nothing lingers, the usual case.
+        if self.held.is_empty() {
+            return None;
+        }
         let l = self.held.get_mut(&index)?;
         let acked = sample.kernel.map_or(0, |k| k.acked);
         if acked != l.acked {

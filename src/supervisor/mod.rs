@@ -43,10 +43,14 @@ use slots::Slots;
 use tasks::Tasks;
 use trace::{CloseWaits, Spans};
 
+/// The most messages handled in one turn of the loop.
+const MAX_BATCH: usize = 64;
+
 /// Without kernel events, connections are looked at for a FIN this often.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Starts the supervisor of the listener whose state is `shared`, reading `rx`.
+/// The shared state of a new listener or connector, with its supervisor started; its
+/// metrics carry the label `label`.
 ///
 /// # Errors
 ///
@@ -55,7 +59,16 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 /// # Panics
 ///
 /// Outside a tokio runtime.
-pub(crate) fn spawn(shared: Arc<Shared>, rx: Rx) -> io::Result<()> {
+pub(crate) fn start(config: crate::config::Config, label: &str) -> io::Result<Arc<Shared>> {
+    let (tx, rx) = crate::mailbox::channel();
+    let shared = Arc::new(Shared::new(config, tx, label));
+    spawn(shared.clone(), rx)?;
+    Ok(shared)
+}
+
+/// Starts the supervisor of the listener or connector whose state is `shared`, reading
+/// `rx`.
+fn spawn(shared: Arc<Shared>, rx: Rx) -> io::Result<()> {
     let supervisor = Supervisor {
         events: Arc::new(Events::new()?),
         slots: Slots::new(shared.clone()),
@@ -136,11 +149,12 @@ impl Supervisor {
     async fn run(mut self, mut rx: Rx) {
         let events = self.events.clone();
         let mut batch = Vec::with_capacity(256);
+        let mut msgs = Vec::with_capacity(MAX_BATCH);
         let mut armed: Option<Nanos> = None;
         let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Ends once the listener is gone, its last connection is too, and so is the last
-        // lingering close.
+        // Ends once the listener (or every handle on the connector) is gone, its last
+        // connection is too, and so is the last lingering close.
         while self.listener_open || self.held > 0 || !self.lingering.is_empty() {
             let next = self.next_due();
             if next != armed {
@@ -155,9 +169,17 @@ impl Supervisor {
             // kernel's events only while its Register message is handled, so its events
             // cannot come first.
             tokio::select! {
-                msg = rx.recv() => match msg {
-                    Some(msg) => self.on_msg(msg),
-                    None => break,
+                // Whatever waits, in one turn: a burst of connections (each a Register
+                // and a Released) costs one wake-up, not one per message. Bounded, so
+                // that events and the timer are not starved by a flood.
+                n = rx.recv_many(&mut msgs, MAX_BATCH) => {
+                    if n == 0 {
+                        break;
+                    }
+                    let now = Instant::now();
+                    for msg in msgs.drain(..) {
+                        self.on_msg(msg, now);
+                    }
                 },
                 result = events.next_batch(&mut batch) => match result {
                     Ok(()) => {
@@ -187,8 +209,8 @@ impl Supervisor {
         tracing::debug!("supervisor done: listener and all connections are gone");
     }
 
-    fn on_msg(&mut self, msg: Msg) {
-        let now = Instant::now();
+    /// Handles `msg`; `now` is when its batch began (a few microseconds at most).
+    fn on_msg(&mut self, msg: Msg, now: Instant) {
         match msg {
             Msg::Register(id) => self.register(id, now),
             Msg::Look(id) => {

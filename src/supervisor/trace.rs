@@ -28,7 +28,10 @@ impl Spans {
     }
 
     pub(super) fn forget(&mut self, index: u32) {
-        self.spans.remove(&index);
+        // Without a subscriber there are none: no hashing per close.
+        if !self.spans.is_empty() {
+            self.spans.remove(&index);
+        }
     }
 }
 
@@ -50,6 +53,9 @@ impl CloseWaits {
     /// Our close (a FIN, a reset, a drop) ended the connection's `CLOSE_WAIT`, if it was
     /// in it: the metrics learn how long it sat there.
     pub(super) fn over(&mut self, index: u32, now: Nanos, shared: &Shared) {
+        if self.since.is_empty() {
+            return;
+        }
         if let Some(since) = self.since.remove(&index) {
             let sat = std::time::Duration::from_nanos(now.saturating_sub(since));
             shared.counters.close_wait_ended(sat);
