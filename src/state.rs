@@ -108,11 +108,15 @@ pub enum CloseReason {
     /// backlog, and a framework serve closed this connection, the oldest with no request
     /// in flight, to make room (a slowloris must not starve well-behaved clients).
     LoadShed,
+    /// A client of a framework serve over TLS had not finished its TLS handshake within
+    /// the serve's `tls_handshake_timeout`, counted from accept (a client that connects
+    /// and stalls before or inside its `ClientHello`).
+    TlsHandshakeTimeout,
 }
 
 impl CloseReason {
     /// All reasons, in declaration order.
-    pub(crate) const ALL: [CloseReason; 15] = [
+    pub(crate) const ALL: [CloseReason; 16] = [
         CloseReason::CloseWaitTimeout,
         CloseReason::FinWaitTimeout,
         CloseReason::IdleTimeout,
@@ -128,6 +132,7 @@ impl CloseReason {
         CloseReason::SlowReceive,
         CloseReason::SlowSend,
         CloseReason::LoadShed,
+        CloseReason::TlsHandshakeTimeout,
     ];
 
     /// Every reason, in declaration order (more may come: the enum is
@@ -154,6 +159,7 @@ impl CloseReason {
             CloseReason::SlowReceive => "slow_receive",
             CloseReason::SlowSend => "slow_send",
             CloseReason::LoadShed => "load_shed",
+            CloseReason::TlsHandshakeTimeout => "tls_handshake_timeout",
         }
     }
 

@@ -138,8 +138,7 @@ impl ConnectionHandle {
     /// Resolves when the library wants the connection closed (a rule expired on a
     /// connection whose serve closes it itself, see [`owner_closes`](Self::owner_closes)),
     /// or it ended otherwise.
-    #[cfg(feature = "hyper")]
-    #[allow(dead_code)] // until the TLS serve calls it
+    #[cfg(feature = "tls")]
     pub(crate) fn close_asked(&self) -> PeerClosed {
         PeerClosed::new(self.conn.clone(), |conn| {
             conn.close_reason().is_some()
@@ -152,8 +151,7 @@ impl ConnectionHandle {
     /// From now on the serve closes the connection itself when the library would (over
     /// TLS, so that `close_notify` goes before our FIN); the library closes it at the TCP
     /// level only if it has not within a short grace.
-    #[cfg(feature = "hyper")]
-    #[allow(dead_code)] // until the TLS serve calls it
+    #[cfg(feature = "tls")]
     pub(crate) fn owner_closes(&self) {
         self.conn.shared().tx.owner_closes(self.conn.id());
     }

@@ -27,6 +27,7 @@ pub(crate) struct Counters {
     pub(crate) accept_resource_errors: AtomicU64,
     pub(crate) accept_backoffs: AtomicU64,
     pub(crate) rejected_per_ip: AtomicU64,
+    pub(crate) tls_handshake_failures: AtomicU64,
     /// Set if the supervisor task ended abnormally (a bug): `accept` then fails.
     pub(crate) supervisor_failed: AtomicBool,
     #[cfg(feature = "metrics")]
@@ -143,6 +144,15 @@ impl Counters {
         self.metrics(|m| m.fin_detect(took));
     }
 
+    /// A TLS handshake under a framework serve failed (not a timeout: the client sent
+    /// something that is not a handshake, or one rustls refused, or left mid-way).
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls_handshake_failed(&self) {
+        Self::bump(&self.tls_handshake_failures);
+        #[cfg(feature = "metrics")]
+        self.metrics(|m| m.tls_handshake_failed());
+    }
+
     /// A drain finished.
     /// `fates`: the drain report's connections, finished, idle-closed and forced.
     pub(crate) fn drained(&self, fates: [usize; 4]) {
@@ -166,6 +176,7 @@ impl Counters {
             accept_resource_errors: self.accept_resource_errors.load(Relaxed),
             accept_backoffs: self.accept_backoffs.load(Relaxed),
             rejected_per_ip: self.rejected_per_ip.load(Relaxed),
+            tls_handshake_failures: self.tls_handshake_failures.load(Relaxed),
         }
     }
 }
@@ -201,6 +212,12 @@ pub struct Stats {
     /// Connections closed at once because their peer IP was at
     /// `max_connections_per_ip`.
     pub rejected_per_ip: u64,
+    /// TLS handshakes that failed under a framework serve with
+    /// [`Serve::tls`](crate::integration::http::Serve::tls): garbage or a plain HTTP
+    /// request on the TLS port, a handshake rustls refused, a client that reset or left
+    /// mid-way. Handshakes that time out are counted as closed for
+    /// [`CloseReason::TlsHandshakeTimeout`] instead. Always 0 without the `tls` feature.
+    pub tls_handshake_failures: u64,
 }
 
 impl Stats {

@@ -35,7 +35,7 @@ impl<T: Copy + Serialize, F: Fn(T) -> u64> Serialize for Counts<T, F> {
 
 impl Serialize for Stats {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("Stats", 11)?;
+        let mut s = serializer.serialize_struct("Stats", 12)?;
         s.serialize_field("accepted", &self.accepted)?;
         s.serialize_field("open", &self.open)?;
         s.serialize_field("released", &self.released)?;
@@ -49,6 +49,7 @@ impl Serialize for Stats {
         s.serialize_field("accept_resource_errors", &self.accept_resource_errors)?;
         s.serialize_field("accept_backoffs", &self.accept_backoffs)?;
         s.serialize_field("rejected_per_ip", &self.rejected_per_ip)?;
+        s.serialize_field("tls_handshake_failures", &self.tls_handshake_failures)?;
         s.end()
     }
 }
@@ -94,6 +95,7 @@ mod tests {
             "accept_resource_errors",
             "accept_backoffs",
             "rejected_per_ip",
+            "tls_handshake_failures",
         ];
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         let object = json.as_object().unwrap();

@@ -6,18 +6,22 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ::hyper::body::Body;
 use ::hyper::service::Service;
 use ::hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
+#[cfg(feature = "tls")]
+use super::tls::TlsIo;
+
 use super::track::{Due, InFlight, RequestBody, Tracked};
 use super::{BoxError, Ctx};
 use crate::{CloseMode, CloseReason, ConnectionHandle, TcpStream};
 
-/// Serves HTTP on `stream` until the connection ends.
+/// Serves HTTP on `stream` until the connection ends: over TLS after the handshake, if the
+/// serve has TLS.
 pub(super) async fn serve<S, B>(stream: TcpStream, service: S, ctx: Arc<Ctx>)
 where
     S: Service<Request<RequestBody>, Response = Response<B>> + Send + 'static,
@@ -28,83 +32,180 @@ where
     B::Error: Into<BoxError>,
 {
     let handle = stream.handle();
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &ctx.tls {
+        let Some(stream) = tls.handshake(stream, &handle, &ctx.shared).await else {
+            return;
+        };
+        // From now on a close by the library asks this task first, so that
+        // `close_notify` goes before our FIN.
+        handle.owner_closes();
+        let io = TlsIo::new(stream);
+        serve_io(TokioIo::new(io.clone()), Some(&io), service, handle, &ctx).await;
+        // Dropped idle (the header read timeout, a close the library asked for) or ended
+        // without a shutdown: `close_notify` and our FIN now.
+        io.close().await;
+        return;
+    }
+    serve_io(TokioIo::new(stream), None, service, handle, &ctx).await;
+}
+
+/// Serves HTTP on `io`, the connection's stream or the TLS stream over it (`tls`).
+async fn serve_io<I, S, B>(
+    io: I,
+    tls: Option<&TlsIo>,
+    service: S,
+    handle: ConnectionHandle,
+    ctx: &Ctx,
+) where
+    I: ::hyper::rt::Read + ::hyper::rt::Write + Unpin + Send + 'static,
+    S: Service<Request<RequestBody>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let in_flight = Arc::new(InFlight::new(handle.clone(), ctx.http2_only));
     // Listed only where shedding may need it.
     let _registered = ctx
         .shared
         .config
         .max_connections()
-        .map(|_| Registered::new(&ctx, &in_flight));
+        .map(|_| Registered::new(ctx, &in_flight));
     let service = Tracked::new(service, in_flight.clone(), handle.clone(), ctx.extend);
-    let io = TokioIo::new(stream);
+    let conn = Conn {
+        handle: &handle,
+        in_flight: &in_flight,
+        tls,
+        ctx,
+    };
     if ctx.http2_only {
-        let conn = ctx.builder.serve_connection(io, service);
-        drive(conn, |c| c.graceful_shutdown(), &handle, &in_flight, &ctx).await;
+        let c = ctx.builder.serve_connection(io, service);
+        conn.drive(c, |c| c.graceful_shutdown()).await;
     } else {
-        let conn = ctx.builder.serve_connection_with_upgrades(io, service);
-        drive(conn, |c| c.graceful_shutdown(), &handle, &in_flight, &ctx).await;
+        let c = ctx.builder.serve_connection_with_upgrades(io, service);
+        conn.drive(c, |c| c.graceful_shutdown()).await;
     }
 }
 
-/// Polls the connection to its end, asking it to wind down (HTTP/1: `Connection: close`
-/// after the current response, at once if idle; HTTP/2: GOAWAY) when the keep-alive
-/// timeout, the connection's age or a drain says so, and ending it when the header read
-/// timeout runs out. The two request timeouts share one timer, re-armed only when it
-/// fires (see [`InFlight::next_due`]).
-async fn drive<C: Future>(
-    conn: C,
-    graceful: impl Fn(Pin<&mut C>),
-    handle: &ConnectionHandle,
-    in_flight: &InFlight,
-    ctx: &Ctx,
-) {
-    tokio::pin!(conn);
-    let header_read = ctx.header_read_timeout;
-    let age_at = ctx.winding_down_at(handle);
-    let mut winding_down = false;
-    let mut soft_passed = false;
-    let keep_alive = |winding_down: bool| ctx.keep_alive_timeout.filter(|_| !winding_down);
-    let first = in_flight.next_due(Instant::now(), header_read, keep_alive(false));
-    let mut timer_on = first.is_some();
-    let timer = tokio::time::sleep_until(match first {
-        Some(Due::Later(at)) => at.into(),
-        _ => tokio::time::Instant::now(),
-    });
-    tokio::pin!(timer);
-    loop {
-        tokio::select! {
-            _ = conn.as_mut() => return,
-            () = ctx.shared.drain.cancelled(), if !winding_down => {
-                winding_down = true;
-                graceful(conn.as_mut());
-            }
-            () = timer.as_mut(), if timer_on => {
-                match in_flight.next_due(Instant::now(), header_read, keep_alive(winding_down)) {
-                    // As hyper's own header read timeout: the connection ends.
-                    Some(Due::HeaderRead) => return,
-                    Some(Due::KeepAlive) => {
+/// What [`Conn::drive`] looks at besides hyper's connection.
+struct Conn<'a> {
+    handle: &'a ConnectionHandle,
+    in_flight: &'a InFlight,
+    /// The TLS stream under hyper, when the serve speaks TLS.
+    tls: Option<&'a TlsIo>,
+    ctx: &'a Ctx,
+}
+
+/// No TLS without the `tls` feature.
+#[cfg(not(feature = "tls"))]
+enum TlsIo {}
+
+/// How long hyper has to close an idle connection the library asked to close, before
+/// the connection's task drops it (and closes the TLS stream itself): well within the
+/// library's grace for it (1 s).
+const CLOSING_WAIT: Duration = Duration::from_millis(300);
+
+impl Conn<'_> {
+    /// Polls the connection to its end, asking it to wind down (HTTP/1: `Connection: close`
+    /// after the current response, at once if idle; HTTP/2: GOAWAY) when the keep-alive
+    /// timeout, the connection's age or a drain says so, and ending it when the header read
+    /// timeout runs out. The two request timeouts share one timer, re-armed only when it
+    /// fires (see [`InFlight::next_due`]).
+    async fn drive<C: Future>(self, conn: C, graceful: impl Fn(Pin<&mut C>)) {
+        let Self {
+            handle,
+            in_flight,
+            tls,
+            ctx,
+        } = self;
+        tokio::pin!(conn);
+        let header_read = ctx.header_read_timeout;
+        let age_at = ctx.winding_down_at(handle);
+        let mut winding_down = false;
+        let mut soft_passed = false;
+        let keep_alive = |winding_down: bool| ctx.keep_alive_timeout.filter(|_| !winding_down);
+        let first = in_flight.next_due(Instant::now(), header_read, keep_alive(false));
+        let mut timer_on = first.is_some();
+        let timer = tokio::time::sleep_until(match first {
+            Some(Due::Later(at)) => at.into(),
+            _ => tokio::time::Instant::now(),
+        });
+        tokio::pin!(timer);
+        // Over TLS the library asks before it closes (see `ConnectionHandle::owner_closes`).
+        let asked = std::pin::pin!(close_asked(tls, handle));
+        let mut asked = asked.as_pin_mut();
+        // Asked while idle: hyper has this long to close the connection itself.
+        let mut closing_by = None;
+        loop {
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                () = maybe(asked.as_mut().map(Pin::as_mut)), if asked.is_some() => {
+                    asked = None;
+                    if !winding_down {
                         winding_down = true;
                         graceful(conn.as_mut());
-                        timer_on = header_read.is_some();
                     }
-                    Some(Due::Later(at)) => timer.as_mut().reset(at.into()),
-                    None => timer_on = false,
+                    // Idle: hyper closes it at once (HTTP/1), or after GOAWAY (HTTP/2); if it
+                    // has not soon, it is dropped and the TLS stream closed below it. A
+                    // request in flight may finish within the library's grace.
+                    if in_flight.is_idle() {
+                        closing_by = Some(Instant::now() + CLOSING_WAIT);
+                    }
                 }
-            }
-            () = sleep_until(age_at), if !winding_down && age_at.is_some() => {
-                winding_down = true;
-                graceful(conn.as_mut());
-            }
-            () = ctx.soft_deadline(), if !soft_passed => {
-                soft_passed = true;
-                // A client that ignored `Connection: close` or GOAWAY and sits idle:
-                // closed now, and counted as idle-closed by the drain. One with a request
-                // in flight (or a request head half read) finishes it.
-                if in_flight.is_idle() && handle.waits_for_next_request() {
-                    handle.close(CloseMode::Graceful, CloseReason::Drained);
+                () = sleep_until(closing_by), if closing_by.is_some() => return,
+                () = ctx.shared.drain.cancelled(), if !winding_down => {
+                    winding_down = true;
+                    graceful(conn.as_mut());
+                }
+                () = timer.as_mut(), if timer_on => {
+                    match in_flight.next_due(Instant::now(), header_read, keep_alive(winding_down)) {
+                        // As hyper's own header read timeout: the connection ends.
+                        Some(Due::HeaderRead) => return,
+                        Some(Due::KeepAlive) => {
+                            winding_down = true;
+                            graceful(conn.as_mut());
+                            timer_on = header_read.is_some();
+                        }
+                        Some(Due::Later(at)) => timer.as_mut().reset(at.into()),
+                        None => timer_on = false,
+                    }
+                }
+                () = sleep_until(age_at), if !winding_down && age_at.is_some() => {
+                    winding_down = true;
+                    graceful(conn.as_mut());
+                }
+                () = ctx.soft_deadline(), if !soft_passed => {
+                    soft_passed = true;
+                    // A client that ignored `Connection: close` or GOAWAY and sits idle:
+                    // closed now, and counted as idle-closed by the drain. One with a request
+                    // in flight (or a request head half read) finishes it.
+                    if in_flight.is_idle() && handle.waits_for_next_request() {
+                        handle.close(CloseMode::Graceful, CloseReason::Drained);
+                    }
                 }
             }
         }
+    }
+}
+
+/// Over TLS: resolves when the library asks for the connection to be closed.
+#[cfg(feature = "tls")]
+fn close_asked(tls: Option<&TlsIo>, handle: &ConnectionHandle) -> Option<crate::PeerClosed> {
+    tls.map(|_| handle.close_asked())
+}
+
+#[cfg(not(feature = "tls"))]
+fn close_asked(_: Option<&TlsIo>, _: &ConnectionHandle) -> Option<std::future::Pending<()>> {
+    None
+}
+
+/// Resolves with `future`, or never if there is none.
+async fn maybe<F: Future<Output = ()>>(future: Option<Pin<&mut F>>) {
+    match future {
+        Some(future) => future.await,
+        None => std::future::pending().await,
     }
 }
 
