@@ -214,9 +214,11 @@ pub struct Stats {
     pub rejected_per_ip: u64,
     /// TLS handshakes that failed under a framework serve with
     /// [`Serve::tls`](crate::integration::http::Serve::tls): garbage or a plain HTTP
-    /// request on the TLS port, a handshake rustls refused, a client that reset or left
-    /// mid-way. Handshakes that time out are counted as closed for
-    /// [`CloseReason::TlsHandshakeTimeout`] instead. Always 0 without the `tls` feature.
+    /// request on the TLS port, a handshake rustls refused, a client that left mid-way.
+    /// Handshakes that time out are counted as closed for
+    /// [`CloseReason::TlsHandshakeTimeout`] instead, and a client that resets mid-way as
+    /// [`CloseReason::ResetByPeer`] (also here, if the handshake's read saw the reset
+    /// before the library did). Always 0 without the `tls` feature.
     pub tls_handshake_failures: u64,
 }
 
