@@ -398,8 +398,8 @@ async fn python_client(addr: SocketAddr) -> (String, Duration) {
     )
 }
 
-/// An idle keep-alive connection closed by the library, by the listener's `idle_timeout`
-/// and by the serve's keep-alive timeout: Python's `ssl` reads a clean end (`close_notify`
+/// An idle keep-alive connection closed by the library, by the listener's `idle_timeout`,
+/// the serve's keep-alive timeout and its header read timeout: Python's `ssl` reads a clean end (`close_notify`
 /// before our FIN), not `SSLEOFError`; the kernel keeps no `CLOSE_WAIT`. Control: a
 /// tokio-rustls server that drops the connection at the same time without shutting TLS
 /// down: `SSLEOFError`, so the client can tell.
@@ -435,6 +435,17 @@ async fn python_ssl_reads_a_clean_end_when_an_idle_connection_is_closed() {
     .await;
     let (verdict, after) = python_client(addr).await;
     eprintln!("keep_alive_timeout: {verdict} after {after:?}");
+    assert_eq!(verdict, "clean");
+    assert!(after <= idle + Duration::from_secs(1), "{after:?}");
+
+    // The serve's header read timeout (the connection task drops hyper's connection, then
+    // shuts TLS down itself).
+    let (addr, _) = serve_tls(&Builder::new(), certs.server.clone(), None, |s| {
+        s.header_read_timeout(idle).keep_alive_timeout(None)
+    })
+    .await;
+    let (verdict, after) = python_client(addr).await;
+    eprintln!("header_read_timeout: {verdict} after {after:?}");
     assert_eq!(verdict, "clean");
     assert!(after <= idle + Duration::from_secs(1), "{after:?}");
 

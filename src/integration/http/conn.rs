@@ -32,6 +32,14 @@ where
     B::Error: Into<BoxError>,
 {
     let handle = stream.handle();
+    let in_flight = Arc::new(InFlight::new(handle.clone(), ctx.http2_only));
+    // Listed only where shedding may need it; from accept, so that a client stalled in
+    // its TLS handshake can be shed too.
+    let _registered = ctx
+        .shared
+        .config
+        .max_connections()
+        .map(|_| Registered::new(&ctx, &in_flight));
     #[cfg(feature = "tls")]
     if let Some(tls) = &ctx.tls {
         let Some(stream) = tls.handshake(stream, &handle, &ctx.shared).await else {
@@ -41,13 +49,20 @@ where
         // `close_notify` goes before our FIN.
         handle.owner_closes();
         let io = TlsIo::new(stream);
-        serve_io(TokioIo::new(io.clone()), Some(&io), service, handle, &ctx).await;
+        serve_io(
+            TokioIo::new(io.clone()),
+            Some(&io),
+            service,
+            &in_flight,
+            &ctx,
+        )
+        .await;
         // Dropped idle (the header read timeout, a close the library asked for) or ended
         // without a shutdown: `close_notify` and our FIN now.
         io.close().await;
         return;
     }
-    serve_io(TokioIo::new(stream), None, service, handle, &ctx).await;
+    serve_io(TokioIo::new(stream), None, service, &in_flight, &ctx).await;
 }
 
 /// Serves HTTP on `io`, the connection's stream or the TLS stream over it (`tls`).
@@ -55,7 +70,7 @@ async fn serve_io<I, S, B>(
     io: I,
     tls: Option<&TlsIo>,
     service: S,
-    handle: ConnectionHandle,
+    in_flight: &Arc<InFlight>,
     ctx: &Ctx,
 ) where
     I: ::hyper::rt::Read + ::hyper::rt::Write + Unpin + Send + 'static,
@@ -66,17 +81,11 @@ async fn serve_io<I, S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let in_flight = Arc::new(InFlight::new(handle.clone(), ctx.http2_only));
-    // Listed only where shedding may need it.
-    let _registered = ctx
-        .shared
-        .config
-        .max_connections()
-        .map(|_| Registered::new(ctx, &in_flight));
+    let handle = in_flight.handle();
     let service = Tracked::new(service, in_flight.clone(), handle.clone(), ctx.extend);
     let conn = Conn {
-        handle: &handle,
-        in_flight: &in_flight,
+        handle,
+        in_flight,
         tls,
         ctx,
     };
