@@ -36,6 +36,8 @@
 //!   listener were tokio's.
 //! - `GET /slow?ms=N`: `done`, after N ms.
 //! - `GET /big?bytes=N`: N bytes (a download for slow readers).
+//! - `POST /upload`: reads the whole request body, answers its length (an upload for slow
+//!   senders).
 //!
 //! Try it from bash: send a request whose body never ends, then hang up, and watch
 //! `ss -tan state close-wait` empty itself after `--close-wait-timeout-ms`:
@@ -52,7 +54,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, RawQuery};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tcp_hygiene::ConnectionHandle;
 
@@ -82,6 +84,10 @@ fn routes() -> Router {
         .route("/hang", get(hang).post(hang))
         .route("/slow", get(slow))
         .route("/big", get(big))
+        .route(
+            "/upload",
+            post(|body: axum::body::Bytes| async move { body.len().to_string() }),
+        )
 }
 
 /// The TLS flags.
