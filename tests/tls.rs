@@ -583,3 +583,117 @@ async fn alpn_offers_h2_and_http1() {
         assert_eq!(&body[..], b"ok");
     }
 }
+
+/// `slowhttptest` over HTTPS against the example at the serve's defaults (no timeout or
+/// rate flag but `--tls`), 50 connections per attack, one server per attack so the kernel's
+/// counts tell them apart: slowloris (`-H`, a header line a second), a slow body (`-B`,
+/// a few bytes a second to `POST /upload`) and a slow reader (`-X`, 32 bytes every 5 s of
+/// a 4 MB download) are all cleared by the 240 B/s minimum rates within 25 s (slowloris
+/// at the latest by the 30 s header read timeout); `curl -k` is answered by each throughout, and the kernel
+/// keeps no `CLOSE_WAIT`. Control: `--plain --tls` (no library) still holds all 150 at the
+/// end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowhttptest_over_https_is_cleared_at_the_defaults() {
+    require!(
+        Need::Tool("slowhttptest"),
+        Need::Tool("curl"),
+        Need::Tool("ss")
+    );
+    const CONNECTIONS: usize = 50;
+    let dir = std::env::temp_dir().join(format!("tcp-hygiene-tls-slow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let attack = |addr: SocketAddr, name: &str, kind: &str| {
+        let mut command = Command::new("slowhttptest");
+        command
+            .args([
+                "-c",
+                &CONNECTIONS.to_string(),
+                "-r",
+                "50",
+                "-l",
+                "45",
+                "-p",
+                "3",
+            ])
+            .args(["-g", "-o"])
+            .arg(dir.join(name))
+            .current_dir(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        match kind {
+            "H" => command.args(["-H", "-i", "1", "-u", &format!("https://{addr}/")]),
+            "B" => command
+                .args(["-B", "-i", "1", "-s", "8192", "-x", "10", "-t", "POST"])
+                .args(["-u", &format!("https://{addr}/upload")]),
+            _ => command
+                .args([
+                    "-X", "-w", "512", "-y", "1024", "-n", "5", "-z", "32", "-k", "3",
+                ])
+                .args(["-u", &format!("https://{addr}/big?bytes=4000000")]),
+        };
+        command
+            .spawn()
+            .expect("slowhttptest must be installed (.ci/run installs it)")
+    };
+    let kinds = ["H", "B", "X"];
+    let servers: Vec<Server> = kinds
+        .iter()
+        .map(|_| Server::start("axum_server", &["--tls"]))
+        .collect();
+    let control = Server::start("axum_server", &["--plain", "--tls"]);
+    let mut attacks = Vec::new();
+    for (server, kind) in servers.iter().zip(kinds) {
+        attacks.push(attack(server.addr, kind, kind));
+        attacks.push(attack(control.addr, &format!("control-{kind}"), kind));
+    }
+    let started = Instant::now();
+    wait_for(Duration::from_secs(10), "every attack connected", || {
+        servers
+            .iter()
+            .all(|s| ss_count(s.port(), "established") >= CONNECTIONS)
+    })
+    .await;
+    // When each server's attack connections are all gone; curl every 2 s meanwhile.
+    let mut cleared: [Option<Duration>; 3] = [None; 3];
+    let mut curls = 0;
+    while started.elapsed() < Duration::from_secs(42) && cleared.iter().any(Option::is_none) {
+        for (i, server) in servers.iter().enumerate() {
+            if cleared[i].is_none() && ss_count(server.port(), "established") == 0 {
+                cleared[i] = Some(started.elapsed());
+            }
+            let url = format!("https://{}/", server.addr);
+            let ok = tokio::task::spawn_blocking(move || curl_ok(&url, Duration::from_secs(3)))
+                .await
+                .unwrap();
+            assert!(
+                ok,
+                "-{} server: curl -k not answered at {:?}",
+                kinds[i],
+                started.elapsed()
+            );
+            curls += 1;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let held = ss_count(control.port(), "established");
+    eprintln!(
+        "slowhttptest over HTTPS: cleared -H {:?}, -B {:?}, -X {:?}; curl answered {curls} times; control holds {held}",
+        cleared[0], cleared[1], cleared[2]
+    );
+    for server in &servers {
+        assert_eq!(ss_count(server.port(), "close-wait"), 0);
+    }
+    for mut attack in attacks {
+        let _ = attack.kill();
+        let _ = attack.wait();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let [h, b, x] = cleared.map(|c| c.expect("an attack not cleared within 42 s"));
+    assert!(
+        h >= Duration::from_secs(25) && h <= Duration::from_secs(40),
+        "-H {h:?}"
+    );
+    assert!(b <= Duration::from_secs(20), "-B {b:?}");
+    assert!(x <= Duration::from_secs(25), "-X {x:?}");
+    assert!(held >= 3 * CONNECTIONS, "the control holds {held}");
+}
