@@ -142,16 +142,16 @@ impl Conn<'_> {
             _ => tokio::time::Instant::now(),
         });
         tokio::pin!(timer);
-        // Over TLS the library asks before it closes (see `ConnectionHandle::owner_closes`).
-        let asked = std::pin::pin!(close_asked(tls, handle));
-        let mut asked = asked.as_pin_mut();
+        // Over TLS the library asks before it closes (see `ConnectionHandle::owner_closes`),
+        // and wakes the read hyper keeps parked; a busy connection sees it at its next poll.
+        let mut asking = tls.is_some();
         // Asked while idle: hyper has this long to close the connection itself.
         let mut closing_by = None;
         loop {
             tokio::select! {
                 _ = conn.as_mut() => return,
-                () = maybe(asked.as_mut().map(Pin::as_mut)), if asked.is_some() => {
-                    asked = None;
+                () = close_asked(handle), if asking => {
+                    asking = false;
                     if !winding_down {
                         winding_down = true;
                         graceful(conn.as_mut());
@@ -199,23 +199,23 @@ impl Conn<'_> {
     }
 }
 
-/// Over TLS: resolves when the library asks for the connection to be closed.
+/// Resolves once the library has asked for the connection to be closed. Registers no
+/// waker of its own: the library wakes the read the connection's task keeps parked, and
+/// any other wake of the task looks again (two atomic loads).
 #[cfg(feature = "tls")]
-fn close_asked(tls: Option<&TlsIo>, handle: &ConnectionHandle) -> Option<crate::PeerClosed> {
-    tls.map(|_| handle.close_asked())
+fn close_asked(handle: &ConnectionHandle) -> impl Future<Output = ()> + '_ {
+    std::future::poll_fn(move |_| {
+        if handle.is_close_asked() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
 }
 
 #[cfg(not(feature = "tls"))]
-fn close_asked(_: Option<&TlsIo>, _: &ConnectionHandle) -> Option<std::future::Pending<()>> {
-    None
-}
-
-/// Resolves with `future`, or never if there is none.
-async fn maybe<F: Future<Output = ()>>(future: Option<Pin<&mut F>>) {
-    match future {
-        Some(future) => future.await,
-        None => std::future::pending().await,
-    }
+fn close_asked(_: &ConnectionHandle) -> std::future::Pending<()> {
+    std::future::pending()
 }
 
 async fn sleep_until(at: Option<std::time::Instant>) {
