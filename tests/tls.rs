@@ -697,3 +697,88 @@ async fn slowhttptest_over_https_is_cleared_at_the_defaults() {
     assert!(x <= Duration::from_secs(25), "-X {x:?}");
     assert!(held >= 3 * CONNECTIONS, "the control holds {held}");
 }
+
+/// A connector for tonic's client: TLS to one address with the given config.
+#[cfg(feature = "tonic")]
+#[derive(Clone)]
+struct TlsConnect {
+    addr: SocketAddr,
+    client: Arc<rustls::ClientConfig>,
+}
+
+#[cfg(feature = "tonic")]
+impl tower_service::Service<hyper::Uri> for TlsConnect {
+    type Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+    type Error = io::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: hyper::Uri) -> Self::Future {
+        let (addr, client) = (self.addr, self.client.clone());
+        Box::pin(async move {
+            let tcp = TcpStream::connect(addr).await?;
+            let name = ServerName::try_from("localhost").unwrap();
+            let tls = TlsConnector::from(client).connect(name, tcp).await?;
+            Ok(hyper_util::rt::TokioIo::new(tls))
+        })
+    }
+}
+
+/// gRPC over TLS with `tonic::serve(..).tls(..)`: the serve offers ALPN `h2` alone (its
+/// config offers none), a tonic client with ALPN `h2` gets its health check answered,
+/// and a client that offers only `http/1.1` fails its handshake (counted).
+#[cfg(feature = "tonic")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tonic_over_tls_speaks_h2_alone() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let certs = certs();
+    let listener = support::listener(&Builder::new()).await;
+    let addr = listener.local_addr().unwrap();
+    let controller = listener.controller();
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    tokio::spawn(
+        tcp_hygiene::integration::tonic::serve(listener, health)
+            .tls(certs.server.clone())
+            .into_future(),
+    );
+
+    let mut h2 = (*certs.client).clone();
+    h2.alpn_protocols = vec![b"h2".to_vec()];
+    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(TlsConnect {
+            addr,
+            client: Arc::new(h2),
+        })
+        .await
+        .expect("connect");
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        HealthClient::new(channel).check(HealthCheckRequest {
+            service: String::new(),
+        }),
+    )
+    .await
+    .expect("answered in time")
+    .expect("health check");
+    assert_eq!(response.into_inner().status, 1, "SERVING");
+
+    let mut h1 = (*certs.client).clone();
+    h1.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let refused = TlsConnector::from(Arc::new(h1))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await;
+    assert!(refused.is_err(), "an http/1.1-only client was accepted");
+    wait_for(
+        Duration::from_secs(3),
+        "the refused handshake counted",
+        || controller.stats().tls_handshake_failures == 1,
+    )
+    .await;
+}

@@ -48,31 +48,16 @@ where
         // From now on a close by the library asks this task first, so that
         // `close_notify` goes before our FIN.
         handle.owner_closes();
-        let io = TlsIo::new(stream);
-        serve_io(
-            TokioIo::new(io.clone()),
-            Some(&io),
-            service,
-            &in_flight,
-            &ctx,
-        )
-        .await;
-        // Dropped idle (the header read timeout, a close the library asked for) or ended
-        // without a shutdown: `close_notify` and our FIN now.
-        io.close().await;
+        let io = TokioIo::new(TlsIo::new(stream));
+        serve_io(io, true, service, &in_flight, &ctx).await;
         return;
     }
-    serve_io(TokioIo::new(stream), None, service, &in_flight, &ctx).await;
+    serve_io(TokioIo::new(stream), false, service, &in_flight, &ctx).await;
 }
 
 /// Serves HTTP on `io`, the connection's stream or the TLS stream over it (`tls`).
-async fn serve_io<I, S, B>(
-    io: I,
-    tls: Option<&TlsIo>,
-    service: S,
-    in_flight: &Arc<InFlight>,
-    ctx: &Ctx,
-) where
+async fn serve_io<I, S, B>(io: I, tls: bool, service: S, in_flight: &Arc<InFlight>, ctx: &Ctx)
+where
     I: ::hyper::rt::Read + ::hyper::rt::Write + Unpin + Send + 'static,
     S: Service<Request<RequestBody>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
@@ -102,17 +87,14 @@ async fn serve_io<I, S, B>(
 struct Conn<'a> {
     handle: &'a ConnectionHandle,
     in_flight: &'a InFlight,
-    /// The TLS stream under hyper, when the serve speaks TLS.
-    tls: Option<&'a TlsIo>,
+    /// Over TLS: the library asks before it closes, so that the TLS stream under hyper
+    /// can send `close_notify` first.
+    tls: bool,
     ctx: &'a Ctx,
 }
 
-/// No TLS without the `tls` feature.
-#[cfg(not(feature = "tls"))]
-enum TlsIo {}
-
 /// How long hyper has to close an idle connection the library asked to close, before
-/// the connection's task drops it (and closes the TLS stream itself): well within the
+/// the connection's task drops it (the TLS stream, dropped, closes itself): well within the
 /// library's grace for it (1 s).
 const CLOSING_WAIT: Duration = Duration::from_millis(300);
 
@@ -144,7 +126,7 @@ impl Conn<'_> {
         tokio::pin!(timer);
         // Over TLS the library asks before it closes (see `ConnectionHandle::owner_closes`),
         // and wakes the read hyper keeps parked; a busy connection sees it at its next poll.
-        let mut asking = tls.is_some();
+        let mut asking = tls;
         // Asked while idle: hyper has this long to close the connection itself.
         let mut closing_by = None;
         loop {

@@ -1,16 +1,16 @@
 //! HTTPS for the framework serves: the TLS handshake in the connection's own task, bounded
-//! from accept, and the stream under hyper shared with the connection's task, so that a
-//! close by the library sends `close_notify` before our FIN.
+//! from accept, and a stream under hyper that sends `close_notify` before our FIN however
+//! the connection ends.
 
 use std::fmt;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::ServerConfig;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -107,93 +107,99 @@ impl fmt::Debug for Tls {
     }
 }
 
-/// The TLS stream, shared by hyper (which reads and writes it) and the connection's task
-/// (which closes it with `close_notify` when hyper is done with it, or was dropped idle).
-/// Both run in the same task, so the lock is never contended.
-#[derive(Clone)]
-pub(crate) struct TlsIo(Arc<Mutex<Inner>>);
-
-struct Inner {
-    stream: TlsStream<TcpStream>,
+/// The TLS stream under hyper. If it is dropped without having been shut down (hyper
+/// dropped idle by the connection's task, an upgraded stream dropped by its handler, a
+/// task ended by the library), a task of its own sends `close_notify` then our FIN, so
+/// that every end the library causes is a clean one at the TLS layer.
+pub(crate) struct TlsIo {
+    /// Taken only when dropped.
+    stream: Option<TlsStream<TcpStream>>,
     /// `close_notify` and our FIN are out.
     shut: bool,
 }
 
 impl TlsIo {
     pub(crate) fn new(stream: TlsStream<TcpStream>) -> Self {
-        Self(Arc::new(Mutex::new(Inner {
-            stream,
+        Self {
+            stream: Some(stream),
             shut: false,
-        })))
-    }
-
-    fn poll_close(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut inner = self.lock();
-        let result = Pin::new(&mut inner.stream).poll_shutdown(cx);
-        if result.is_ready() {
-            inner.shut = true;
         }
-        result
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    fn stream(&mut self) -> Pin<&mut TlsStream<TcpStream>> {
+        Pin::new(self.stream.as_mut().expect("taken only when dropped"))
     }
+}
 
-    /// Sends `close_notify` then our FIN, unless they are out already or someone else
-    /// holds the stream (a handler took it over with an HTTP upgrade). Bounded: a peer
-    /// that does not read gets the TCP-level close from the library instead.
-    pub(crate) async fn close(&self) {
-        if Arc::strong_count(&self.0) > 1 || self.lock().shut {
+impl Drop for TlsIo {
+    fn drop(&mut self) {
+        let Some(mut stream) = self.stream.take() else {
+            return;
+        };
+        if self.shut {
             return;
         }
-        let shutdown = std::future::poll_fn(|cx| self.poll_close(cx));
-        let _ = tokio::time::timeout(CLOSE_NOTIFY_WAIT, shutdown).await;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        // Bounded: a peer that does not read gets the library's TCP-level close instead
+        // (and an abortive close, or one the peer made, fails the write at once).
+        runtime.spawn(async move {
+            let _ = tokio::time::timeout(CLOSE_NOTIFY_WAIT, stream.shutdown()).await;
+        });
     }
 }
 
 impl AsyncRead for TlsIo {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.lock().stream).poll_read(cx, buf)
+        self.stream().poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for TlsIo {
     fn poll_write(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.lock().stream).poll_write(cx, buf)
+        self.stream().poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.lock().stream).poll_write_vectored(cx, bufs)
+        self.stream().poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.lock().stream.is_write_vectored()
+        self.stream
+            .as_ref()
+            .is_some_and(AsyncWrite::is_write_vectored)
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.lock().stream).poll_flush(cx)
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream().poll_flush(cx)
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_close(cx)
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = self.stream().poll_shutdown(cx);
+        if result.is_ready() {
+            self.shut = true;
+        }
+        result
     }
 }
 
 impl fmt::Debug for TlsIo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsIo").finish_non_exhaustive()
+        f.debug_struct("TlsIo")
+            .field("shut", &self.shut)
+            .finish_non_exhaustive()
     }
 }
