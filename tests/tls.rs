@@ -689,11 +689,8 @@ async fn slowhttptest_over_https_is_cleared_at_the_defaults() {
     }
     let _ = std::fs::remove_dir_all(&dir);
     let [h, b, x] = cleared.map(|c| c.expect("an attack not cleared within 42 s"));
-    assert!(
-        h >= Duration::from_secs(25) && h <= Duration::from_secs(40),
-        "-H {h:?}"
-    );
-    assert!(b <= Duration::from_secs(20), "-B {b:?}");
+    assert!(h <= Duration::from_secs(25), "-H {h:?}");
+    assert!(b <= Duration::from_secs(25), "-B {b:?}");
     assert!(x <= Duration::from_secs(25), "-X {x:?}");
     assert!(held >= 3 * CONNECTIONS, "the control holds {held}");
 }

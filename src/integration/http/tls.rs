@@ -119,7 +119,11 @@ pub(crate) struct TlsIo {
 }
 
 impl TlsIo {
-    pub(crate) fn new(stream: TlsStream<TcpStream>) -> Self {
+    pub(crate) fn new(mut stream: TlsStream<TcpStream>) -> Self {
+        // rustls reads every record it can before it hands hyper the plaintext, so the
+        // stream's own read parks with each request: the peer owes data only when this
+        // layer has nothing for hyper (see `poll_read`).
+        stream.get_mut().0.set_read_ahead();
         Self {
             stream: Some(stream),
             shut: false,
@@ -156,7 +160,13 @@ impl AsyncRead for TlsIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.stream().poll_read(cx, buf)
+        let read = self.stream().poll_read(cx, buf);
+        if read.is_pending() {
+            if let Some(stream) = &self.stream {
+                stream.get_ref().0.conn().waits_in_read();
+            }
+        }
+        read
     }
 }
 
