@@ -5,7 +5,7 @@
 //! | `axum` | `integration::axum` | `axum::serve::Listener` for `TcpListener`, so `axum::serve(listener, app)` works; `ConnectInfo<ConnectionHandle>` for handlers. |
 //! | `hyper` | `integration::hyper` | `serve_connection`: HTTP/1 and HTTP/2 over a supervised `TcpStream` with hyper-util's `auto` builder. |
 //! | `tonic` | `integration::tonic` | tonic's `Connected` for `TcpStream` and `TcpListener::into_incoming` for `serve_with_incoming`. |
-//! | `tls` | `Serve::tls` | HTTPS for the three serves (rustls with `ring`): the handshake in the connection's task with a timeout, `close_notify` before the library's FIN. |
+//! | `tls` | `Serve::tls` | HTTPS for the three serves (rustls; your config brings its crypto provider): the handshake in the connection's task with a timeout, `close_notify` before the library's FIN. |
 //!
 //! Without any of these features this module is empty.
 

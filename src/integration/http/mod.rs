@@ -237,6 +237,11 @@ impl<S> Serve<S> {
     ///
     /// The handler's [`ConnectionHandle`] is the TCP connection's, as without TLS.
     ///
+    /// The crypto is the config's: build it with the provider of your choice (rustls'
+    /// `ring`, as below, or `aws-lc-rs`); the `tls` feature itself pulls in neither.
+    /// For ring: `rustls = { version = "0.23", default-features = false, features =
+    /// ["ring", "std", "tls12"] }` beside this crate, or any dependency that enables it.
+    ///
     /// Needs the `tls` feature. Default: no TLS.
     ///
     /// # Certificate rotation
