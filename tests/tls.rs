@@ -469,6 +469,39 @@ async fn python_ssl_reads_a_clean_end_when_an_idle_connection_is_closed() {
     assert_eq!(verdict, "SSLEOFError");
 }
 
+/// A graceful shutdown over TLS: the idle keep-alive connection of a Python `ssl` client
+/// is closed at the signal with `close_notify` first (a clean end, not `SSLEOFError`),
+/// and the drain's report counts it as finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_over_tls_ends_an_idle_connection_cleanly() {
+    require!(Need::Tool("python3"));
+    let certs = certs();
+    let listener = support::listener(&Builder::new()).await;
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(
+        tcp_hygiene::integration::axum::serve(listener, app())
+            .tls(certs.server.clone())
+            .with_graceful_shutdown(
+                async {
+                    let _ = stopped.await;
+                },
+                Duration::from_secs(2),
+                Duration::from_secs(5),
+            )
+            .into_future(),
+    );
+    let client = tokio::spawn(python_client(addr));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _ = stop.send(());
+    let (verdict, after) = client.await.unwrap();
+    eprintln!("drain: {verdict} after {after:?}");
+    assert_eq!(verdict, "clean");
+    let report = served.await.unwrap().unwrap();
+    eprintln!("{report:?}");
+    assert_eq!((report.connections, report.finished), (1, 1), "{report:?}");
+}
+
 /// A handler that never answers, over TLS, on a listener with a 1 s idle timeout: the
 /// library asks the serve, which cannot close a busy connection cleanly, so after the
 /// 1 s grace the library closes it at the TCP level and ends the task: the client sees
