@@ -68,113 +68,97 @@ where
 {
     let handle = in_flight.handle();
     let service = Tracked::new(service, in_flight.clone(), handle.clone(), ctx.extend);
-    let conn = Conn {
-        handle,
-        in_flight,
-        tls,
-        ctx,
-    };
     if ctx.http2_only {
-        let c = ctx.builder.serve_connection(io, service);
-        conn.drive(c, |c| c.graceful_shutdown()).await;
+        let conn = ctx.builder.serve_connection(io, service);
+        drive(conn, |c| c.graceful_shutdown(), handle, in_flight, ctx, tls).await;
     } else {
-        let c = ctx.builder.serve_connection_with_upgrades(io, service);
-        conn.drive(c, |c| c.graceful_shutdown()).await;
+        let conn = ctx.builder.serve_connection_with_upgrades(io, service);
+        drive(conn, |c| c.graceful_shutdown(), handle, in_flight, ctx, tls).await;
     }
 }
 
-/// What [`Conn::drive`] looks at besides hyper's connection.
-struct Conn<'a> {
-    handle: &'a ConnectionHandle,
-    in_flight: &'a InFlight,
-    /// Over TLS: the library asks before it closes, so that the TLS stream under hyper
-    /// can send `close_notify` first.
-    tls: bool,
-    ctx: &'a Ctx,
-}
-
 /// How long hyper has to close an idle connection the library asked to close, before
-/// the connection's task drops it (the TLS stream, dropped, closes itself): well within the
-/// library's grace for it (1 s).
+/// the connection's task drops it (the TLS stream, dropped, closes itself): well within
+/// the library's grace for it (1 s).
 const CLOSING_WAIT: Duration = Duration::from_millis(300);
 
-impl Conn<'_> {
-    /// Polls the connection to its end, asking it to wind down (HTTP/1: `Connection: close`
-    /// after the current response, at once if idle; HTTP/2: GOAWAY) when the keep-alive
-    /// timeout, the connection's age or a drain says so, and ending it when the header read
-    /// timeout runs out. The two request timeouts share one timer, re-armed only when it
-    /// fires (see [`InFlight::next_due`]).
-    async fn drive<C: Future>(self, conn: C, graceful: impl Fn(Pin<&mut C>)) {
-        let Self {
-            handle,
-            in_flight,
-            tls,
-            ctx,
-        } = self;
-        tokio::pin!(conn);
-        let header_read = ctx.header_read_timeout;
-        let age_at = ctx.winding_down_at(handle);
-        let mut winding_down = false;
-        let mut soft_passed = false;
-        let keep_alive = |winding_down: bool| ctx.keep_alive_timeout.filter(|_| !winding_down);
-        let first = in_flight.next_due(Instant::now(), header_read, keep_alive(false));
-        let mut timer_on = first.is_some();
-        let timer = tokio::time::sleep_until(match first {
-            Some(Due::Later(at)) => at.into(),
-            _ => tokio::time::Instant::now(),
-        });
-        tokio::pin!(timer);
-        // Over TLS the library asks before it closes (see `ConnectionHandle::owner_closes`),
-        // and wakes the read hyper keeps parked; a busy connection sees it at its next poll.
-        let mut asking = tls;
-        // Asked while idle: hyper has this long to close the connection itself.
-        let mut closing_by = None;
-        loop {
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                () = close_asked(handle), if asking => {
-                    asking = false;
-                    if !winding_down {
+/// Polls the connection to its end, asking it to wind down (HTTP/1: `Connection: close`
+/// after the current response, at once if idle; HTTP/2: GOAWAY) when the keep-alive
+/// timeout, the connection's age or a drain says so, and ending it when the header read
+/// timeout runs out. The two request timeouts share one timer, re-armed only when it
+/// fires (see [`InFlight::next_due`]). Over TLS (`tls`) it also winds the connection down
+/// when the library asks to close it, so that `close_notify` goes before our FIN.
+async fn drive<C: Future>(
+    conn: C,
+    graceful: impl Fn(Pin<&mut C>),
+    handle: &ConnectionHandle,
+    in_flight: &InFlight,
+    ctx: &Ctx,
+    tls: bool,
+) {
+    tokio::pin!(conn);
+    let header_read = ctx.header_read_timeout;
+    let age_at = ctx.winding_down_at(handle);
+    let mut winding_down = false;
+    let mut soft_passed = false;
+    let keep_alive = |winding_down: bool| ctx.keep_alive_timeout.filter(|_| !winding_down);
+    let first = in_flight.next_due(Instant::now(), header_read, keep_alive(false));
+    let mut timer_on = first.is_some();
+    let timer = tokio::time::sleep_until(match first {
+        Some(Due::Later(at)) => at.into(),
+        _ => tokio::time::Instant::now(),
+    });
+    tokio::pin!(timer);
+    // Over TLS the library asks before it closes (see `ConnectionHandle::owner_closes`),
+    // and wakes the read hyper keeps parked; a busy connection sees it at its next poll.
+    let mut asking = tls;
+    // Asked while idle: hyper has this long to close the connection itself.
+    let mut closing_by = None;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            () = close_asked(handle), if asking => {
+                asking = false;
+                if !winding_down {
+                    winding_down = true;
+                    graceful(conn.as_mut());
+                }
+                // Idle: hyper closes it at once (HTTP/1), or after GOAWAY (HTTP/2); if it
+                // has not soon, it is dropped and the TLS stream closed below it. A
+                // request in flight may finish within the library's grace.
+                if in_flight.is_idle() {
+                    closing_by = Some(Instant::now() + CLOSING_WAIT);
+                }
+            }
+            () = sleep_until(closing_by), if closing_by.is_some() => return,
+            () = ctx.shared.drain.cancelled(), if !winding_down => {
+                winding_down = true;
+                graceful(conn.as_mut());
+            }
+            () = timer.as_mut(), if timer_on => {
+                match in_flight.next_due(Instant::now(), header_read, keep_alive(winding_down)) {
+                    // As hyper's own header read timeout: the connection ends.
+                    Some(Due::HeaderRead) => return,
+                    Some(Due::KeepAlive) => {
                         winding_down = true;
                         graceful(conn.as_mut());
+                        timer_on = header_read.is_some();
                     }
-                    // Idle: hyper closes it at once (HTTP/1), or after GOAWAY (HTTP/2); if it
-                    // has not soon, it is dropped and the TLS stream closed below it. A
-                    // request in flight may finish within the library's grace.
-                    if in_flight.is_idle() {
-                        closing_by = Some(Instant::now() + CLOSING_WAIT);
-                    }
+                    Some(Due::Later(at)) => timer.as_mut().reset(at.into()),
+                    None => timer_on = false,
                 }
-                () = sleep_until(closing_by), if closing_by.is_some() => return,
-                () = ctx.shared.drain.cancelled(), if !winding_down => {
-                    winding_down = true;
-                    graceful(conn.as_mut());
-                }
-                () = timer.as_mut(), if timer_on => {
-                    match in_flight.next_due(Instant::now(), header_read, keep_alive(winding_down)) {
-                        // As hyper's own header read timeout: the connection ends.
-                        Some(Due::HeaderRead) => return,
-                        Some(Due::KeepAlive) => {
-                            winding_down = true;
-                            graceful(conn.as_mut());
-                            timer_on = header_read.is_some();
-                        }
-                        Some(Due::Later(at)) => timer.as_mut().reset(at.into()),
-                        None => timer_on = false,
-                    }
-                }
-                () = sleep_until(age_at), if !winding_down && age_at.is_some() => {
-                    winding_down = true;
-                    graceful(conn.as_mut());
-                }
-                () = ctx.soft_deadline(), if !soft_passed => {
-                    soft_passed = true;
-                    // A client that ignored `Connection: close` or GOAWAY and sits idle:
-                    // closed now, and counted as idle-closed by the drain. One with a request
-                    // in flight (or a request head half read) finishes it.
-                    if in_flight.is_idle() && handle.waits_for_next_request() {
-                        handle.close(CloseMode::Graceful, CloseReason::Drained);
-                    }
+            }
+            () = sleep_until(age_at), if !winding_down && age_at.is_some() => {
+                winding_down = true;
+                graceful(conn.as_mut());
+            }
+            () = ctx.soft_deadline(), if !soft_passed => {
+                soft_passed = true;
+                // A client that ignored `Connection: close` or GOAWAY and sits idle:
+                // closed now, and counted as idle-closed by the drain. One with a request
+                // in flight (or a request head half read) finishes it.
+                if in_flight.is_idle() && handle.waits_for_next_request() {
+                    handle.close(CloseMode::Graceful, CloseReason::Drained);
                 }
             }
         }
