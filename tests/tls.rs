@@ -245,6 +245,62 @@ async fn stalled_handshakes_are_closed_at_the_timeout_while_curl_is_answered() {
     assert_eq!(open, STALLERS);
 }
 
+/// `max_connections` (10) all held by clients stalled in their handshake (the handshake
+/// timeout 30 s, out of the way): a good HTTPS client waiting in the backlog is answered
+/// within the shedding check's 100 ms, the oldest staller shed for it (`LoadShed`, the
+/// staller sees its end), instead of waiting out the 30 s: a client stalled in its
+/// handshake has no request in flight, and is shed first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_handshakes_at_max_connections_are_shed_for_a_good_client() {
+    const MAX: usize = 10;
+    let certs = certs();
+    let (addr, controller) = serve_tls(
+        Builder::new().max_connections(MAX),
+        certs.server.clone(),
+        Some(Duration::from_secs(30)),
+        |s| s,
+    )
+    .await;
+    let mut stallers = Vec::new();
+    for _ in 0..MAX {
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(HELLO_START).await.unwrap();
+        stallers.push(client);
+    }
+    wait_for(Duration::from_secs(3), "every slot taken", || {
+        controller.stats().open == MAX as u64
+    })
+    .await;
+    for round in 0..3 {
+        let started = Instant::now();
+        let body =
+            tokio::time::timeout(Duration::from_secs(5), https_get(addr, &certs.client, "/"))
+                .await
+                .expect("answered while the stallers hold every slot");
+        let took = started.elapsed();
+        eprintln!("round {round}: answered in {took:?} at max_connections");
+        assert_eq!(body, "ok");
+        assert!(took <= Duration::from_secs(2), "{took:?}");
+    }
+    let shed = controller.stats().closed(CloseReason::LoadShed);
+    let mut ended = 0;
+    for staller in &mut stallers {
+        if ends_within(staller, Instant::now(), Duration::from_millis(200))
+            .await
+            .is_some()
+        {
+            ended += 1;
+        }
+    }
+    eprintln!("{shed} stallers shed, {ended} saw their end");
+    assert!(shed >= 1, "{shed}");
+    assert_eq!(ended as u64, shed);
+    assert_eq!(
+        controller.stats().closed(CloseReason::TlsHandshakeTimeout),
+        0
+    );
+}
+
 /// A [`tracing`] layer that counts events at `WARN` and `ERROR`.
 struct CountLoud(Arc<AtomicUsize>);
 
