@@ -868,3 +868,61 @@ async fn tonic_over_tls_speaks_h2_alone() {
     )
     .await;
 }
+
+/// With the `metrics` feature: a failed handshake (garbage) and a timed-out one (a
+/// staller, 1 s) show in the listener's metrics, as
+/// `tcp_hygiene_tls_handshake_failures_total` and
+/// `tcp_hygiene_connections_closed_total{reason="tls_handshake_timeout"}`.
+#[cfg(feature = "metrics")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_failures_and_timeouts_show_in_the_metrics() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    support::trace_init();
+    let certs = certs();
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let std = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std.set_nonblocking(true).unwrap();
+    let tokio = tokio::net::TcpListener::from_std(std).unwrap();
+    let listener = metrics::with_local_recorder(&recorder, || Builder::new().wrap(tokio)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tcp_hygiene::integration::axum::serve(listener, app())
+            .tls(certs.server.clone())
+            .tls_handshake_timeout(Duration::from_secs(1))
+            .into_future(),
+    );
+    let started = Instant::now();
+    let mut garbage = TcpStream::connect(addr).await.unwrap();
+    garbage.write_all(&[0xde; 64]).await.unwrap();
+    let mut staller = TcpStream::connect(addr).await.unwrap();
+    staller.write_all(HELLO_START).await.unwrap();
+    let limit = Duration::from_secs(3);
+    assert!(ends_within(&mut garbage, started, limit).await.is_some());
+    assert!(ends_within(&mut staller, started, limit).await.is_some());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut failures = None;
+    let mut timeouts = None;
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let key = key.key();
+        let reason = key
+            .labels()
+            .find(|l| l.key() == "reason")
+            .map(|l| l.value().to_owned());
+        match (key.name(), reason.as_deref(), value) {
+            ("tcp_hygiene_tls_handshake_failures_total", None, DebugValue::Counter(n)) => {
+                failures = Some(n);
+            }
+            (
+                "tcp_hygiene_connections_closed_total",
+                Some("tls_handshake_timeout"),
+                DebugValue::Counter(n),
+            ) => timeouts = Some(n),
+            _ => {}
+        }
+    }
+    eprintln!("metrics: failures {failures:?}, timeouts {timeouts:?}");
+    assert_eq!(failures, Some(1));
+    assert_eq!(timeouts, Some(1));
+}
