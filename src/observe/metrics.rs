@@ -18,6 +18,7 @@ pub(crate) const DURATION: &str = "tcp_hygiene_connection_duration_seconds";
 pub(crate) const CLOSE_WAIT: &str = "tcp_hygiene_close_wait_seconds";
 pub(crate) const FIN_DETECT: &str = "tcp_hygiene_fin_detect_seconds";
 pub(crate) const DRAIN: &str = "tcp_hygiene_drain_connections";
+#[cfg(feature = "tls")]
 pub(crate) const TLS_HANDSHAKE_FAILURES: &str = "tcp_hygiene_tls_handshake_failures_total";
 
 /// How a connection nobody forced ended, besides the library's reasons.
@@ -43,6 +44,7 @@ pub(crate) struct Metrics {
     close_wait: Histogram,
     fin_detect: Histogram,
     drain: [Gauge; 4],
+    #[cfg(feature = "tls")]
     tls_handshake_failures: Counter,
 }
 
@@ -86,6 +88,7 @@ fn describe() {
             Unit::Count,
             "The last drain's report, by fate: connections, finished, idle_closed, forced."
         );
+        #[cfg(feature = "tls")]
         metrics::describe_counter!(
             TLS_HANDSHAKE_FAILURES,
             Unit::Count,
@@ -119,6 +122,7 @@ impl Metrics {
             fin_detect: metrics::histogram!(FIN_DETECT, &[label.clone()][..]),
             drain: ["connections", "finished", "idle_closed", "forced"]
                 .map(|f| gauge(DRAIN, "fate", f)),
+            #[cfg(feature = "tls")]
             tls_handshake_failures: metrics::counter!(TLS_HANDSHAKE_FAILURES, &[label.clone()][..]),
         }
     }
