@@ -32,8 +32,7 @@ pub(crate) enum Msg {
     /// Close the connection on request, for `reason`.
     Close(ConnectionId, CloseMode, CloseReason),
     /// The connection's serve closes it itself when the library would (over TLS).
-    #[cfg(feature = "hyper")]
-    #[allow(dead_code)] // until the TLS serve sends it
+    #[cfg(feature = "tls")]
     OwnerCloses(ConnectionId),
     Drain(DrainRequest),
     /// The listener (or the last handle on a connector) is gone: once its last connection
@@ -135,7 +134,7 @@ impl Tx {
         report
     }
 
-    #[cfg(feature = "hyper")]
+    #[cfg(feature = "tls")]
     pub(crate) fn owner_closes(&self, id: ConnectionId) {
         self.send(Msg::OwnerCloses(id));
     }

@@ -114,11 +114,15 @@ pub enum CloseReason {
     /// [`Stats::connect_errors`](crate::Stats::connect_errors), and the connect fails
     /// with `TimedOut`.
     ConnectTimeout,
+    /// A client of a framework serve over TLS had not finished its TLS handshake within
+    /// the serve's `tls_handshake_timeout`, counted from accept (a client that connects
+    /// and stalls before or inside its `ClientHello`).
+    TlsHandshakeTimeout,
 }
 
 impl CloseReason {
     /// All reasons, in declaration order.
-    pub(crate) const ALL: [CloseReason; 16] = [
+    pub(crate) const ALL: [CloseReason; 17] = [
         CloseReason::CloseWaitTimeout,
         CloseReason::FinWaitTimeout,
         CloseReason::IdleTimeout,
@@ -135,6 +139,7 @@ impl CloseReason {
         CloseReason::SlowSend,
         CloseReason::LoadShed,
         CloseReason::ConnectTimeout,
+        CloseReason::TlsHandshakeTimeout,
     ];
 
     /// Every reason, in declaration order (more may come: the enum is
@@ -162,6 +167,7 @@ impl CloseReason {
             CloseReason::SlowSend => "slow_send",
             CloseReason::LoadShed => "load_shed",
             CloseReason::ConnectTimeout => "connect_timeout",
+            CloseReason::TlsHandshakeTimeout => "tls_handshake_timeout",
         }
     }
 

@@ -39,6 +39,9 @@ pub struct TcpStream {
     io: tokio::net::TcpStream,
     /// A read returned EOF after the library's close: every later read does too.
     eof_given: bool,
+    /// A layer above reads ahead of the application (TLS): a read parked here says
+    /// nothing about whether the peer owes data; the layer judges that itself.
+    read_ahead: bool,
 }
 
 struct Registration(ConnRef);
@@ -55,11 +58,19 @@ impl TcpStream {
             registration: Registration(conn),
             io,
             eof_given: false,
+            read_ahead: false,
         }
     }
 
     pub(crate) fn conn(&self) -> &Conn {
         &self.registration.0
+    }
+
+    /// A layer above reads ahead of the application (TLS) and judges itself, with
+    /// [`Conn::waits_in_read`], when the peer owes data.
+    #[cfg(feature = "tls")]
+    pub(crate) fn set_read_ahead(&mut self) {
+        self.read_ahead = true;
     }
 
     /// A cheap, clonable handle to this connection's state, for code that does not own
@@ -205,7 +216,7 @@ fn nothing_read(
         Poll::Ready(Err(e)) => Poll::Ready(Err(explain(conn, e))),
         Poll::Pending => {
             if !conn.has(Flags::SHUT) {
-                conn.park_read(cx.waker());
+                conn.park_read(cx.waker(), !this.read_ahead);
                 // A close after the check above found no waker to wake.
                 if !conn.has(Flags::SHUT) {
                     return Poll::Pending;

@@ -23,7 +23,10 @@
 //!   hand) and a raw tokio server, connects per second;
 //! - `http` (with `--features axum`): requests per second through axum, the library's
 //!   serve and `axum::serve` over the library's listener against `axum::serve` over
-//!   tokio's (`ratio http_rps …`; see `http`).
+//!   tokio's (`ratio http_rps …`; see `http`);
+//! - `https` (with `--features axum,tls`): the same over TLS, HTTP/1.1 and HTTP/2, the
+//!   library's serve with `tls` against tokio-rustls and hyper-util by hand
+//!   (`ratio https_rps_h1 …`, `https_rps_h2`; see `https`).
 //!
 //! Clients run in the same runtime as the server: there a round trip (~15 µs here) is
 //! user-space and kernel work, where a client thread of its own puts it at ~85 µs ±30 %,
@@ -50,7 +53,7 @@
 //! (`value poll_instructions …`), which are exact and immune to noise.
 //!
 //! Positional arguments select sections by substring (`throughput`, `pingpong`, `accept`,
-//! `connect`, `poll`, `callgrind`, `http`), e.g. `-- --quick accept`; `LOOPBACK_CONTENDERS=hygiene` runs only
+//! `connect`, `poll`, `callgrind`, `http`, `https`), e.g. `-- --quick accept`; `LOOPBACK_CONTENDERS=hygiene` runs only
 //! the named contenders (for profiling one of them, e.g. under `perf` or `strace -c`).
 //!
 //! # Layout
@@ -67,6 +70,8 @@ mod contenders;
 mod end_to_end;
 #[cfg(feature = "axum")]
 mod http;
+#[cfg(all(feature = "axum", feature = "tls"))]
+mod https;
 mod per_poll;
 mod report;
 
@@ -197,10 +202,18 @@ fn main() {
     };
     #[cfg(not(feature = "axum"))]
     let http = vec!["note: the http section runs with `--features axum`".to_string()];
+    #[cfg(all(feature = "axum", feature = "tls"))]
+    let https = if params.runs("https") {
+        https::run(params.http_rounds, params.http_requests)
+    } else {
+        Vec::new()
+    };
+    #[cfg(not(all(feature = "axum", feature = "tls")))]
+    let https = vec!["note: the https section runs with `--features axum,tls`".to_string()];
 
     report::print(&rows, &polls, &instructions);
     println!();
-    for line in http {
+    for line in http.into_iter().chain(https) {
         println!("{line}");
     }
     println!(

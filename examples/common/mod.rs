@@ -133,9 +133,15 @@ pub(crate) fn parse(
             }
         }
     }
-    let rate = |bytes: Option<u64>| bytes.filter(|b| *b > 0).map(|b| MinDataRate::new(b, grace));
-    builder.min_receive_rate(rate(receive_rate));
-    builder.min_send_rate(rate(send_rate));
+    // Only a rate given is set: an omitted flag keeps the default (under a serve, 240 B/s
+    // after 5 s), `0` disables.
+    let rate = |bytes: u64| (bytes > 0).then(|| MinDataRate::new(bytes, grace));
+    if let Some(bytes) = receive_rate {
+        builder.min_receive_rate(rate(bytes));
+    }
+    if let Some(bytes) = send_rate {
+        builder.min_send_rate(rate(bytes));
+    }
     args.listen = listen.ok_or("--listen is required")?;
     args.builder = builder;
     Ok(args)

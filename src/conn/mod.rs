@@ -101,12 +101,27 @@ impl Conn {
     }
 
     /// A read returned `Pending`: remembers that the application waits in a read, and its
-    /// waker, so that [`wake_reader`](Self::wake_reader) can end the wait with EOF.
-    pub(crate) fn park_read(&self, waker: &Waker) {
+    /// waker, so that [`wake_reader`](Self::wake_reader) can end the wait with EOF; and,
+    /// with `judge`, whether the peer started owing data
+    /// ([`waits_in_read`](Self::waits_in_read)).
+    pub(crate) fn park_read(&self, waker: &Waker, judge: bool) {
         let slot = self.slot();
         let read = slot.bytes_read.load(Relaxed);
         slot.read_parked_at.store(read as u32, Relaxed);
         slot.cell.register_waker(waker);
+        if judge {
+            self.waits_in_read();
+        }
+    }
+
+    /// The application waits for more data: if a read returned data since our last
+    /// write, the peer started owing the rest (mid-request), which the supervisor may
+    /// have asked to hear of (`min_receive_rate`). Judged where the application's read
+    /// parks: the stream's own read, or (over TLS, whose layer reads ahead of the
+    /// application and parks the stream's read with every request) the TLS layer's.
+    pub(crate) fn waits_in_read(&self) {
+        let slot = self.slot();
+        let read = slot.bytes_read.load(Relaxed);
         let word = slot.cell.load_relaxed();
         if word & u32::from(Flags::WATCH_READS.bits()) != 0
             && word & (word::RECEIVED | word::OWED) == 0

@@ -138,22 +138,32 @@ impl ConnectionHandle {
     /// Resolves when the library wants the connection closed (a rule expired on a
     /// connection whose serve closes it itself, see [`owner_closes`](Self::owner_closes)),
     /// or it ended otherwise.
-    #[cfg(feature = "hyper")]
-    #[allow(dead_code)] // until the TLS serve calls it
+    #[cfg(feature = "tls")]
     pub(crate) fn close_asked(&self) -> PeerClosed {
-        PeerClosed::new(self.conn.clone(), |conn| {
-            conn.close_reason().is_some()
-                || conn
-                    .flags()
-                    .intersects(crate::conn::Flags::CLOSED | crate::conn::Flags::RELEASED)
-        })
+        PeerClosed::new(self.conn.clone(), Self::asked)
+    }
+
+    /// Whether the library wants the connection closed, or it ended otherwise (see
+    /// [`close_asked`](Self::close_asked)): two atomic loads, for a connection's task
+    /// that checks at every poll. The library also wakes a read parked in the stream when
+    /// it asks, so a task waiting in a read is polled then.
+    #[cfg(feature = "tls")]
+    pub(crate) fn is_close_asked(&self) -> bool {
+        Self::asked(&self.conn)
+    }
+
+    #[cfg(feature = "tls")]
+    fn asked(conn: &crate::conn::Conn) -> bool {
+        conn.close_reason().is_some()
+            || conn
+                .flags()
+                .intersects(crate::conn::Flags::CLOSED | crate::conn::Flags::RELEASED)
     }
 
     /// From now on the serve closes the connection itself when the library would (over
     /// TLS, so that `close_notify` goes before our FIN); the library closes it at the TCP
     /// level only if it has not within a short grace.
-    #[cfg(feature = "hyper")]
-    #[allow(dead_code)] // until the TLS serve calls it
+    #[cfg(feature = "tls")]
     pub(crate) fn owner_closes(&self) {
         self.conn.shared().tx.owner_closes(self.conn.id());
     }

@@ -20,6 +20,8 @@ pub(crate) const DURATION: &str = "tcp_hygiene_connection_duration_seconds";
 pub(crate) const CLOSE_WAIT: &str = "tcp_hygiene_close_wait_seconds";
 pub(crate) const FIN_DETECT: &str = "tcp_hygiene_fin_detect_seconds";
 pub(crate) const DRAIN: &str = "tcp_hygiene_drain_connections";
+#[cfg(feature = "tls")]
+pub(crate) const TLS_HANDSHAKE_FAILURES: &str = "tcp_hygiene_tls_handshake_failures_total";
 
 /// How a connection nobody forced ended, besides the library's reasons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +48,8 @@ pub(crate) struct Metrics {
     close_wait: Histogram,
     fin_detect: Histogram,
     drain: [Gauge; 4],
+    #[cfg(feature = "tls")]
+    tls_handshake_failures: Counter,
 }
 
 fn describe() {
@@ -94,6 +98,12 @@ fn describe() {
             Unit::Count,
             "The last drain's report, by fate: connections, finished, idle_closed, forced."
         );
+        #[cfg(feature = "tls")]
+        metrics::describe_counter!(
+            TLS_HANDSHAKE_FAILURES,
+            Unit::Count,
+            "TLS handshakes that failed under a framework serve (garbage, a plain HTTP request, a refused handshake, a client gone mid-way); timeouts are counted as closed with reason tls_handshake_timeout."
+        );
     });
 }
 
@@ -124,6 +134,8 @@ impl Metrics {
             fin_detect: metrics::histogram!(FIN_DETECT, &[label.clone()][..]),
             drain: ["connections", "finished", "idle_closed", "forced"]
                 .map(|f| gauge(DRAIN, "fate", f)),
+            #[cfg(feature = "tls")]
+            tls_handshake_failures: metrics::counter!(TLS_HANDSHAKE_FAILURES, &[label.clone()][..]),
         }
     }
 
@@ -173,6 +185,11 @@ impl Metrics {
 
     pub(crate) fn fin_detect(&self, took: Duration) {
         self.fin_detect.record(took.as_secs_f64());
+    }
+
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls_handshake_failed(&self) {
+        self.tls_handshake_failures.increment(1);
     }
 
     /// `fates`: connections, finished, idle-closed, forced.

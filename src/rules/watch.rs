@@ -95,7 +95,7 @@ impl Watch {
 
     /// Its owner closes it itself when the library would (a framework serve over TLS,
     /// which sends `close_notify` first).
-    #[cfg_attr(not(any(test, feature = "hyper")), allow(dead_code))]
+    #[cfg(any(test, feature = "tls"))]
     pub(crate) fn set_owner_closes(&mut self) {
         self.bits.set(Bits::OWNER_CLOSES);
     }

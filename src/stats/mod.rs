@@ -29,6 +29,7 @@ pub(crate) struct Counters {
     pub(crate) rejected_per_ip: AtomicU64,
     pub(crate) connected: AtomicU64,
     pub(crate) connect_errors: AtomicU64,
+    pub(crate) tls_handshake_failures: AtomicU64,
     /// Set if the supervisor task ended abnormally (a bug): `accept` then fails.
     pub(crate) supervisor_failed: AtomicBool,
     #[cfg(feature = "metrics")]
@@ -164,6 +165,15 @@ impl Counters {
         self.metrics(|m| m.fin_detect(took));
     }
 
+    /// A TLS handshake under a framework serve failed (not a timeout: the client sent
+    /// something that is not a handshake, or one rustls refused, or left mid-way).
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls_handshake_failed(&self) {
+        Self::bump(&self.tls_handshake_failures);
+        #[cfg(feature = "metrics")]
+        self.metrics(|m| m.tls_handshake_failed());
+    }
+
     /// A drain finished.
     /// `fates`: the drain report's connections, finished, idle-closed and forced.
     pub(crate) fn drained(&self, fates: [usize; 4]) {
@@ -189,6 +199,7 @@ impl Counters {
             rejected_per_ip: self.rejected_per_ip.load(Relaxed),
             connected: self.connected.load(Relaxed),
             connect_errors: self.connect_errors.load(Relaxed),
+            tls_handshake_failures: self.tls_handshake_failures.load(Relaxed),
         }
     }
 }
@@ -234,6 +245,14 @@ pub struct Stats {
     /// unreachable, resolution failed, timed out); those that timed out are also
     /// counted as [`CloseReason::ConnectTimeout`] in [`closed`](Self::closed).
     pub connect_errors: u64,
+    /// TLS handshakes that failed under a framework serve with
+    /// [`Serve::tls`](crate::integration::http::Serve::tls): garbage or a plain HTTP
+    /// request on the TLS port, a handshake rustls refused, a client that left mid-way.
+    /// Handshakes that time out are counted as closed for
+    /// [`CloseReason::TlsHandshakeTimeout`] instead, and a client that resets mid-way as
+    /// [`CloseReason::ResetByPeer`] (also here, if the handshake's read saw the reset
+    /// before the library did). Always 0 without the `tls` feature.
+    pub tls_handshake_failures: u64,
 }
 
 impl Stats {

@@ -35,7 +35,7 @@ impl<T: Copy + Serialize, F: Fn(T) -> u64> Serialize for Counts<T, F> {
 
 impl Serialize for Stats {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("Stats", 13)?;
+        let mut s = serializer.serialize_struct("Stats", 14)?;
         s.serialize_field("accepted", &self.accepted)?;
         s.serialize_field("open", &self.open)?;
         s.serialize_field("released", &self.released)?;
@@ -51,6 +51,7 @@ impl Serialize for Stats {
         s.serialize_field("rejected_per_ip", &self.rejected_per_ip)?;
         s.serialize_field("connected", &self.connected)?;
         s.serialize_field("connect_errors", &self.connect_errors)?;
+        s.serialize_field("tls_handshake_failures", &self.tls_handshake_failures)?;
         s.end()
     }
 }
@@ -98,6 +99,7 @@ mod tests {
             "rejected_per_ip",
             "connected",
             "connect_errors",
+            "tls_handshake_failures",
         ];
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         let object = json.as_object().unwrap();

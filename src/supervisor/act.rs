@@ -241,6 +241,9 @@ impl Supervisor {
             conn.announce(reason, old, Flags::NONE);
         }
         conn.notify().notify_waiters();
+        // The owner's task, if it waits in a read, looks at once (see
+        // `ConnectionHandle::is_close_asked`).
+        conn.wake_reader();
         tracing::debug!(parent: &self.spans.of(conn), reason = %reason, "asked the owner to close");
     }
 

@@ -225,7 +225,7 @@ impl Supervisor {
                     self.close_on_request(index, mode, reason, now);
                 }
             }
-            #[cfg(feature = "hyper")]
+            #[cfg(feature = "tls")]
             Msg::OwnerCloses(id) => {
                 if let Some(index) = self.slots.supervised(id) {
                     self.slots.watch_mut(index).set_owner_closes();

@@ -51,6 +51,9 @@ fn features() -> String {
     if cfg!(feature = "metrics") {
         features.push("metrics");
     }
+    if cfg!(feature = "tls") {
+        features.push("tls");
+    }
     features.join(",")
 }
 

@@ -6,18 +6,22 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ::hyper::body::Body;
 use ::hyper::service::Service;
 use ::hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
+#[cfg(feature = "tls")]
+use super::tls::TlsIo;
+
 use super::track::{Due, InFlight, RequestBody, Tracked};
 use super::{BoxError, Ctx};
 use crate::{CloseMode, CloseReason, ConnectionHandle, TcpStream};
 
-/// Serves HTTP on `stream` until the connection ends.
+/// Serves HTTP on `stream` until the connection ends: over TLS after the handshake, if the
+/// serve has TLS.
 pub(super) async fn serve<S, B>(stream: TcpStream, service: S, ctx: Arc<Ctx>)
 where
     S: Service<Request<RequestBody>, Response = Response<B>> + Send + 'static,
@@ -29,34 +33,68 @@ where
 {
     let handle = stream.handle();
     let in_flight = Arc::new(InFlight::new(handle.clone(), ctx.http2_only));
-    // Listed only where shedding may need it.
+    // Listed only where shedding may need it; from accept, so that a client stalled in
+    // its TLS handshake can be shed too.
     let _registered = ctx
         .shared
         .config
         .max_connections()
         .map(|_| Registered::new(&ctx, &in_flight));
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &ctx.tls {
+        let Some(stream) = tls.handshake(stream, &handle, &ctx.shared).await else {
+            return;
+        };
+        // From now on a close by the library asks this task first, so that
+        // `close_notify` goes before our FIN.
+        handle.owner_closes();
+        let io = TokioIo::new(TlsIo::new(stream));
+        serve_io(io, true, service, &in_flight, &ctx).await;
+        return;
+    }
+    serve_io(TokioIo::new(stream), false, service, &in_flight, &ctx).await;
+}
+
+/// Serves HTTP on `io`, the connection's stream or the TLS stream over it (`tls`).
+async fn serve_io<I, S, B>(io: I, tls: bool, service: S, in_flight: &Arc<InFlight>, ctx: &Ctx)
+where
+    I: ::hyper::rt::Read + ::hyper::rt::Write + Unpin + Send + 'static,
+    S: Service<Request<RequestBody>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let handle = in_flight.handle();
     let service = Tracked::new(service, in_flight.clone(), handle.clone(), ctx.extend);
-    let io = TokioIo::new(stream);
     if ctx.http2_only {
         let conn = ctx.builder.serve_connection(io, service);
-        drive(conn, |c| c.graceful_shutdown(), &handle, &in_flight, &ctx).await;
+        drive(conn, |c| c.graceful_shutdown(), handle, in_flight, ctx, tls).await;
     } else {
         let conn = ctx.builder.serve_connection_with_upgrades(io, service);
-        drive(conn, |c| c.graceful_shutdown(), &handle, &in_flight, &ctx).await;
+        drive(conn, |c| c.graceful_shutdown(), handle, in_flight, ctx, tls).await;
     }
 }
+
+/// How long hyper has to close an idle connection the library asked to close, before
+/// the connection's task drops it (the TLS stream, dropped, closes itself): well within
+/// the library's grace for it (1 s).
+const CLOSING_WAIT: Duration = Duration::from_millis(300);
 
 /// Polls the connection to its end, asking it to wind down (HTTP/1: `Connection: close`
 /// after the current response, at once if idle; HTTP/2: GOAWAY) when the keep-alive
 /// timeout, the connection's age or a drain says so, and ending it when the header read
 /// timeout runs out. The two request timeouts share one timer, re-armed only when it
-/// fires (see [`InFlight::next_due`]).
+/// fires (see [`InFlight::next_due`]). Over TLS (`tls`) it also winds the connection down
+/// when the library asks to close it, so that `close_notify` goes before our FIN.
 async fn drive<C: Future>(
     conn: C,
     graceful: impl Fn(Pin<&mut C>),
     handle: &ConnectionHandle,
     in_flight: &InFlight,
     ctx: &Ctx,
+    tls: bool,
 ) {
     tokio::pin!(conn);
     let header_read = ctx.header_read_timeout;
@@ -71,9 +109,28 @@ async fn drive<C: Future>(
         _ => tokio::time::Instant::now(),
     });
     tokio::pin!(timer);
+    // Over TLS the library asks before it closes (see `ConnectionHandle::owner_closes`),
+    // and wakes the read hyper keeps parked; a busy connection sees it at its next poll.
+    let mut asking = tls;
+    // Asked while idle: hyper has this long to close the connection itself.
+    let mut closing_by = None;
     loop {
         tokio::select! {
             _ = conn.as_mut() => return,
+            () = close_asked(handle), if asking => {
+                asking = false;
+                if !winding_down {
+                    winding_down = true;
+                    graceful(conn.as_mut());
+                }
+                // Idle: hyper closes it at once (HTTP/1), or after GOAWAY (HTTP/2); if it
+                // has not soon, it is dropped and the TLS stream closed below it. A
+                // request in flight may finish within the library's grace.
+                if in_flight.is_idle() {
+                    closing_by = Some(Instant::now() + CLOSING_WAIT);
+                }
+            }
+            () = sleep_until(closing_by), if closing_by.is_some() => return,
             () = ctx.shared.drain.cancelled(), if !winding_down => {
                 winding_down = true;
                 graceful(conn.as_mut());
@@ -106,6 +163,25 @@ async fn drive<C: Future>(
             }
         }
     }
+}
+
+/// Resolves once the library has asked for the connection to be closed. Registers no
+/// waker of its own: the library wakes the read the connection's task keeps parked, and
+/// any other wake of the task looks again (two atomic loads).
+#[cfg(feature = "tls")]
+fn close_asked(handle: &ConnectionHandle) -> impl Future<Output = ()> + '_ {
+    std::future::poll_fn(move |_| {
+        if handle.is_close_asked() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+}
+
+#[cfg(not(feature = "tls"))]
+fn close_asked(_: &ConnectionHandle) -> std::future::Pending<()> {
+    std::future::pending()
 }
 
 async fn sleep_until(at: Option<std::time::Instant>) {

@@ -9,6 +9,8 @@
 //! [`tonic::serve`](super::tonic::serve) each return a [`Serve`].
 
 mod conn;
+#[cfg(feature = "tls")]
+mod tls;
 mod track;
 
 use std::collections::HashMap;
@@ -69,12 +71,16 @@ pub struct Serve<S> {
     options: Options,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Options {
     header_read_timeout: Option<Duration>,
     keep_alive_timeout: Option<Duration>,
     pub(crate) http2_only: bool,
     pub(crate) extend: Extend,
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<rustls::ServerConfig>>,
+    #[cfg(feature = "tls")]
+    tls_handshake_timeout: Option<Duration>,
 }
 
 impl Options {
@@ -84,6 +90,10 @@ impl Options {
             keep_alive_timeout: Some(Duration::from_secs(30)),
             http2_only: false,
             extend,
+            #[cfg(feature = "tls")]
+            tls: None,
+            #[cfg(feature = "tls")]
+            tls_handshake_timeout: Some(tls::DEFAULT_HANDSHAKE_TIMEOUT),
         }
     }
 }
@@ -101,6 +111,8 @@ pub(crate) struct Ctx {
     random: std::collections::hash_map::RandomState,
     /// The connections being served, for shedding under `max_connections`.
     conns: Mutex<HashMap<ConnectionId, Arc<InFlight>>>,
+    #[cfg(feature = "tls")]
+    tls: Option<tls::Tls>,
 }
 
 impl Ctx {
@@ -199,6 +211,136 @@ impl<S> Serve<S> {
         self
     }
 
+    /// Serves HTTPS: every connection starts with a TLS handshake (rustls, through
+    /// tokio-rustls), run in the connection's own task, so a client that stalls in it
+    /// never holds up the accept loop or anyone else, and bounded by
+    /// [`tls_handshake_timeout`](Self::tls_handshake_timeout). If `config` offers no ALPN
+    /// protocols, a clone of it offers `h2` and `http/1.1` (`h2` alone under
+    /// [`tonic::serve`](super::tonic::serve)); HTTP/2 is then chosen by ALPN.
+    ///
+    /// What changes over TLS:
+    ///
+    /// - A handshake that fails (garbage or a plain HTTP request on the TLS port, a
+    ///   handshake rustls refuses, a client that resets mid-way) ends the connection,
+    ///   is counted in [`Stats::tls_handshake_failures`](crate::Stats::tls_handshake_failures)
+    ///   (and the metric `tcp_hygiene_tls_handshake_failures_total`) and logged at debug
+    ///   level only: scanners do not fill the logs.
+    /// - When the library closes a connection that is idle at the HTTP layer (the idle
+    ///   and keep-alive timeouts, the header read timeout, a drain's idle close, the
+    ///   connection's age), the TLS layer sends `close_notify` before our FIN, so a
+    ///   strict client (Python's `ssl`, which raises `SSLEOFError` on a bare FIN) reads a
+    ///   clean end. A connection whose handler is stuck gets a short grace (1 second) for
+    ///   it, then the library's TCP-level close as without TLS. Abortive closes (a reset)
+    ///   send nothing.
+    /// - Every rule of the listener applies unchanged; the byte counts and rates are the
+    ///   TLS records' (what the kernel sees).
+    ///
+    /// The handler's [`ConnectionHandle`] is the TCP connection's, as without TLS.
+    ///
+    /// The crypto is the config's: build it with the provider of your choice (rustls'
+    /// `ring`, as below, or `aws-lc-rs`); the `tls` feature itself pulls in neither.
+    /// For ring: `rustls = { version = "0.23", default-features = false, features =
+    /// ["ring", "std", "tls12"] }` beside this crate, or any dependency that enables it.
+    ///
+    /// Needs the `tls` feature. Default: no TLS.
+    ///
+    /// # Certificate rotation
+    ///
+    /// The config is fixed for the serve's life, but its certificate need not be: give it
+    /// a [`ResolvesServerCert`](rustls::server::ResolvesServerCert) (rustls' own hook,
+    /// asked at every handshake) whose certificate you replace when it is renewed.
+    /// Connections already open keep theirs; new handshakes get the new one.
+    ///
+    /// ```no_run
+    /// use std::sync::{Arc, RwLock};
+    ///
+    /// use rustls::pki_types::pem::PemObject;
+    /// use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    /// use rustls::server::{ClientHello, ResolvesServerCert};
+    /// use rustls::sign::CertifiedKey;
+    ///
+    /// /// The current certificate; `set` replaces it for the handshakes to come.
+    /// #[derive(Debug)]
+    /// struct Rotating(RwLock<Arc<CertifiedKey>>);
+    ///
+    /// impl Rotating {
+    ///     fn set(&self, key: CertifiedKey) {
+    ///         *self.0.write().unwrap() = Arc::new(key);
+    ///     }
+    /// }
+    ///
+    /// impl ResolvesServerCert for Rotating {
+    ///     fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+    ///         Some(self.0.read().unwrap().clone())
+    ///     }
+    /// }
+    ///
+    /// fn load(provider: &rustls::crypto::CryptoProvider) -> Result<CertifiedKey, Box<dyn std::error::Error>> {
+    ///     let chain = CertificateDer::pem_file_iter("cert.pem")?.collect::<Result<Vec<_>, _>>()?;
+    ///     let key = PrivateKeyDer::from_pem_file("key.pem")?;
+    ///     Ok(CertifiedKey::from_der(chain, key, provider)?)
+    /// }
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let provider = Arc::new(rustls::crypto::ring::default_provider());
+    /// let resolver = Arc::new(Rotating(RwLock::new(Arc::new(load(&provider)?))));
+    /// let config = rustls::ServerConfig::builder_with_provider(provider.clone())
+    ///     .with_safe_default_protocol_versions()?
+    ///     .with_no_client_auth()
+    ///     .with_cert_resolver(resolver.clone());
+    ///
+    /// // Reload the files on SIGHUP (or when your certificate manager says so).
+    /// tokio::spawn({
+    ///     let (resolver, provider) = (resolver.clone(), provider.clone());
+    ///     async move {
+    ///         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).unwrap();
+    ///         while hup.recv().await.is_some() {
+    ///             match load(&provider) {
+    ///                 Ok(key) => resolver.set(key),
+    ///                 Err(error) => eprintln!("keeping the old certificate: {error}"),
+    ///             }
+    ///         }
+    ///     }
+    /// });
+    ///
+    /// let listener = tcp_hygiene::TcpListener::bind("0.0.0.0:443").await?;
+    /// let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    /// tcp_hygiene::integration::axum::serve(listener, app)
+    ///     .tls(Arc::new(config))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.options.tls = Some(config);
+        self
+    }
+
+    /// Closes a client that has not finished its TLS handshake this long after it was
+    /// accepted (reason [`CloseReason::TlsHandshakeTimeout`]): a client that connects and
+    /// never sends, or stalls inside, its `ClientHello`. Counted from accept, so time
+    /// spent waiting to be served counts. Only with [`tls`](Self::tls). The listener's
+    /// own rules still apply during the handshake: under a serve its
+    /// `min_receive_rate` (240 B/s after a 5-second grace by default) may close a client
+    /// that trickles a handshake sooner, for `SlowReceive`.
+    ///
+    /// Pass `None` to disable. Default is 10 seconds (as axum-server's).
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls_handshake_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.options.tls_handshake_timeout = timeout.into();
+        self
+    }
+
+    /// Whether the serve speaks TLS.
+    fn tls_on(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.options.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
+
     /// Serves until `signal` completes, then drains and resolves with the report:
     ///
     /// 1. At the signal the listener stops accepting, every handler waiting on
@@ -235,6 +377,7 @@ impl<S> fmt::Debug for Serve<S> {
             .field("listener", &self.listener)
             .field("header_read_timeout", &self.options.header_read_timeout)
             .field("keep_alive_timeout", &self.options.keep_alive_timeout)
+            .field("tls", &self.tls_on())
             .finish_non_exhaustive()
     }
 }
@@ -353,6 +496,10 @@ where
         soft_at: OnceLock::new(),
         random: std::collections::hash_map::RandomState::new(),
         conns: Mutex::new(HashMap::new()),
+        #[cfg(feature = "tls")]
+        tls: options
+            .tls
+            .map(|config| tls::Tls::new(config, options.tls_handshake_timeout, options.http2_only)),
     });
     let handler = {
         let ctx = ctx.clone();

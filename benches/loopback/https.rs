@@ -1,0 +1,287 @@
+//! HTTPS requests per second through axum (with `--features axum,tls`): the library's
+//! serve with [`Serve::tls`](tcp_hygiene::integration::http::Serve::tls) against the
+//! usual hand-written server, tokio's listener with a tokio-rustls handshake in each
+//! connection's task and hyper-util's auto builder, in the same rounds.
+//!
+//! Both serve the same `Router` (`GET /` answering `ok`) with the same rustls config (a
+//! self-signed ECDSA P-256 certificate, ring, ALPN `h2` and `http/1.1`). The load: 16
+//! keep-alive connections from hyper's client in the same runtime (2 workers), each
+//! sending its requests one after another, over HTTP/1.1 and over HTTP/2 (chosen by
+//! ALPN); the handshakes are made before the timing. The library's listener runs with an
+//! idle timeout, a read-idle timeout and its default timeouts on. Each round's requests
+//! per second is divided by the control's of the same round; the median of those ratios
+//! is reported as `ratio https_rps_h1 hygiene-serve <median>` (and `https_rps_h2`). The
+//! target: ≥ 0.97.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::routing::get;
+use axum::Router;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tcp_hygiene::integration::rustls;
+use tokio::runtime::Runtime;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::common::stats::{median, spread};
+
+const CONNECTIONS: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Contender {
+    /// tokio + tokio-rustls + hyper-util, no library.
+    Raw,
+    HygieneServe,
+}
+
+impl Contender {
+    const ALL: [Contender; 2] = [Contender::Raw, Contender::HygieneServe];
+
+    fn name(self) -> &'static str {
+        match self {
+            Contender::Raw => "raw-tls",
+            Contender::HygieneServe => "hygiene-serve",
+        }
+    }
+}
+
+struct Certs {
+    server: Arc<rustls::ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+}
+
+fn certs() -> Certs {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let cert = made.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(made.signing_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .expect("server config");
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).expect("root");
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Certs {
+        server: Arc::new(server),
+        client: Arc::new(client),
+    }
+}
+
+fn app() -> Router {
+    Router::new().route("/", get(|| async { "ok" }))
+}
+
+/// Starts the contender's server on 127.0.0.1; its address and the task serving it.
+async fn start(
+    c: Contender,
+    config: Arc<rustls::ServerConfig>,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let tokio = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = tokio.local_addr().expect("local_addr");
+    let task = match c {
+        Contender::Raw => {
+            let acceptor = TlsAcceptor::from(config);
+            tokio::spawn(async move {
+                loop {
+                    let (tcp, _) = tokio.accept().await.expect("accept");
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        let Ok(tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let service = hyper_util::service::TowerToHyperService::new(app());
+                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                            .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                            .await;
+                    });
+                }
+            })
+        }
+        Contender::HygieneServe => {
+            let mut builder = tcp_hygiene::Builder::new();
+            builder
+                .idle_timeout(Duration::from_secs(300))
+                .read_idle_timeout(Duration::from_secs(300));
+            let listener = builder.wrap(tokio).expect("wrap");
+            tokio::spawn(async move {
+                tcp_hygiene::integration::axum::serve(listener, app())
+                    .tls(config)
+                    .await
+                    .expect("serve");
+            })
+        }
+    };
+    (addr, task)
+}
+
+/// A keep-alive client connection.
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+}
+
+impl Sender {
+    /// Sends one `GET /`; the response's body.
+    async fn get(&mut self) -> Bytes {
+        let request = hyper::Request::get("https://localhost/")
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        let response = match self {
+            Sender::H1(sender) => {
+                sender.ready().await.expect("ready");
+                sender.send_request(request).await
+            }
+            Sender::H2(sender) => sender.send_request(request).await,
+        };
+        let body = response.expect("response").into_body().collect().await;
+        body.expect("body").to_bytes()
+    }
+}
+
+/// A keep-alive connection over TLS to `addr`, HTTP/2 or HTTP/1.1 by ALPN.
+async fn connect(addr: SocketAddr, client: &Arc<rustls::ClientConfig>, h2: bool) -> Sender {
+    let mut config = (**client).clone();
+    config.alpn_protocols = vec![if h2 {
+        b"h2".to_vec()
+    } else {
+        b"http/1.1".to_vec()
+    }];
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").expect("name"),
+            tcp,
+        )
+        .await
+        .expect("TLS handshake");
+    let io = TokioIo::new(tls);
+    if h2 {
+        let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .expect("h2 handshake");
+        tokio::spawn(conn);
+        Sender::H2(sender)
+    } else {
+        let (sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .expect("h1 handshake");
+        tokio::spawn(conn);
+        Sender::H1(sender)
+    }
+}
+
+/// `CONNECTIONS` keep-alive clients, connected first, then `requests` each, one after
+/// another; requests per second over all of them.
+async fn load(
+    addr: SocketAddr,
+    client: &Arc<rustls::ClientConfig>,
+    h2: bool,
+    requests: usize,
+) -> f64 {
+    let mut senders = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let mut sender = connect(addr, client, h2).await;
+        // The first request outside the timing.
+        assert_eq!(sender.get().await.as_ref(), b"ok");
+        senders.push(sender);
+    }
+    let start = Instant::now();
+    let clients: Vec<_> = senders
+        .into_iter()
+        .map(|mut sender| {
+            tokio::spawn(async move {
+                for _ in 0..requests {
+                    assert_eq!(sender.get().await.as_ref(), b"ok");
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.expect("client");
+    }
+    (CONNECTIONS * requests) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn one(rt: &Runtime, c: Contender, certs: &Certs, h2: bool, requests: usize) -> f64 {
+    rt.block_on(async {
+        let (addr, server) = start(c, certs.server.clone()).await;
+        let rps = load(addr, &certs.client, h2, requests).await;
+        server.abort();
+        let _ = server.await;
+        rps
+    })
+}
+
+/// Runs `rounds` rounds of `requests` requests per connection, HTTP/1.1 and HTTP/2; the
+/// lines to print.
+pub(crate) fn run(rounds: usize, requests: usize) -> Vec<String> {
+    let mut out = vec![format!(
+        "https: {rounds} rounds of {CONNECTIONS} keep-alive TLS connections × {requests} requests of GET /, HTTP/1.1 and HTTP/2, contenders interleaved"
+    )];
+    let certs = certs();
+    let rt = crate::common::multi_thread_runtime();
+    out.push(format!(
+        "{:<8} {:<15} {:>10} {:>7} {:>15}",
+        "protocol", "contender", "req/s", "ratio", "ratio spread"
+    ));
+    let mut targets = Vec::new();
+    for (h2, protocol) in [(false, "h1"), (true, "h2")] {
+        let mut values = Vec::new();
+        for round in 0..rounds {
+            let mut order = Contender::ALL;
+            order.rotate_left(round % Contender::ALL.len());
+            let mut r = [0.0; 2];
+            for c in order {
+                r[c as usize] = one(&rt, c, &certs, h2, requests);
+            }
+            values.push(r);
+        }
+        for c in Contender::ALL {
+            let mine: Vec<f64> = values.iter().map(|r| r[c as usize]).collect();
+            let ratio: Vec<f64> = values
+                .iter()
+                .map(|r| r[c as usize] / r[Contender::Raw as usize])
+                .collect();
+            let (lo, hi) = spread(&ratio);
+            out.push(format!(
+                "{:<8} {:<15} {:>10.0} {:>7.3} {:>15}",
+                protocol,
+                c.name(),
+                median(&mine),
+                median(&ratio),
+                format!("{lo:.3}..{hi:.3}")
+            ));
+            if c != Contender::Raw {
+                targets.push((protocol, c, median(&ratio)));
+            }
+        }
+    }
+    for (protocol, c, ratio) in &targets {
+        out.push(format!(
+            "ratio https_rps_{protocol} {} {ratio:.3}",
+            c.name()
+        ));
+    }
+    for (protocol, c, ratio) in &targets {
+        let verdict = if *ratio >= 0.97 { "met" } else { "MISSED" };
+        out.push(format!(
+            "target https_rps_{protocol} {} ≥ 0.97: {verdict} ({ratio:.3})",
+            c.name()
+        ));
+    }
+    out
+}
