@@ -150,7 +150,9 @@
 //! over a supervised listener and owns every connection's task: a stuck handler is ended
 //! with its connection, hyper's header read timeout and a request-aware keep-alive
 //! timeout are on, slow bodies and slow readers are bounded by default, and a graceful
-//! shutdown returns a [`DrainReport`]. [`Controller`] keeps the stats, the live
+//! shutdown returns a [`DrainReport`]. With the `tls` feature they terminate TLS
+//! themselves: the handshake in the connection's task under a timeout, close_notify
+//! before every library close of an idle connection. [`Controller`] keeps the stats, the live
 //! connections, closing one and draining in reach after the listener has moved into the
 //! framework.
 //!
@@ -163,11 +165,14 @@
 //! registers its metrics once, and every update after that is one atomic operation on a
 //! handle, at accept, at a state change, in the supervisor or at release, never per read
 //! or write. Every metric carries `listener`: the bound address, or
-//! [`Builder::metrics_label`].
+//! `Builder::metrics_label`.
 //!
 //! | Metric | Type | Labels | Meaning |
 //! |---|---|---|---|
 //! | `tcp_hygiene_connections_accepted_total` | counter | | Connections accepted. |
+//! | `tcp_hygiene_connections_connected_total` | counter | | Connections a [`Connector`] made. |
+//! | `tcp_hygiene_connect_errors_total` | counter | | Failed connects of a [`Connector`], timeouts included. |
+//! | `tcp_hygiene_tls_handshake_failures_total` | counter | | TLS handshakes that failed under a serve with TLS (`tls` feature). |
 //! | `tcp_hygiene_connections_open` | gauge | `state`: `open`, `peer_closed`, `locally_closed`, `closed` | Connections whose stream the application holds. |
 //! | `tcp_hygiene_connections_closed_total` | counter | `reason`: every [`CloseReason`], `peer`, `application` | How each connection ended; each counts once. |
 //! | `tcp_hygiene_accept_errors_total` | counter | `kind`: `per_connection`, `resources`, `fatal` | Failed `accept` calls. |

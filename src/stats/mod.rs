@@ -246,7 +246,7 @@ pub struct Stats {
     /// counted as [`CloseReason::ConnectTimeout`] in [`closed`](Self::closed).
     pub connect_errors: u64,
     /// TLS handshakes that failed under a framework serve with
-    /// [`Serve::tls`](crate::integration::http::Serve::tls): garbage or a plain HTTP
+    /// `Serve::tls` (the `tls` feature): garbage or a plain HTTP
     /// request on the TLS port, a handshake rustls refused, a client that left mid-way.
     /// Handshakes that time out are counted as closed for
     /// [`CloseReason::TlsHandshakeTimeout`] instead, and a client that resets mid-way as
