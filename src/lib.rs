@@ -209,6 +209,8 @@ mod conn;
 #[cfg(not(loom))]
 mod connector;
 #[cfg(not(loom))]
+mod controller;
+#[cfg(not(loom))]
 pub mod error;
 #[cfg(not(loom))]
 mod handle;
@@ -251,13 +253,15 @@ pub use connector::Connecting;
 #[cfg(not(loom))]
 pub use connector::Connector;
 #[cfg(not(loom))]
+pub use controller::Controller;
+#[cfg(not(loom))]
 pub use error::ConfigError;
 #[cfg(not(loom))]
 pub use handle::{ConnectionHandle, Draining, PeerClosed, ReadIdle};
 #[cfg(not(loom))]
 pub use id::ConnectionId;
 #[cfg(not(loom))]
-pub use listener::{Builder, Controller, TcpListener};
+pub use listener::{Builder, TcpListener};
 #[cfg(not(loom))]
 pub use observe::{ConnectionEvent, ConnectionEventKind};
 #[cfg(not(loom))]

@@ -15,8 +15,8 @@ use tokio::net::ToSocketAddrs;
 
 use crate::admission::{self, Origin};
 use crate::config::Config;
+use crate::controller::Controller;
 use crate::error::Closed;
-use crate::listener::Controller;
 use crate::shared::Shared;
 use crate::state::CloseReason;
 use crate::stats::{ConnectionSnapshot, Stats};

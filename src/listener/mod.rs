@@ -2,12 +2,11 @@
 //! and registration with the supervisor.
 
 mod builder;
-mod controller;
 mod drain;
 mod serve;
 
+use crate::controller::Controller;
 pub use builder::Builder;
-pub use controller::Controller;
 
 use std::fmt;
 use std::io;

@@ -32,6 +32,17 @@ fn worth_a_line(group: &PortCensus, state: KernelState) -> bool {
     }
 }
 
+impl PortCensus {
+    /// One line for each unusual pile: every state other than `ESTABLISHED` and `LISTEN`
+    /// with sockets older than [`AGE_FLOOR`] (or of unknown age), `TIME_WAIT` from
+    /// [`TIME_WAIT_FLOOR`] sockets on, and a full accept queue. Each line starts with the
+    /// state's name and says how long the pile has lingered, what it means in TCP terms
+    /// for this side, and what to do.
+    pub fn diagnosis(&self) -> Vec<String> {
+        port_lines(self)
+    }
+}
+
 /// The lines for one group: its unusual states, then a full accept queue.
 pub(crate) fn port_lines(group: &PortCensus) -> Vec<String> {
     let mut lines: Vec<String> = STATE_ORDER

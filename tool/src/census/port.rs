@@ -9,7 +9,6 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 use tcp_hygiene::KernelState;
 
-use super::diagnosis;
 use super::owners::{Owners, Process};
 use super::socket::SocketRecord;
 
@@ -397,14 +396,5 @@ impl PortCensus {
     /// The accept queue of the port's listening sockets, if it has any.
     pub fn listen(&self) -> Option<ListenQueue> {
         self.listen
-    }
-
-    /// One line for each unusual pile: every state other than `ESTABLISHED` and `LISTEN`
-    /// with sockets older than [`AGE_FLOOR`] (or of unknown age), `TIME_WAIT` from
-    /// [`TIME_WAIT_FLOOR`] sockets on, and a full accept queue. Each line starts with the
-    /// state's name and says how long the pile has lingered, what it means in TCP terms
-    /// for this side, and what to do.
-    pub fn diagnosis(&self) -> Vec<String> {
-        diagnosis::port_lines(self)
     }
 }
