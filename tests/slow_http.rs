@@ -291,8 +291,8 @@ fn get(addr: SocketAddr, path: &str) -> hyper::Request<http_body_util::Empty<hyp
         .unwrap()
 }
 
-/// 5 HTTP/2 connections, each with 4 streams of a 4 MB response (64 KiB frames) and a
-/// stream window of zero that is never opened, 2 of them sending a PING every 500 ms: under the library's
+/// 5 HTTP/2 connections, each with 4 streams of a 4 MB response (3 of them in one frame,
+/// axum's `Vec<u8>`, 2 in 64 KiB frames) and a stream window of zero that is never opened, 2 of them sending a PING every 500 ms: under the library's
 /// axum serve at its defaults every one is closed with `SlowSend` within 20 s (the data
 /// held for a shut window counts as queued; PINGs are no progress), while a normal HTTP/2
 /// client is served all along; afterwards `ss` shows nothing left on the port. Control:
@@ -315,10 +315,12 @@ async fn an_http2_zero_window_hold_is_closed_for_slow_send_with_and_without_ping
     for target in [addr, plain_addr] {
         for i in 0..HOLDERS {
             let ping = (i < 2).then_some(Duration::from_millis(500));
+            // A body of one frame and one of many: both must count as held.
+            let path = if i % 2 == 0 { "/big" } else { "/stream" };
             let (mut sender, conn) = h2_client(target, 0, ping).await;
             for _ in 0..STREAMS {
                 sender.ready().await.unwrap();
-                let response = sender.send_request(get(target, "/stream"));
+                let response = sender.send_request(get(target, path));
                 held_streams.push(tokio::spawn(async move {
                     // The headers come; the body never can.
                     let response = response.await?;

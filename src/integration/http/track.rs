@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use ::hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use ::hyper::body::{Body, Buf, Bytes, Frame, Incoming, SizeHint};
 use ::hyper::http::Extensions;
 use ::hyper::service::Service;
 use ::hyper::{Request, Response};
@@ -355,6 +355,7 @@ where
                 inner,
                 guard,
                 held: None,
+                rest: Bytes::new(),
             })
         }))
     }
@@ -362,13 +363,25 @@ where
 
 /// A response body whose request counts as in flight until it is done, and whose data
 /// handed to hyper counts as queued until hyper comes back for more.
+///
+/// Data goes to hyper in slices of at most [`SLICE`] bytes, so that hyper comes back for
+/// more while a response waits for the peer: a body of one big frame (axum's `Vec<u8>`,
+/// `Bytes`, `String`) would otherwise be handed over whole as the end of the stream, and
+/// wait in hyper's HTTP/2 buffers behind a shut window with nothing held here, unseen by
+/// `min_send_rate`. Slicing a `Bytes` copies nothing.
 #[pin_project]
 pub(crate) struct TrackedBody<B> {
     #[pin]
     inner: B,
     guard: Option<RequestGuard>,
     held: Option<Held>,
+    /// What is left of the inner body's current data frame.
+    rest: Bytes,
 }
+
+/// The largest slice of response data handed to hyper at once: 64 KiB, the default
+/// HTTP/2 window, so that only the last slice of a response can wait unheld.
+const SLICE: usize = 64 * 1024;
 
 /// A frame of response data hyper took and has not come back from: hyper waits for the
 /// peer to make room (an HTTP/2 stream's window, the socket's buffer). While any is
@@ -394,7 +407,7 @@ impl Drop for Held {
 }
 
 impl<B: Body> Body for TrackedBody<B> {
-    type Data = B::Data;
+    type Data = Bytes;
     type Error = B::Error;
 
     fn poll_frame(
@@ -404,27 +417,47 @@ impl<B: Body> Body for TrackedBody<B> {
         let mut this = self.project();
         // Hyper came back for more: what it held is on its way.
         this.held.take();
-        let frame = ready!(this.inner.as_mut().poll_frame(cx));
-        match &frame {
-            Some(Ok(frame)) if frame.is_data() && !this.inner.is_end_stream() => {
-                if let Some(RequestGuard(in_flight)) = this.guard.as_ref() {
-                    *this.held = Some(Held::new(in_flight));
+        if this.rest.is_empty() {
+            let frame = match ready!(this.inner.as_mut().poll_frame(cx)) {
+                None => {
+                    this.guard.take();
+                    return Poll::Ready(None);
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                Some(Ok(frame)) => frame,
+            };
+            match frame.into_data() {
+                Ok(mut data) => *this.rest = data.copy_to_bytes(data.remaining()),
+                Err(other) => {
+                    // Trailers: no data to slice or hold.
+                    return Poll::Ready(Some(Ok(
+                        other.map_data(|mut d| d.copy_to_bytes(d.remaining()))
+                    )));
                 }
             }
-            Some(_) => {}
-            None => {
-                this.guard.take();
+        }
+        let slice = this.rest.split_to(this.rest.len().min(SLICE));
+        if !this.rest.is_empty() || !this.inner.is_end_stream() {
+            if let Some(RequestGuard(in_flight)) = this.guard.as_ref() {
+                *this.held = Some(Held::new(in_flight));
             }
         }
-        Poll::Ready(frame)
+        Poll::Ready(Some(Ok(Frame::data(slice))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.rest.is_empty() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let inner = self.inner.size_hint();
+        let rest = self.rest.len() as u64;
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower().saturating_add(rest));
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper.saturating_add(rest));
+        }
+        hint
     }
 }
 
