@@ -339,9 +339,15 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let mut diag = DiagSocket::open().unwrap();
-        let sockets = diag
+        // Ours only: a socket elsewhere on the host may use the same port number as
+        // its own local port (another test's client, in TIME_WAIT on 127.3.0.1, say).
+        let local = listener.local_addr().unwrap();
+        let sockets: Vec<_> = diag
             .dump(Some(port), None, Duration::from_secs(60))
-            .unwrap();
+            .unwrap()
+            .into_iter()
+            .filter(|s| s.local == local)
+            .collect();
         assert_eq!(sockets.len(), 1, "{sockets:?}");
         let s = &sockets[0];
         assert_eq!(s.state, KernelState::Listen);
