@@ -42,7 +42,10 @@ impl Supervisor {
             drain,
             replies: vec![request.reply],
         });
-        if indices.is_empty() {
+        // Empty, unless an accept admitted a connection whose registration is still on
+        // its way (it passed its is-draining check before the drain began): that one
+        // joins the drain when it registers, so the drain runs its course instead.
+        if indices.is_empty() && self.shared.open() == 0 {
             self.finish_drain();
         } else {
             self.drain_step(now);
