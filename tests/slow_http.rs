@@ -11,13 +11,14 @@ mod support;
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
+use support::attack::{scratch_dir, slowhttptest};
 use support::example::Server;
 use support::http::try_read_response;
-use support::{require, ss_count, wait_for, Need};
+use support::{require, ss_count, wait_for, Need, PeersSeen};
 use tcp_hygiene::{Builder, CloseReason};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -43,47 +44,6 @@ async fn curl_timed(addr: SocketAddr, limit: Duration) -> (bool, Duration) {
     (ok, started.elapsed())
 }
 
-/// A slowhttptest run against `addr`, `kind` `H` (slowloris), `B` (slow body) or `X`
-/// (slow reader), with `connections` connections made at up to `rate` a second; its
-/// files go to `dir`.
-fn slowhttptest(
-    dir: &std::path::Path,
-    name: &str,
-    addr: SocketAddr,
-    kind: &str,
-    connections: usize,
-    rate: usize,
-) -> Child {
-    let mut command = Command::new("slowhttptest");
-    command
-        .args(["-c", &connections.to_string(), "-r", &rate.to_string()])
-        .args(["-l", "60", "-p", "3", "-g", "-o"])
-        .arg(dir.join(name))
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    match kind {
-        "H" => command.args(["-H", "-i", "1", "-u", &format!("http://{addr}/")]),
-        "B" => command
-            .args(["-B", "-i", "1", "-s", "8192", "-x", "10", "-t", "POST"])
-            .args(["-u", &format!("http://{addr}/upload")]),
-        _ => command
-            .args([
-                "-X", "-w", "512", "-y", "1024", "-n", "5", "-z", "32", "-k", "3",
-            ])
-            .args(["-u", &format!("http://{addr}/big?bytes=4000000")]),
-    };
-    command
-        .spawn()
-        .expect("slowhttptest must be installed (.ci/run installs it)")
-}
-
-fn scratch_dir(what: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("tcp-hygiene-{what}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// 50 slow bodies (`slowhttptest -B`: 10 bytes of an 8 KB POST body a second) and 50
 /// slow readers (`-X`: a 4 MB download read 32 bytes at a time every 3 s through a 512 B
 /// window) against the `axum_server` example over plain HTTP at its defaults: the
@@ -107,25 +67,35 @@ async fn slowhttptest_slow_bodies_and_readers_over_http_are_cleared_at_the_defau
     let control = Server::start("axum_server", &["--plain"]);
     let mut attacks = Vec::new();
     for (server, kind) in servers.iter().zip(kinds) {
-        attacks.push(slowhttptest(&dir, kind, server.addr, kind, CONNECTIONS, 50));
+        attacks.push(slowhttptest(
+            &dir,
+            kind,
+            "http",
+            server.addr,
+            kind,
+            CONNECTIONS,
+            50,
+        ));
         let name = format!("control-{kind}");
         attacks.push(slowhttptest(
             &dir,
             &name,
+            "http",
             control.addr,
             kind,
             CONNECTIONS,
             50,
         ));
     }
+    // Count the connections made, not those open at one instant: on a loaded machine the
+    // first may be cleared before the last connects.
+    let mut wants: Vec<(u16, usize)> = servers.iter().map(|s| (s.port(), CONNECTIONS)).collect();
+    wants.push((control.port(), 2 * CONNECTIONS));
+    PeersSeen::default()
+        .wait(&wants, Duration::from_secs(30))
+        .await;
+    // Clearing times count from when the last attack connection was made.
     let started = Instant::now();
-    wait_for(Duration::from_secs(10), "every attack connected", || {
-        servers
-            .iter()
-            .all(|s| ss_count(s.port(), "established") >= CONNECTIONS)
-            && ss_count(control.port(), "established") >= 2 * CONNECTIONS
-    })
-    .await;
     // When each server's attack connections are all gone; curl every 2 s meanwhile.
     let mut cleared: [Option<Duration>; 2] = [None; 2];
     let mut curls = 0;
@@ -185,7 +155,7 @@ async fn slowloris_above_max_connections_does_not_shut_out_curl() {
     const LIMIT: usize = 50;
     let dir = scratch_dir("http-shed");
     let server = Server::start("axum_server", &["--max-connections", &LIMIT.to_string()]);
-    let mut attack = slowhttptest(&dir, "H", server.addr, "H", 600, 50);
+    let mut attack = slowhttptest(&dir, "H", "http", server.addr, "H", 600, 50);
     // The attack fills the limit (`ss` counts the backlog's connections too).
     wait_for(Duration::from_secs(10), "the limit reached", || {
         ss_count(server.port(), "established") >= LIMIT

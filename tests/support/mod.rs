@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests: real sockets, the kernel's own view.
 #![allow(dead_code)]
 
+pub(crate) mod attack;
 pub(crate) mod example;
 pub(crate) mod http;
 
@@ -54,6 +55,57 @@ pub(crate) fn ss_conn(local: u16, remote: u16, state: &str) -> usize {
         state,
         &format!("( sport = :{local} and dport = :{remote} )"),
     )
+}
+
+/// The remote ports of the connections in `state` to local port `port`, as `ss` shows them.
+pub(crate) fn ss_peer_ports(port: u16, state: &str) -> Vec<u16> {
+    let mut ss = Command::new("ss");
+    ss.args(["-Htan", "state", state, &format!("( sport = :{port} )")]);
+    ss_output(ss)
+        .iter()
+        .filter_map(|line| {
+            line.split_whitespace()
+                .last()?
+                .rsplit(':')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// The connections an attack has made to each of `ports` so far: the distinct peers `ss`
+/// has shown established, kept across calls. A slow attacker's first connections may
+/// already be closed before its last one connects (a server that clears slow peers does
+/// that), so a count of the established at one instant may never reach the total.
+#[derive(Default)]
+pub(crate) struct PeersSeen(std::collections::HashMap<u16, std::collections::HashSet<u16>>);
+
+impl PeersSeen {
+    /// Looks again; returns how many distinct peers `port` has had established.
+    pub(crate) fn look(&mut self, port: u16) -> usize {
+        let seen = self.0.entry(port).or_default();
+        seen.extend(ss_peer_ports(port, "established"));
+        seen.len()
+    }
+
+    /// Waits until each `(port, connections)` has had that many distinct peers; panics
+    /// after `limit` with the counts reached.
+    pub(crate) async fn wait(&mut self, wants: &[(u16, usize)], limit: Duration) {
+        let start = Instant::now();
+        loop {
+            let seen: Vec<usize> = wants.iter().map(|&(port, _)| self.look(port)).collect();
+            if seen.iter().zip(wants).all(|(&n, &(_, want))| n >= want) {
+                return;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "after {limit:?} the attacks had made {seen:?} of {:?} connections",
+                wants.iter().map(|&(_, want)| want).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 fn ss_filter_count(state: &str, filter: &str) -> usize {
