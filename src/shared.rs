@@ -2,12 +2,17 @@
 //! the counters, the supervisor's mailbox, the table of connections, and the limits.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::pin::Pin;
+use std::sync::atomic::{
+    AtomicBool, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::config::Config;
 use crate::conn::table::Table;
@@ -29,6 +34,9 @@ pub(crate) struct Shared {
     /// Cancelled when a drain starts; handlers wait on it through
     /// `ConnectionHandle::draining`.
     pub(crate) drain: CancellationToken,
+    /// Set just before `drain` is cancelled: what the hot paths read (the token's own
+    /// check takes a lock).
+    draining: AtomicBool,
     /// Sockets handed to the supervisor for a lingering close and not closed yet.
     pub(crate) lingering: AtomicUsize,
     /// A framework serve owns the connections: it winds each down at its age, and the
@@ -54,6 +62,7 @@ impl Shared {
             tx,
             table: Table::new(),
             drain: CancellationToken::new(),
+            draining: AtomicBool::new(false),
             lingering: AtomicUsize::new(0),
             served: std::sync::atomic::AtomicBool::new(false),
             listening: SocketCell::new(),
@@ -121,11 +130,28 @@ impl Shared {
         // The supervisor counts the connections first: the ones the signal makes close
         // at once (idle keep-alive connections under a serve) count as finished.
         let report = self.tx.drain(soft, hard, half_close);
+        self.draining.store(true, Release);
         self.drain.cancel();
         if let Err(e) = self.check_supervisor() {
             tracing::error!(error = %e, "drain: nothing will be enforced");
         }
         report
+    }
+
+    /// Whether a drain has started: one atomic load.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Acquire)
+    }
+
+    /// Resolves once a drain has started, for a task that polls it with everything else
+    /// it waits on (a serve's connection task, woken by every request): see
+    /// [`DrainStarted`].
+    pub(crate) fn drain_started(&self) -> DrainStarted<'_> {
+        DrainStarted {
+            draining: &self.draining,
+            cancelled: self.drain.cancelled(),
+            registered: None,
+        }
     }
 
     /// Makes the listening socket stop listening (queued connections are reset, new ones
@@ -145,5 +171,46 @@ impl Shared {
             ));
         }
         Ok(())
+    }
+}
+
+/// Resolves once a drain has started. The first poll registers the task's waker with the
+/// drain's token (whose cancellation wakes it); later polls cost one atomic load while
+/// the task's waker is the one registered, instead of the token's lock and its notifier's
+/// (a serve's connection task polls this with every request). A new waker is registered
+/// again.
+#[pin_project::pin_project]
+pub(crate) struct DrainStarted<'a> {
+    draining: &'a AtomicBool,
+    #[pin]
+    cancelled: WaitForCancellationFuture<'a>,
+    registered: Option<Waker>,
+}
+
+impl Future for DrainStarted<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if this.draining.load(Acquire) {
+            return Poll::Ready(());
+        }
+        // `draining` is set before the token is cancelled, and the cancellation wakes the
+        // waker registered below: a drain that starts after the load above still wakes
+        // this task, which then sees the flag.
+        if this
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            return Poll::Pending;
+        }
+        match this.cancelled.poll(cx) {
+            Poll::Ready(()) => Poll::Ready(()),
+            Poll::Pending => {
+                *this.registered = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
     }
 }

@@ -174,7 +174,7 @@ impl Connector {
     pub async fn connect(&self, addr: impl ToSocketAddrs) -> io::Result<TcpStream> {
         let shared = self.shared();
         shared.check_supervisor()?;
-        if shared.drain.is_cancelled() {
+        if shared.is_draining() {
             shared.counters.connect_failed(false);
             return Err(io::Error::new(
                 io::ErrorKind::Other,

@@ -112,7 +112,8 @@ use crate::{ConnectionHandle, TcpListener, TcpStream};
 
 /// Serves `app` on every connection of `listener` (HTTP/1.1 and HTTP/2), each in a task
 /// the library can end. Handlers can take `ConnectInfo<ConnectionHandle>` and
-/// `ConnectInfo<SocketAddr>`. See [`Serve`] for the options and what it adds.
+/// `ConnectInfo<SocketAddr>` (the bare `ConnectionHandle` is not in the extensions: one
+/// allocation less per request). See [`Serve`] for the options and what it adds.
 pub fn serve(listener: TcpListener, app: Router) -> Serve<TowerToHyperService<Router>> {
     Serve::new(
         listener,

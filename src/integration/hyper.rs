@@ -112,7 +112,13 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    Serve::new(listener, service, Options::new(|_, _| {}))
+    Serve::new(
+        listener,
+        service,
+        Options::new(|extensions, handle| {
+            extensions.insert(handle.clone());
+        }),
+    )
 }
 
 /// Serves one connection with hyper-util's auto builder: HTTP/1.1, or HTTP/2 when the

@@ -65,6 +65,7 @@ where
     B::Error: Into<BoxError>,
 {
     let mut options = Options::new(|extensions, handle| {
+        extensions.insert(handle.clone());
         extensions.insert(TcpConnectInfo {
             local_addr: handle.local_addr(),
             remote_addr: Some(handle.peer_addr()),

@@ -130,11 +130,14 @@ impl TcpListener {
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         loop {
             self.shared.check_supervisor()?;
-            if self.shared.drain.is_cancelled() {
+            if self.shared.is_draining() {
                 std::future::pending::<()>().await;
             }
             admission::wait_for_slot(&self.shared).await;
+            // Accept first: a connection already queued is taken without the drain's
+            // token being polled (its lock and notifier); the check above saw no drain.
             let accepted = tokio::select! {
+                biased;
                 accepted = self.io.accept() => accepted,
                 () = self.shared.drain.cancelled() => continue,
             };

@@ -100,7 +100,6 @@ async fn drive<C: Future>(
     let header_read = ctx.header_read_timeout;
     let age_at = ctx.winding_down_at(handle);
     let mut winding_down = false;
-    let mut soft_passed = false;
     let keep_alive = |winding_down: bool| ctx.keep_alive_timeout.filter(|_| !winding_down);
     let first = in_flight.next_due(Instant::now(), header_read, keep_alive(false));
     let mut timer_on = first.is_some();
@@ -114,6 +113,13 @@ async fn drive<C: Future>(
     let mut asking = tls;
     // Asked while idle: hyper has this long to close the connection itself.
     let mut closing_by = None;
+    // A drain: seen (hyper asked to wind down), then its soft deadline (if the serve's own
+    // graceful shutdown started it).
+    let drain = ctx.shared.drain_started();
+    tokio::pin!(drain);
+    let mut drain_seen = false;
+    let mut soft_at = None;
+    let mut soft_passed = false;
     loop {
         tokio::select! {
             _ = conn.as_mut() => return,
@@ -131,9 +137,13 @@ async fn drive<C: Future>(
                 }
             }
             () = sleep_until(closing_by), if closing_by.is_some() => return,
-            () = ctx.shared.drain.cancelled(), if !winding_down => {
-                winding_down = true;
-                graceful(conn.as_mut());
+            () = drain.as_mut(), if !drain_seen => {
+                drain_seen = true;
+                soft_at = ctx.soft_at();
+                if !winding_down {
+                    winding_down = true;
+                    graceful(conn.as_mut());
+                }
             }
             () = timer.as_mut(), if timer_on => {
                 match in_flight.next_due(Instant::now(), header_read, keep_alive(winding_down)) {
@@ -152,7 +162,7 @@ async fn drive<C: Future>(
                 winding_down = true;
                 graceful(conn.as_mut());
             }
-            () = ctx.soft_deadline(), if !soft_passed => {
+            () = sleep_until(soft_at), if soft_at.is_some() && !soft_passed => {
                 soft_passed = true;
                 // A client that ignored `Connection: close` or GOAWAY and sits idle:
                 // closed now, and counted as idle-closed by the drain. One with a request

@@ -63,7 +63,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 ///   [`Builder::max_connection_age_grace`](crate::Builder::max_connection_age_grace)
 ///   longer.
 ///
-/// Handlers find the connection's [`ConnectionHandle`] in the request's extensions.
+/// Handlers find the connection's [`ConnectionHandle`] in the request's extensions: as
+/// itself under the hyper and tonic serves, as `ConnectInfo<ConnectionHandle>` (beside
+/// `ConnectInfo<SocketAddr>`) under axum's. Each entry is an allocation per request, so
+/// each serve adds only what its framework's handlers take.
 #[must_use = "a Serve does nothing until awaited"]
 pub struct Serve<S> {
     listener: TcpListener,
@@ -168,13 +171,10 @@ impl Ctx {
         tracing::debug!(waiting, "at max_connections: shedding idle connections");
     }
 
-    /// Resolves at the drain's soft deadline (never, if there is no drain).
-    async fn soft_deadline(&self) {
-        self.shared.drain.cancelled().await;
-        match self.soft_at.get() {
-            Some(at) => tokio::time::sleep_until((*at).into()).await,
-            None => std::future::pending().await,
-        }
+    /// The drain's soft deadline, once the serve's graceful shutdown has started one
+    /// (`None` before, and for a drain started elsewhere).
+    fn soft_at(&self) -> Option<Instant> {
+        self.soft_at.get().copied()
     }
 }
 

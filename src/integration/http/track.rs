@@ -258,9 +258,9 @@ where
             owed: (!inner.is_end_stream()).then(|| self.handle.clone()),
             inner,
         });
-        let extensions = request.extensions_mut();
-        extensions.insert(self.handle.clone());
-        (self.extend)(extensions, &self.handle);
+        // Each entry costs an allocation per request: only what the framework's handlers
+        // take (see the serves' docs).
+        (self.extend)(request.extensions_mut(), &self.handle);
         TrackedFuture {
             inner: self.inner.call(request),
             guard: Some(guard),
