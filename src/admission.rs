@@ -121,6 +121,14 @@ impl Inherited {
     }
 }
 
+/// Whether a new connection's stream is asked from the start to say when it writes: a
+/// rule waits for queued data (`write_idle_timeout`, `min_send_rate`), which only
+/// `TCP_INFO` shows.
+pub(crate) fn watches_writes_from_accept(shared: &Shared) -> bool {
+    let (_, send_rate) = shared.config.rates(shared.served.load(Relaxed));
+    (shared.config.write_idle_timeout().is_some() || send_rate.is_some()) && sys::HAS_TCP_INFO
+}
+
 /// Registers a connection already counted as open ([`Shared::admit`]) with the
 /// supervisor and wraps it; `None` (and the count undone) if the supervisor is gone, as
 /// when the runtime shuts down: nothing would supervise it.
@@ -132,9 +140,9 @@ pub(crate) fn register(
 ) -> Option<TcpStream> {
     // The rules that apply only while data is queued (Linux) or owed are looked at
     // only once a write or a read says so, from the first on.
-    let (receive_rate, send_rate) = shared.config.rates(shared.served.load(Relaxed));
+    let (receive_rate, _) = shared.config.rates(shared.served.load(Relaxed));
     let mut watch = Flags::NONE;
-    if (shared.config.write_idle_timeout().is_some() || send_rate.is_some()) && sys::HAS_TCP_INFO {
+    if watches_writes_from_accept(shared) {
         watch = watch | Flags::WATCH_WRITES;
     }
     if receive_rate.is_some() {

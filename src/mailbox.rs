@@ -24,6 +24,12 @@ pub(crate) enum Msg {
     /// write half, read EOF, wrote while the supervisor watched for it, or the peer
     /// started owing data while it watched for that.
     Look(ConnectionId),
+    /// The application wrote (or its serve queued data) while the supervisor watched
+    /// for it: data may be queued now, for the rules that judge queued data to see. They
+    /// see it at a look within the rules' pause (see `Watch::write_watch`), not at once:
+    /// a connection that writes often costs one look a pause, and one that ends within
+    /// the pause none.
+    Wrote(ConnectionId),
     /// The application is done with the stream; with a socket to close for it, if data
     /// was still on its way.
     Released(ConnectionId, Option<Handover>),
@@ -100,6 +106,11 @@ impl Tx {
     /// Asks the supervisor to look at the connection again (see [`Msg::Look`]).
     pub(crate) fn look(&self, id: ConnectionId) {
         self.send(Msg::Look(id));
+    }
+
+    /// Tells the supervisor the application wrote (see [`Msg::Wrote`]).
+    pub(crate) fn wrote(&self, id: ConnectionId) {
+        self.send(Msg::Wrote(id));
     }
 
     pub(crate) fn released(&self, id: ConnectionId, handover: Option<Handover>) {

@@ -91,13 +91,19 @@ impl Conn {
     #[cold]
     pub(crate) fn note_write(&self) {
         if self.slot().note_write() {
-            self.shared().tx.look(self.id());
+            self.shared().tx.wrote(self.id());
         }
     }
 
     /// Asks to hear of the next write.
     pub(crate) fn watch_writes(&self) {
         self.slot().watch_writes();
+    }
+
+    /// Whether the watch asked for by [`watch_writes`](Self::watch_writes) still stands:
+    /// the stream has not written since (nor its serve queued data).
+    pub(crate) fn watches_writes(&self) -> bool {
+        self.slot().watches_writes()
     }
 
     /// A read returned `Pending`: remembers that the application waits in a read, and its
@@ -192,7 +198,7 @@ impl Conn {
     pub(crate) fn set_user_queued(&self, queued: bool) {
         self.slot().user_queued.store(queued, Relaxed);
         if queued && self.slot().unwatch_writes() {
-            self.shared().tx.look(self.id());
+            self.shared().tx.wrote(self.id());
         }
     }
 

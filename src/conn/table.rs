@@ -11,7 +11,8 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 use std::sync::atomic::{
-    AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering::AcqRel, Ordering::Relaxed,
+    AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering::AcqRel, Ordering::Acquire,
+    Ordering::Relaxed,
 };
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -101,6 +102,11 @@ impl Slot {
     pub(super) fn unwatch_writes(&self) -> bool {
         self.write_mark.load(Relaxed) & Self::WATCH_WRITES != 0
             && self.write_mark.fetch_and(!Self::WATCH_WRITES, AcqRel) & Self::WATCH_WRITES != 0
+    }
+
+    /// Whether a watch asked for is still set (no write since).
+    pub(super) fn watches_writes(&self) -> bool {
+        self.write_mark.load(Acquire) & Self::WATCH_WRITES != 0
     }
 
     /// Asks to hear of the next write.

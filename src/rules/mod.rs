@@ -37,7 +37,7 @@ pub(crate) use clock::{ReadIdleClock, Verdict};
 pub(crate) use drain::{Drain, DrainStep};
 pub(crate) use heap::DeadlineHeap;
 use table::{Clock, Fins, Gate, Rule, State, RULES};
-pub(crate) use watch::{Fate, Look, Watch};
+pub(crate) use watch::{Fate, Look, Watch, WriteWatch};
 
 use crate::config::{Config, MinDataRate};
 use crate::tcp_info::TcpInfo;
@@ -205,6 +205,9 @@ impl From<MinDataRate> for Rate {
     }
 }
 
+/// The longest [`Limits::write_watch_pause`].
+const WRITE_WATCH_PAUSE_MAX: Nanos = 250 * MS;
+
 /// The rules' settings on the rules' clock; `None` turns a rule off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Limits {
@@ -258,6 +261,22 @@ impl Limits {
             Clock::SendRate => self.min_send_rate.map(|r| r.grace),
             Clock::ReceiveRate => self.min_receive_rate.map(|r| r.grace),
         }
+    }
+
+    /// How long a look may wait, after the stream said it wrote, before it asks to hear
+    /// of the next write (see [`Watch::write_watch`](watch::Watch::write_watch)): a
+    /// sixteenth of the shortest timeout of the rules that wait for queued data, between
+    /// 1 ms and 250 ms. A rule whose data is queued meanwhile starts that much late at
+    /// most.
+    pub(crate) fn write_watch_pause(&self) -> Nanos {
+        RULES
+            .iter()
+            .filter(|rule| rule.gate == Gate::Queued)
+            .filter_map(|rule| self.timeout(rule.clock))
+            .min()
+            .map_or(WRITE_WATCH_PAUSE_MAX, |t| {
+                (t / 16).clamp(MS, WRITE_WATCH_PAUSE_MAX)
+            })
     }
 
     fn rate(&self, clock: Clock) -> Option<Rate> {

@@ -911,3 +911,92 @@ proptest! {
         prop_assert!(!watch.has_task());
     }
 }
+
+/// The write watch's protocol between the supervisor and a stream, as act.rs and the
+/// supervisor's `wrote` run it: a stream that writes at random instants while a rule
+/// always wants to hear of writes (its data may be queued), a supervisor that schedules
+/// a look within the pause on each message and looks at its deadlines. Each write is judged (a look sees it) within the pause after it; a
+/// connection's writes make at most one message a pause; and with no writes the
+/// supervisor goes quiet (no deadline of its own).
+mod write_watch {
+    use super::*;
+    use watch::{Watch, WriteWatch};
+
+    const PAUSE: Nanos = 100 * MS;
+
+    #[derive(Default)]
+    struct Pair {
+        watch: Watch,
+        /// The stream's bit: the supervisor asked to hear of the next write.
+        standing: bool,
+        /// A look the supervisor has scheduled.
+        next: Option<Nanos>,
+        /// The earliest write no look has seen yet.
+        unseen: Option<Nanos>,
+        messages: Vec<Nanos>,
+    }
+
+    impl Pair {
+        fn look(&mut self, now: Nanos) {
+            if let Some(at) = self.unseen.take() {
+                assert!(now - at <= PAUSE, "a write at {at} judged only at {now}");
+            }
+            self.next = None;
+            match self.watch.write_watch(true, self.standing) {
+                WriteWatch::Leave => assert!(self.standing, "left without a standing watch"),
+                WriteWatch::Ask => self.standing = true,
+                WriteWatch::Pause => self.next = Some(now + PAUSE),
+            }
+        }
+
+        fn write(&mut self, now: Nanos) {
+            self.unseen.get_or_insert(now);
+            if std::mem::take(&mut self.standing) {
+                // The message: a look within the pause, beside any scheduled.
+                self.messages.push(now);
+                self.watch.wrote();
+                self.next = Some(self.next.map_or(now + PAUSE, |n| n.min(now + PAUSE)));
+            }
+        }
+
+        /// Runs the scheduled look if it is due by `to`.
+        fn advance(&mut self, to: Nanos) {
+            if let Some(at) = self.next.filter(|&at| at <= to) {
+                self.look(at);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(512),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn writes_are_judged_within_the_pause_at_one_message_a_pause(
+            gaps in proptest::collection::vec(0..3 * PAUSE / 2, 1..200),
+        ) {
+            let mut pair = Pair::default();
+            pair.watch.open();
+            pair.look(0);
+            let mut now = 0;
+            for gap in gaps {
+                // Looks due before the write run first (twice: a pause's look may ask).
+                pair.advance(now + gap);
+                pair.advance(now + gap);
+                now += gap;
+                pair.write(now);
+            }
+            // No more writes: the last is judged, then nothing is scheduled.
+            pair.advance(now + PAUSE);
+            prop_assert!(pair.unseen.is_none());
+            prop_assert!(pair.next.is_none(), "quiet without writes");
+            prop_assert!(pair.standing);
+            for w in pair.messages.windows(2) {
+                prop_assert!(w[1] - w[0] >= PAUSE, "two messages {} apart", w[1] - w[0]);
+            }
+        }
+    }
+}

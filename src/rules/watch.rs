@@ -30,6 +30,18 @@ pub(crate) struct Watch {
     clocks: Option<Box<Clocks>>,
 }
 
+/// What to do with the stream's write watch after a look (see [`Watch::write_watch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteWatch {
+    /// Nothing: no rule waits for queued data, or the watch set before still stands.
+    Leave,
+    /// Ask the stream to say when it next writes (then look once more, in case it wrote
+    /// in between).
+    Ask,
+    /// The stream just wrote: look again after the pause instead of asking at once.
+    Pause,
+}
+
 /// What a look found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Look {
@@ -207,6 +219,47 @@ impl Watch {
         }
     }
 
+    /// The stream was asked to say when it writes before the first look (at accept).
+    pub(crate) fn writes_asked(&mut self) {
+        self.bits.set(Bits::WRITES_ASKED);
+    }
+
+    /// The stream said it wrote while watched ([`write_watch`](Self::write_watch)):
+    /// the supervisor looks within the pause, and asks again then.
+    pub(crate) fn wrote(&mut self) {
+        self.bits.clear(Bits::WRITES_ASKED);
+    }
+
+    /// The write watch after a look, given whether a rule waits for queued data
+    /// (`wanted`, [`Look::Wait`]'s `watch_writes`) and whether the stream still has the
+    /// watch asked for earlier (`standing`; false once it wrote, or its serve queued data).
+    ///
+    /// A connection that writes often (a keep-alive connection answering requests, whose
+    /// every response goes out at once) would otherwise cost a message and a look per
+    /// write. So when a watch fires, the supervisor looks again only after the rules'
+    /// pause ([`Limits::write_watch_pause`](super::Limits::write_watch_pause)), and asks
+    /// for the next write then: data queued meanwhile is judged from that look, at most
+    /// the pause late, and a connection writes to the supervisor at most once a pause (one
+    /// that ends within the pause costs no look at all).
+    pub(crate) fn write_watch(&mut self, wanted: bool, standing: bool) -> WriteWatch {
+        let asked = self.bits.has(Bits::WRITES_ASKED);
+        self.bits.clear(Bits::WRITES_ASKED);
+        if !wanted {
+            return WriteWatch::Leave;
+        }
+        if asked && !standing {
+            // It fired, and this look came before its message: the pause starts now.
+            self.wrote();
+            return WriteWatch::Pause;
+        }
+        self.bits.set(Bits::WRITES_ASKED);
+        if asked && standing {
+            WriteWatch::Leave
+        } else {
+            WriteWatch::Ask
+        }
+    }
+
     /// The library closed the connection for one of its rules or on request: gracefully
     /// (our FIN) or with a reset. `ends_task`: the task serving it (if spawned through
     /// the library) ends too. Returns whether to abort that task now; if it is not known
@@ -340,6 +393,9 @@ impl Bits {
     const OWNER_CLOSES: Bits = Bits(1 << 10);
     /// Its owner was asked to close it.
     const ASKED: Bits = Bits(1 << 11);
+    /// The stream was asked to say when it writes, and has not said it did (see
+    /// [`Watch::write_watch`]).
+    const WRITES_ASKED: Bits = Bits(1 << 12);
     const FATE_SHIFT: u16 = 8;
 
     fn has(self, bits: Bits) -> bool {
@@ -379,6 +435,90 @@ mod tests {
     #[test]
     fn a_watch_is_16_bytes() {
         assert_eq!(std::mem::size_of::<Watch>(), 16);
+    }
+
+    /// The write watch, step by step: asked once; left while it stands; once it fired,
+    /// asked again at the look after its message (or, at a look before the message, a
+    /// pause first); forgotten when no rule wants it.
+    #[test]
+    fn a_write_watch_is_asked_again_only_at_the_look_after_it_fired() {
+        let mut watch = Watch::default();
+        watch.open();
+        assert_eq!(
+            watch.write_watch(true, false),
+            WriteWatch::Ask,
+            "first look"
+        );
+        assert_eq!(
+            watch.write_watch(true, true),
+            WriteWatch::Leave,
+            "still stands"
+        );
+        watch.wrote();
+        assert_eq!(
+            watch.write_watch(true, false),
+            WriteWatch::Ask,
+            "the pause's look"
+        );
+        assert_eq!(
+            watch.write_watch(true, false),
+            WriteWatch::Pause,
+            "it fired, and this look came before its message"
+        );
+        assert_eq!(
+            watch.write_watch(true, false),
+            WriteWatch::Ask,
+            "after the pause"
+        );
+        assert_eq!(
+            watch.write_watch(false, false),
+            WriteWatch::Leave,
+            "not wanted"
+        );
+        assert_eq!(
+            watch.write_watch(true, false),
+            WriteWatch::Ask,
+            "wanted again: no watch was standing, so none fired"
+        );
+        watch.open();
+        assert_eq!(
+            watch.write_watch(true, true),
+            WriteWatch::Ask,
+            "a new occupant"
+        );
+        watch.open();
+        watch.writes_asked();
+        assert_eq!(
+            watch.write_watch(true, true),
+            WriteWatch::Leave,
+            "asked at accept, and standing"
+        );
+    }
+
+    #[test]
+    fn the_write_watch_pause_is_a_sixteenth_of_the_shortest_queued_rule() {
+        use super::super::{Limits, Rate};
+        let rate = |grace| {
+            Some(Rate {
+                bytes_per_second: 240,
+                grace,
+            })
+        };
+        let mut limits = Limits::default();
+        assert_eq!(limits.write_watch_pause(), 250 * MS, "no such rule");
+        limits.min_send_rate = rate(5_000 * MS);
+        assert_eq!(limits.write_watch_pause(), 250 * MS, "at most 250 ms");
+        limits.write_idle = Some(800 * MS);
+        assert_eq!(limits.write_watch_pause(), 50 * MS);
+        limits.min_send_rate = rate(0);
+        assert_eq!(limits.write_watch_pause(), MS, "at least 1 ms");
+        limits.idle = Some(16 * MS);
+        limits.min_send_rate = None;
+        assert_eq!(
+            limits.write_watch_pause(),
+            50 * MS,
+            "the idle timeout waits for no write"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use socket2::SockRef;
 use super::Supervisor;
 use crate::config::CloseMode;
 use crate::conn::{Conn, Flags};
-use crate::rules::{Fate, Kernel, Limits, Look, Owed, Sample};
+use crate::rules::{Fate, Kernel, Limits, Look, Owed, Sample, WriteWatch};
 use crate::state::CloseReason;
 use crate::sys;
 use crate::tcp_info::TcpInfo;
@@ -31,7 +31,7 @@ enum Closing {
 
 impl Supervisor {
     /// The rules' settings (under a framework serve, with its defaults).
-    fn limits(&self) -> Limits {
+    pub(super) fn limits(&self) -> Limits {
         Limits::of(&self.shared.config, self.shared.served.load(Relaxed))
     }
 
@@ -60,6 +60,11 @@ impl Supervisor {
 
     /// The first look, when the connection is registered.
     pub(super) fn first_look(&mut self, index: u32, now: Instant) {
+        if crate::admission::watches_writes_from_accept(&self.shared) {
+            // The stream was asked at accept: the look leaves the watch as it is, with
+            // no `TCP_INFO` of its own to check for a write in between.
+            self.slots.watch_mut(index).writes_asked();
+        }
         self.look(index, now);
     }
 
@@ -105,11 +110,19 @@ impl Supervisor {
                     if let Some(step) = self.lingering.next_look(index, &sample, now_ns) {
                         next = Some(next.map_or(step, |n| n.min(step)));
                     }
+                    let writes = self
+                        .slots
+                        .watch_mut(index)
+                        .write_watch(watch_writes, conn.watches_writes());
+                    if writes == WriteWatch::Pause {
+                        let step = now_ns.saturating_add(limits.write_watch_pause());
+                        next = Some(next.map_or(step, |n| n.min(step)));
+                    }
                     self.schedule(index, next);
                     // Asked before looking again, so that a change in between is not
                     // missed.
                     let mut again = false;
-                    if watch_writes {
+                    if writes == WriteWatch::Ask {
                         conn.watch_writes();
                         again |= conn.user_queued()
                             || conn.tcp_info().is_some_and(|i| i.has_pending_send());

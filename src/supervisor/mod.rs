@@ -218,6 +218,11 @@ impl Supervisor {
                     self.look(index, now);
                 }
             }
+            Msg::Wrote(id) => {
+                if let Some(index) = self.slots.supervised(id) {
+                    self.wrote(index, now);
+                }
+            }
             Msg::Released(id, handover) => self.released(id, handover, now),
             Msg::Task(id, task) => self.task(id, task),
             Msg::Close(id, mode, reason) => {
@@ -328,6 +333,23 @@ impl Supervisor {
     }
 
     /// Sets the connection's next look (none: `None`).
+    /// The application wrote while watched: a look within the rules' pause, beside any
+    /// already scheduled (an earlier one stands; whichever comes first reschedules).
+    fn wrote(&mut self, index: u32, now: Instant) {
+        let at = self
+            .shared
+            .table
+            .nanos(now)
+            .saturating_add(self.limits().write_watch_pause());
+        let watch = self.slots.watch_mut(index);
+        watch.wrote();
+        let sched = watch.sched;
+        let keys = self.held + self.lingering.len();
+        let slots = &self.slots;
+        self.heap
+            .push(at, index, sched, keys, |i, s| slots.is_current(i, s));
+    }
+
     fn schedule(&mut self, index: u32, at: Option<Nanos>) {
         let watch = self.slots.watch_mut(index);
         watch.sched = watch.sched.wrapping_add(1);
