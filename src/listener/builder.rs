@@ -171,8 +171,11 @@ impl Builder {
     /// with data still queued (the library's lingering close, or past it the kernel's
     /// orphan, whose `TCP_USER_TIMEOUT` is lowered to it). On Linux it costs nothing while
     /// nothing is queued: the supervisor looks only after a write, and only until the
-    /// data is acknowledged. Elsewhere it measures the application's writes. Pass `None`
-    /// to disable. Default is `None`.
+    /// data is acknowledged; it looks within a pause after a write (a sixteenth of this
+    /// timeout or of `min_send_rate`'s grace, whichever is shorter, at most 250 ms), so a
+    /// connection that writes often costs one look a pause, and the close may come that
+    /// much late. Elsewhere it measures the application's writes. Pass `None` to disable.
+    /// Default is `None`.
     pub fn write_idle_timeout(&mut self, timeout: impl Into<Option<Duration>>) -> &mut Self {
         self.options.write_idle_timeout = timeout.into();
         self
@@ -329,7 +332,9 @@ impl Builder {
     /// taking the data, and a FIN would queue behind it. Under a framework serve it also
     /// judges the data waiting in user space for the peer (an HTTP/2 stream whose
     /// flow-control window stays shut): the bytes hyper takes from the response bodies.
-    /// Pass `None` to disable.
+    /// Its clock starts at the supervisor's first look after a write, within a pause (see
+    /// [`write_idle_timeout`](Self::write_idle_timeout)): at most 250 ms late at the
+    /// default grace. Pass `None` to disable.
     ///
     /// Default: `None` under a plain accept loop; under a framework serve,
     /// [`DEFAULT_SERVE_MIN_DATA_RATE`](Self::DEFAULT_SERVE_MIN_DATA_RATE), so that a slow
