@@ -22,12 +22,9 @@ use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use axum::Router;
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::runtime::Runtime;
 
-use crate::common::stats::{median, spread};
+use crate::http_rounds::{header, interleaved, rows, verdicts, Sender};
 
 const CONNECTIONS: usize = 16;
 
@@ -93,55 +90,6 @@ async fn start(c: Contender) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     (addr, task)
 }
 
-/// A keep-alive client connection: HTTP/1.1, or HTTP/2 with prior knowledge (h2c).
-enum Sender {
-    H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
-    H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
-}
-
-impl Sender {
-    async fn connect(addr: SocketAddr, h2: bool) -> (Self, tokio::task::JoinHandle<()>) {
-        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        let io = TokioIo::new(stream);
-        if h2 {
-            let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-                .await
-                .expect("h2 handshake");
-            let driver = tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            (Sender::H2(sender), driver)
-        } else {
-            let (sender, conn) = hyper::client::conn::http1::handshake(io)
-                .await
-                .expect("handshake");
-            let driver = tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            (Sender::H1(sender), driver)
-        }
-    }
-
-    /// One `GET /`, its body checked.
-    async fn get(&mut self) {
-        let request = hyper::Request::get("http://bench/")
-            .body(Empty::new())
-            .expect("request");
-        let response = match self {
-            Sender::H1(sender) => {
-                sender.ready().await.expect("ready");
-                sender.send_request(request).await
-            }
-            Sender::H2(sender) => sender.send_request(request).await,
-        };
-        let response = response.expect("response");
-        assert!(response.status().is_success());
-        let body = response.into_body().collect().await.expect("body");
-        assert_eq!(body.to_bytes().as_ref(), b"ok");
-    }
-}
-
 /// `CONNECTIONS` keep-alive clients (`h2`: HTTP/2), `requests` each, one after another;
 /// requests per second over all of them.
 async fn load(addr: SocketAddr, h2: bool, requests: usize) -> f64 {
@@ -149,9 +97,11 @@ async fn load(addr: SocketAddr, h2: bool, requests: usize) -> f64 {
     let clients: Vec<_> = (0..CONNECTIONS)
         .map(|_| {
             tokio::spawn(async move {
-                let (mut sender, driver) = Sender::connect(addr, h2).await;
+                let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                stream.set_nodelay(true).expect("nodelay");
+                let (mut sender, driver) = Sender::handshake(stream, h2).await;
                 for _ in 0..requests {
-                    sender.get().await;
+                    sender.get("http://bench/").await;
                 }
                 drop(sender);
                 let _ = driver.await;
@@ -180,55 +130,21 @@ fn one(rt: &Runtime, c: Contender, h2: bool, requests: usize) -> f64 {
 /// Runs `rounds` rounds of `requests` requests per connection, HTTP/1.1 then HTTP/2
 /// (h2c); the lines to print.
 pub(crate) fn run(rounds: usize, requests: usize) -> Vec<String> {
-    let mut out = vec![format!(
-        "http: {rounds} rounds of {CONNECTIONS} keep-alive connections × {requests} requests of GET /, HTTP/1.1 and HTTP/2 (h2c), contenders interleaved"
-    )];
+    let mut out = vec![
+        format!(
+            "http: {rounds} rounds of {CONNECTIONS} keep-alive connections × {requests} requests of GET /, HTTP/1.1 and HTTP/2 (h2c), contenders interleaved"
+        ),
+        header(),
+    ];
     let rt = crate::common::multi_thread_runtime();
-    out.push(format!(
-        "{:<8} {:<17} {:>10} {:>7} {:>15}",
-        "protocol", "contender", "req/s", "ratio", "ratio spread"
-    ));
-    let mut targets = Vec::new();
-    for (h2, metric) in [(false, "http_rps"), (true, "http2_rps")] {
-        let mut values = Vec::new();
-        for round in 0..rounds {
-            let mut order = Contender::ALL;
-            order.rotate_left(round % Contender::ALL.len());
-            let mut r = [0.0; 3];
-            for c in order {
-                r[c as usize] = one(&rt, c, h2, requests);
-            }
-            values.push(r);
-        }
-        for c in Contender::ALL {
-            let mine: Vec<f64> = values.iter().map(|r| r[c as usize]).collect();
-            let ratio: Vec<f64> = values
-                .iter()
-                .map(|r| r[c as usize] / r[Contender::Raw as usize])
-                .collect();
-            let (lo, hi) = spread(&ratio);
-            out.push(format!(
-                "{:<8} {:<17} {:>10.0} {:>7.3} {:>15}",
-                if h2 { "h2c" } else { "h1" },
-                c.name(),
-                median(&mine),
-                median(&ratio),
-                format!("{lo:.3}..{hi:.3}")
-            ));
-            if c != Contender::Raw {
-                targets.push((metric, c, median(&ratio)));
-            }
-        }
+    let names = Contender::ALL.map(Contender::name);
+    let mut ratios = Vec::new();
+    for (h2, protocol, metric) in [(false, "h1", "http_rps"), (true, "h2c", "http2_rps")] {
+        let values = interleaved(rounds, &Contender::ALL, |c| one(&rt, c, h2, requests));
+        let (lines, medians) = rows(protocol, &names, &values);
+        out.extend(lines);
+        ratios.extend(medians.into_iter().map(|(n, r)| (metric.to_owned(), n, r)));
     }
-    for (metric, c, ratio) in &targets {
-        out.push(format!("ratio {metric} {} {ratio:.3}", c.name()));
-    }
-    for (metric, c, ratio) in &targets {
-        let verdict = if *ratio >= 1.0 { "met" } else { "MISSED" };
-        out.push(format!(
-            "target {metric} {} ≥ 1.00: {verdict} ({ratio:.3})",
-            c.name()
-        ));
-    }
+    out.extend(verdicts(&ratios, 1.0));
     out
 }

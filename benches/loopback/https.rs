@@ -19,14 +19,12 @@ use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use axum::Router;
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tcp_hygiene::integration::rustls;
 use tokio::runtime::Runtime;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::common::stats::{median, spread};
+use crate::http_rounds::{header, interleaved, rows, verdicts, Sender};
 
 const CONNECTIONS: usize = 16;
 
@@ -127,30 +125,6 @@ async fn start(
     (addr, task)
 }
 
-/// A keep-alive client connection.
-enum Sender {
-    H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
-    H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
-}
-
-impl Sender {
-    /// Sends one `GET /`; the response's body.
-    async fn get(&mut self) -> Bytes {
-        let request = hyper::Request::get("https://localhost/")
-            .body(Empty::<Bytes>::new())
-            .expect("request");
-        let response = match self {
-            Sender::H1(sender) => {
-                sender.ready().await.expect("ready");
-                sender.send_request(request).await
-            }
-            Sender::H2(sender) => sender.send_request(request).await,
-        };
-        let body = response.expect("response").into_body().collect().await;
-        body.expect("body").to_bytes()
-    }
-}
-
 /// A keep-alive connection over TLS to `addr`, HTTP/2 or HTTP/1.1 by ALPN.
 async fn connect(addr: SocketAddr, client: &Arc<rustls::ClientConfig>, h2: bool) -> Sender {
     let mut config = (**client).clone();
@@ -168,20 +142,7 @@ async fn connect(addr: SocketAddr, client: &Arc<rustls::ClientConfig>, h2: bool)
         )
         .await
         .expect("TLS handshake");
-    let io = TokioIo::new(tls);
-    if h2 {
-        let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-            .await
-            .expect("h2 handshake");
-        tokio::spawn(conn);
-        Sender::H2(sender)
-    } else {
-        let (sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .expect("h1 handshake");
-        tokio::spawn(conn);
-        Sender::H1(sender)
-    }
+    Sender::handshake(tls, h2).await.0
 }
 
 /// `CONNECTIONS` keep-alive clients, connected first, then `requests` each, one after
@@ -196,7 +157,7 @@ async fn load(
     for _ in 0..CONNECTIONS {
         let mut sender = connect(addr, client, h2).await;
         // The first request outside the timing.
-        assert_eq!(sender.get().await.as_ref(), b"ok");
+        sender.get("https://localhost/").await;
         senders.push(sender);
     }
     let start = Instant::now();
@@ -205,7 +166,7 @@ async fn load(
         .map(|mut sender| {
             tokio::spawn(async move {
                 for _ in 0..requests {
-                    assert_eq!(sender.get().await.as_ref(), b"ok");
+                    sender.get("https://localhost/").await;
                 }
             })
         })
@@ -229,59 +190,25 @@ fn one(rt: &Runtime, c: Contender, certs: &Certs, h2: bool, requests: usize) -> 
 /// Runs `rounds` rounds of `requests` requests per connection, HTTP/1.1 and HTTP/2; the
 /// lines to print.
 pub(crate) fn run(rounds: usize, requests: usize) -> Vec<String> {
-    let mut out = vec![format!(
-        "https: {rounds} rounds of {CONNECTIONS} keep-alive TLS connections × {requests} requests of GET /, HTTP/1.1 and HTTP/2, contenders interleaved"
-    )];
+    let mut out = vec![
+        format!(
+            "https: {rounds} rounds of {CONNECTIONS} keep-alive TLS connections × {requests} requests of GET /, HTTP/1.1 and HTTP/2, contenders interleaved"
+        ),
+        header(),
+    ];
     let certs = certs();
     let rt = crate::common::multi_thread_runtime();
-    out.push(format!(
-        "{:<8} {:<15} {:>10} {:>7} {:>15}",
-        "protocol", "contender", "req/s", "ratio", "ratio spread"
-    ));
-    let mut targets = Vec::new();
+    let names = Contender::ALL.map(Contender::name);
+    let mut ratios = Vec::new();
     for (h2, protocol) in [(false, "h1"), (true, "h2")] {
-        let mut values = Vec::new();
-        for round in 0..rounds {
-            let mut order = Contender::ALL;
-            order.rotate_left(round % Contender::ALL.len());
-            let mut r = [0.0; 2];
-            for c in order {
-                r[c as usize] = one(&rt, c, &certs, h2, requests);
-            }
-            values.push(r);
-        }
-        for c in Contender::ALL {
-            let mine: Vec<f64> = values.iter().map(|r| r[c as usize]).collect();
-            let ratio: Vec<f64> = values
-                .iter()
-                .map(|r| r[c as usize] / r[Contender::Raw as usize])
-                .collect();
-            let (lo, hi) = spread(&ratio);
-            out.push(format!(
-                "{:<8} {:<15} {:>10.0} {:>7.3} {:>15}",
-                protocol,
-                c.name(),
-                median(&mine),
-                median(&ratio),
-                format!("{lo:.3}..{hi:.3}")
-            ));
-            if c != Contender::Raw {
-                targets.push((protocol, c, median(&ratio)));
-            }
-        }
+        let values = interleaved(rounds, &Contender::ALL, |c| {
+            one(&rt, c, &certs, h2, requests)
+        });
+        let (lines, medians) = rows(protocol, &names, &values);
+        out.extend(lines);
+        let metric = format!("https_rps_{protocol}");
+        ratios.extend(medians.into_iter().map(|(n, r)| (metric.clone(), n, r)));
     }
-    for (protocol, c, ratio) in &targets {
-        out.push(format!(
-            "ratio https_rps_{protocol} {} {ratio:.3}",
-            c.name()
-        ));
-    }
-    for (protocol, c, ratio) in &targets {
-        let verdict = if *ratio >= 0.97 { "met" } else { "MISSED" };
-        out.push(format!(
-            "target https_rps_{protocol} {} ≥ 0.97: {verdict} ({ratio:.3})",
-            c.name()
-        ));
-    }
+    out.extend(verdicts(&ratios, 0.97));
     out
 }

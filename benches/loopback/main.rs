@@ -70,6 +70,8 @@ mod contenders;
 mod end_to_end;
 #[cfg(feature = "axum")]
 mod http;
+#[cfg(feature = "axum")]
+mod http_rounds;
 #[cfg(all(feature = "axum", feature = "tls"))]
 mod https;
 mod per_poll;

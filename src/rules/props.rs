@@ -24,6 +24,18 @@ use crate::state::CloseReason;
 
 const MAX_CONNS: usize = 4;
 
+/// 512 cases (well under a second); CI runs more with `PROPTEST_CASES`.
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(512),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
 /// Which of a rule's settings a case uses: off, or 200 ms, or 1 s.
 fn setting() -> impl Strategy<Value = Option<Nanos>> {
     prop_oneof![Just(None), Just(Some(200 * MS)), Just(Some(1_000 * MS))]
@@ -875,12 +887,7 @@ impl World {
 }
 
 proptest! {
-    // 512 cases (well under a second); CI runs more with PROPTEST_CASES.
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(512),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(config())]
 
     #[test]
     fn the_invariants_hold_over_random_event_sequences(
@@ -968,11 +975,7 @@ mod write_watch {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig {
-            cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(512),
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        })]
+        #![proptest_config(super::config())]
 
         #[test]
         fn writes_are_judged_within_the_pause_at_one_message_a_pause(
