@@ -2,17 +2,14 @@
 //! the counters, the supervisor's mailbox, the table of connections, and the limits.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::atomic::{
     AtomicBool, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
 };
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
 
 use tokio::sync::Notify;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::conn::table::Table;
@@ -146,6 +143,7 @@ impl Shared {
     /// Resolves once a drain has started, for a task that polls it with everything else
     /// it waits on (a serve's connection task, woken by every request): see
     /// [`DrainStarted`].
+    #[cfg(feature = "hyper")]
     pub(crate) fn drain_started(&self) -> DrainStarted<'_> {
         DrainStarted {
             draining: &self.draining,
@@ -174,42 +172,55 @@ impl Shared {
     }
 }
 
-/// Resolves once a drain has started. The first poll registers the task's waker with the
-/// drain's token (whose cancellation wakes it); later polls cost one atomic load while
-/// the task's waker is the one registered, instead of the token's lock and its notifier's
-/// (a serve's connection task polls this with every request). A new waker is registered
-/// again.
-#[pin_project::pin_project]
-pub(crate) struct DrainStarted<'a> {
-    draining: &'a AtomicBool,
-    #[pin]
-    cancelled: WaitForCancellationFuture<'a>,
-    registered: Option<Waker>,
-}
+#[cfg(feature = "hyper")]
+pub(crate) use drain_started::DrainStarted;
 
-impl Future for DrainStarted<'_> {
-    type Output = ();
+#[cfg(feature = "hyper")]
+mod drain_started {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicBool, Ordering::Acquire};
+    use std::task::{Context, Poll, Waker};
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.project();
-        if this.draining.load(Acquire) {
-            return Poll::Ready(());
-        }
-        // `draining` is set before the token is cancelled, and the cancellation wakes the
-        // waker registered below: a drain that starts after the load above still wakes
-        // this task, which then sees the flag.
-        if this
-            .registered
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            return Poll::Pending;
-        }
-        match this.cancelled.poll(cx) {
-            Poll::Ready(()) => Poll::Ready(()),
-            Poll::Pending => {
-                *this.registered = Some(cx.waker().clone());
-                Poll::Pending
+    use tokio_util::sync::WaitForCancellationFuture;
+
+    /// Resolves once a drain has started. The first poll registers the task's waker with the
+    /// drain's token (whose cancellation wakes it); later polls cost one atomic load while
+    /// the task's waker is the one registered, instead of the token's lock and its notifier's
+    /// (a serve's connection task polls this with every request). A new waker is registered
+    /// again.
+    #[pin_project::pin_project]
+    pub(crate) struct DrainStarted<'a> {
+        pub(super) draining: &'a AtomicBool,
+        #[pin]
+        pub(super) cancelled: WaitForCancellationFuture<'a>,
+        pub(super) registered: Option<Waker>,
+    }
+
+    impl Future for DrainStarted<'_> {
+        type Output = ();
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            let this = self.project();
+            if this.draining.load(Acquire) {
+                return Poll::Ready(());
+            }
+            // `draining` is set before the token is cancelled, and the cancellation wakes the
+            // waker registered below: a drain that starts after the load above still wakes
+            // this task, which then sees the flag.
+            if this
+                .registered
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                return Poll::Pending;
+            }
+            match this.cancelled.poll(cx) {
+                Poll::Ready(()) => Poll::Ready(()),
+                Poll::Pending => {
+                    *this.registered = Some(cx.waker().clone());
+                    Poll::Pending
+                }
             }
         }
     }
