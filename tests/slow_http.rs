@@ -11,38 +11,16 @@ mod support;
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
-use support::attack::{scratch_dir, slowhttptest};
+use support::attack::{curl_timed, scratch_dir, slowhttptest, watch_clearing, Clearing};
 use support::example::Server;
 use support::http::try_read_response;
-use support::{require, ss_count, wait_for, Need, PeersSeen};
+use support::{require, ss_count, wait_for, Need};
 use tcp_hygiene::{Builder, CloseReason};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-/// `curl` of `url`, at most `limit`: whether it was answered `ok`.
-fn curl_ok(url: &str, limit: Duration) -> bool {
-    let out = Command::new("curl")
-        .args(["--silent", "--max-time"])
-        .arg(format!("{:.1}", limit.as_secs_f64()))
-        .arg(url)
-        .output()
-        .expect("curl");
-    out.status.success() && out.stdout == b"ok"
-}
-
-/// [`curl_ok`] off the runtime's threads, timed.
-async fn curl_timed(addr: SocketAddr, limit: Duration) -> (bool, Duration) {
-    let url = format!("http://{addr}/");
-    let started = Instant::now();
-    let ok = tokio::task::spawn_blocking(move || curl_ok(&url, limit))
-        .await
-        .unwrap();
-    (ok, started.elapsed())
-}
 
 /// 50 slow bodies (`slowhttptest -B`: 10 bytes of an 8 KB POST body a second) and 50
 /// slow readers (`-X`: a 4 MB download read 32 bytes at a time every 3 s through a 512 B
@@ -87,38 +65,21 @@ async fn slowhttptest_slow_bodies_and_readers_over_http_are_cleared_at_the_defau
             50,
         ));
     }
-    // Count the connections made, not those open at one instant: on a loaded machine the
-    // first may be cleared before the last connects.
-    let mut wants: Vec<(u16, usize)> = servers.iter().map(|s| (s.port(), CONNECTIONS)).collect();
-    wants.push((control.port(), 2 * CONNECTIONS));
-    PeersSeen::default()
-        .wait(&wants, Duration::from_secs(30))
-        .await;
-    // Clearing times count from when the last attack connection was made.
-    let started = Instant::now();
-    // When each server's attack connections are all gone; curl every 2 s meanwhile.
-    let mut cleared: [Option<Duration>; 2] = [None; 2];
-    let mut curls = 0;
-    let mut slowest = Duration::ZERO;
-    while started.elapsed() < Duration::from_secs(45) && cleared.iter().any(Option::is_none) {
-        for (i, server) in servers.iter().enumerate() {
-            if cleared[i].is_none() && ss_count(server.port(), "established") == 0 {
-                cleared[i] = Some(started.elapsed());
-            }
-            let (ok, took) = curl_timed(server.addr, Duration::from_secs(3)).await;
-            assert!(
-                ok,
-                "-{} server: curl not answered at {:?}",
-                kinds[i],
-                started.elapsed()
-            );
-            slowest = slowest.max(took);
-            curls += 1;
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
+    let attacked: Vec<(&Server, &str)> = servers.iter().zip(kinds).collect();
+    let Clearing {
+        cleared,
+        curls,
+        slowest,
+    } = watch_clearing(
+        "http",
+        &attacked,
+        CONNECTIONS,
+        (control.port(), 2 * CONNECTIONS),
+        Duration::from_secs(45),
+    )
+    .await;
     let held = ss_count(control.port(), "established");
-    let (control_ok, _) = curl_timed(control.addr, Duration::from_secs(3)).await;
+    let (control_ok, _) = curl_timed(control.url(), Duration::from_secs(3)).await;
     eprintln!(
         "slowhttptest over HTTP: cleared -B {:?}, -X {:?}; curl answered {curls} times (slowest {slowest:?}); \
          control holds {held} (curl answered there: {control_ok})",
@@ -132,7 +93,11 @@ async fn slowhttptest_slow_bodies_and_readers_over_http_are_cleared_at_the_defau
         let _ = attack.wait();
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let [b, x] = cleared.map(|c| c.expect("an attack not cleared within 45 s"));
+    let cleared: Vec<Duration> = cleared
+        .into_iter()
+        .map(|c| c.expect("an attack not cleared within 45 s"))
+        .collect();
+    let (b, x) = (cleared[0], cleared[1]);
     assert!(b <= Duration::from_secs(25), "-B {b:?}");
     assert!(x <= Duration::from_secs(25), "-X {x:?}");
     assert!(held >= 2 * CONNECTIONS, "the control holds {held}");
@@ -166,7 +131,7 @@ async fn slowloris_above_max_connections_does_not_shut_out_curl() {
     let mut attack_sizes = Vec::new();
     for _ in 0..10 {
         attack_sizes.push(ss_count(server.port(), "established"));
-        let (ok, took) = curl_timed(server.addr, Duration::from_secs(3)).await;
+        let (ok, took) = curl_timed(server.url(), Duration::from_secs(3)).await;
         answered += usize::from(ok);
         times.push(took);
         tokio::time::sleep(Duration::from_millis(500)).await;

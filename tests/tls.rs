@@ -11,16 +11,15 @@ mod support;
 use std::future::IntoFuture;
 use std::io;
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use axum::Router;
-use support::attack::{scratch_dir, slowhttptest};
+use support::attack::{curl_ok, scratch_dir, slowhttptest, watch_clearing, Clearing};
 use support::example::Server;
-use support::{require, ss_count, wait_for, Need, PeersSeen};
+use support::{require, ss_count, wait_for, Need};
 use tcp_hygiene::integration::rustls;
 use tcp_hygiene::{Builder, CloseReason, TcpListener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -123,17 +122,6 @@ async fn ends_within(stream: &mut TcpStream, since: Instant, limit: Duration) ->
             Ok(Ok(_)) => {}
         }
     }
-}
-
-/// `curl -k` of `url`, at most `limit`: whether it was answered `ok`.
-fn curl_ok(url: &str, limit: Duration) -> bool {
-    let out = Command::new("curl")
-        .args(["--silent", "--insecure", "--max-time"])
-        .arg(format!("{:.1}", limit.as_secs_f64()))
-        .arg(url)
-        .output()
-        .expect("curl");
-    out.status.success() && out.stdout == b"ok"
 }
 
 /// 50 clients send the first 5 bytes of a `ClientHello` and stall. The example's serve
@@ -720,36 +708,16 @@ async fn slowhttptest_over_https_is_cleared_at_the_defaults() {
         ));
     }
     // Debug-built rustls on a loaded 2-core machine can take longer than the rates' grace
-    // to finish 300 handshakes: count the connections made, not those open at one instant.
-    let mut wants: Vec<(u16, usize)> = servers.iter().map(|s| (s.port(), CONNECTIONS)).collect();
-    wants.push((control.port(), 3 * CONNECTIONS));
-    PeersSeen::default()
-        .wait(&wants, Duration::from_secs(30))
-        .await;
-    // Clearing times count from when the last attack connection was made.
-    let started = Instant::now();
-    // When each server's attack connections are all gone; curl every 2 s meanwhile.
-    let mut cleared: [Option<Duration>; 3] = [None; 3];
-    let mut curls = 0;
-    while started.elapsed() < Duration::from_secs(42) && cleared.iter().any(Option::is_none) {
-        for (i, server) in servers.iter().enumerate() {
-            if cleared[i].is_none() && ss_count(server.port(), "established") == 0 {
-                cleared[i] = Some(started.elapsed());
-            }
-            let url = format!("https://{}/", server.addr);
-            let ok = tokio::task::spawn_blocking(move || curl_ok(&url, Duration::from_secs(3)))
-                .await
-                .unwrap();
-            assert!(
-                ok,
-                "-{} server: curl -k not answered at {:?}",
-                kinds[i],
-                started.elapsed()
-            );
-            curls += 1;
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
+    // to finish 300 handshakes: the attacks' connections are counted as made.
+    let attacked: Vec<(&Server, &str)> = servers.iter().zip(kinds).collect();
+    let Clearing { cleared, curls, .. } = watch_clearing(
+        "https",
+        &attacked,
+        CONNECTIONS,
+        (control.port(), 3 * CONNECTIONS),
+        Duration::from_secs(42),
+    )
+    .await;
     let held = ss_count(control.port(), "established");
     eprintln!(
         "slowhttptest over HTTPS: cleared -H {:?}, -B {:?}, -X {:?}; curl answered {curls} times; control holds {held}",
@@ -763,7 +731,11 @@ async fn slowhttptest_over_https_is_cleared_at_the_defaults() {
         let _ = attack.wait();
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let [h, b, x] = cleared.map(|c| c.expect("an attack not cleared within 42 s"));
+    let cleared: Vec<Duration> = cleared
+        .into_iter()
+        .map(|c| c.expect("an attack not cleared within 42 s"))
+        .collect();
+    let (h, b, x) = (cleared[0], cleared[1], cleared[2]);
     assert!(h <= Duration::from_secs(25), "-H {h:?}");
     assert!(b <= Duration::from_secs(25), "-B {b:?}");
     assert!(x <= Duration::from_secs(25), "-X {x:?}");
