@@ -14,7 +14,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
-use support::attack::{curl_timed, scratch_dir, slowhttptest, watch_clearing, Clearing};
+use support::attack::{
+    attack_each, curl_timed, scratch_dir, slowhttptest, watch_clearing, Clearing,
+};
 use support::example::Server;
 use support::http::try_read_response;
 use support::{require, ss_count, wait_for, Need};
@@ -43,28 +45,7 @@ async fn slowhttptest_slow_bodies_and_readers_over_http_are_cleared_at_the_defau
         .map(|_| Server::start("axum_server", &[]))
         .collect();
     let control = Server::start("axum_server", &["--plain"]);
-    let mut attacks = Vec::new();
-    for (server, kind) in servers.iter().zip(kinds) {
-        attacks.push(slowhttptest(
-            &dir,
-            kind,
-            "http",
-            server.addr,
-            kind,
-            CONNECTIONS,
-            50,
-        ));
-        let name = format!("control-{kind}");
-        attacks.push(slowhttptest(
-            &dir,
-            &name,
-            "http",
-            control.addr,
-            kind,
-            CONNECTIONS,
-            50,
-        ));
-    }
+    let attacks = attack_each(&dir, "http", &servers, &control, &kinds, CONNECTIONS);
     let attacked: Vec<(&Server, &str)> = servers.iter().zip(kinds).collect();
     let Clearing {
         cleared,

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use axum::Router;
-use support::attack::{curl_ok, scratch_dir, slowhttptest, watch_clearing, Clearing};
+use support::attack::{attack_each, curl_ok, scratch_dir, watch_clearing, Clearing};
 use support::example::Server;
 use support::{require, ss_count, wait_for, Need};
 use tcp_hygiene::integration::rustls;
@@ -685,28 +685,7 @@ async fn slowhttptest_over_https_is_cleared_at_the_defaults() {
         .map(|_| Server::start("axum_server", &["--tls"]))
         .collect();
     let control = Server::start("axum_server", &["--plain", "--tls"]);
-    let mut attacks = Vec::new();
-    for (server, kind) in servers.iter().zip(kinds) {
-        attacks.push(slowhttptest(
-            &dir,
-            kind,
-            "https",
-            server.addr,
-            kind,
-            CONNECTIONS,
-            50,
-        ));
-        let name = format!("control-{kind}");
-        attacks.push(slowhttptest(
-            &dir,
-            &name,
-            "https",
-            control.addr,
-            kind,
-            CONNECTIONS,
-            50,
-        ));
-    }
+    let attacks = attack_each(&dir, "https", &servers, &control, &kinds, CONNECTIONS);
     // Debug-built rustls on a loaded 2-core machine can take longer than the rates' grace
     // to finish 300 handshakes: the attacks' connections are counted as made.
     let attacked: Vec<(&Server, &str)> = servers.iter().zip(kinds).collect();

@@ -128,3 +128,38 @@ pub(crate) async fn watch_clearing(
     }
     clearing
 }
+
+/// One slowhttptest of each of `kinds` against each of `servers` (in turn) and against
+/// `control`, `connections` each at 50 a second; their processes.
+pub(crate) fn attack_each(
+    dir: &Path,
+    scheme: &str,
+    servers: &[Server],
+    control: &Server,
+    kinds: &[&str],
+    connections: usize,
+) -> Vec<Child> {
+    let mut attacks = Vec::new();
+    for (server, &kind) in servers.iter().zip(kinds) {
+        attacks.push(slowhttptest(
+            dir,
+            kind,
+            scheme,
+            server.addr,
+            kind,
+            connections,
+            50,
+        ));
+        let name = format!("control-{kind}");
+        attacks.push(slowhttptest(
+            dir,
+            &name,
+            scheme,
+            control.addr,
+            kind,
+            connections,
+            50,
+        ));
+    }
+    attacks
+}
