@@ -8,7 +8,7 @@
 //! shared state alive, so a stream or a handle does too; the pages themselves belong to
 //! the table until the supervisor ends and clears it.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 use std::sync::atomic::{
     AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering::AcqRel, Ordering::Acquire,
@@ -162,15 +162,15 @@ impl Slot {
     /// The peer's address as `accept` returned it (IPv6 flow information and scope id are
     /// not kept).
     pub(super) fn peer(&self) -> SocketAddr {
-        let ip = (u128::from(self.peer_ip[0].load(Relaxed)) << 64)
-            | u128::from(self.peer_ip[1].load(Relaxed));
-        let ip = Ipv6Addr::from(ip);
         let port = self.peer_port.load(Relaxed);
-        let v4 = self.peer_v4.load(Relaxed);
-        match (v4, ip.to_ipv4_mapped()) {
-            (true, Some(v4)) => SocketAddr::V4(SocketAddrV4::new(v4, port)),
-            _ => SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0)),
+        let low = self.peer_ip[1].load(Relaxed);
+        if self.peer_v4.load(Relaxed) {
+            // Stored IPv4-mapped (`::ffff:a.b.c.d`): the address is the low 32 bits. (A
+            // serve asks for it with every request.)
+            return SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(low as u32), port));
         }
+        let ip = (u128::from(self.peer_ip[0].load(Relaxed)) << 64) | u128::from(low);
+        SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, 0, 0))
     }
 }
 
@@ -384,6 +384,7 @@ mod tests {
             "[2001:db8::1]:80",
             "[::ffff:192.0.2.7]:1",
             "0.0.0.0:0",
+            "255.255.255.255:65535",
         ] {
             let peer: SocketAddr = peer.parse().unwrap();
             slot.occupy(-1, peer, 0, Flags::NONE);

@@ -121,7 +121,9 @@ async fn drive<C: Future>(
     let mut soft_at = None;
     let mut soft_passed = false;
     loop {
+        // In this order, with no random start: the connection is what wakes the task.
         tokio::select! {
+            biased;
             _ = conn.as_mut() => return,
             () = close_asked(handle), if asking => {
                 asking = false;
