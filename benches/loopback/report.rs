@@ -122,7 +122,7 @@ fn print_targets(rows: &[Row], polls: &[(&'static str, Contender, f64)]) {
     let limits: [(&str, f64, bool); 4] = [
         ("throughput", 0.97, true),
         ("pingpong_p50", 1.03, false),
-        ("accept", 0.90, true),
+        ("accept", 0.98, true),
         ("connect", 0.97, true),
     ];
     for suffix in ["ct", "mt"] {
