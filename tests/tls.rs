@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use axum::routing::get;
 use axum::Router;
 use support::attack::{attack_each, curl_ok, scratch_dir, watch_clearing, Clearing};
+use support::certs::certs;
 use support::example::Server;
 use support::{require, ss_count, wait_for, Need};
 use tcp_hygiene::integration::rustls;
@@ -26,7 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use rustls::pki_types::{PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 
 /// The first 5 bytes of a TLS `ClientHello`: its record header, announcing 512 bytes that
 /// never come.
@@ -34,35 +35,6 @@ const HELLO_START: &[u8] = &[0x16, 0x03, 0x01, 0x02, 0x00];
 
 /// A self-signed certificate for `localhost`: the server's config and a client's that
 /// trusts it.
-struct Certs {
-    server: Arc<rustls::ServerConfig>,
-    client: Arc<rustls::ClientConfig>,
-}
-
-fn certs() -> Certs {
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let cert = made.cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(made.signing_key.serialize_der().into());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.clone()], key)
-        .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).unwrap();
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Certs {
-        server: Arc::new(server),
-        client: Arc::new(client),
-    }
-}
-
 fn app() -> Router {
     Router::new()
         .route("/", get(|| async { "ok" }))

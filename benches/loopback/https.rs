@@ -24,6 +24,7 @@ use tcp_hygiene::integration::rustls;
 use tokio::runtime::Runtime;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use crate::certs::{certs, Certs};
 use crate::http_rounds::{header, interleaved, rows, verdicts, Sender};
 
 const CONNECTIONS: usize = 16;
@@ -43,36 +44,6 @@ impl Contender {
             Contender::Raw => "raw-tls",
             Contender::HygieneServe => "hygiene-serve",
         }
-    }
-}
-
-struct Certs {
-    server: Arc<rustls::ServerConfig>,
-    client: Arc<rustls::ClientConfig>,
-}
-
-fn certs() -> Certs {
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
-    let cert = made.cert.der().clone();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(made.signing_key.serialize_der().into());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.clone()], key)
-        .expect("server config");
-    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).expect("root");
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Certs {
-        server: Arc::new(server),
-        client: Arc::new(client),
     }
 }
 
@@ -196,7 +167,11 @@ pub(crate) fn run(rounds: usize, requests: usize) -> Vec<String> {
         ),
         header(),
     ];
-    let certs = certs();
+    let mut certs = certs();
+    // The hand-written control offers ALPN itself; the serve would add the same.
+    let mut server = (*certs.server).clone();
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    certs.server = Arc::new(server);
     let rt = crate::common::multi_thread_runtime();
     let names = Contender::ALL.map(Contender::name);
     let mut ratios = Vec::new();

@@ -63,6 +63,9 @@
 //! (tables, `ratio`/`value` lines, targets); `../common` is shared with the other benches.
 
 mod callgrind;
+#[cfg(all(feature = "axum", feature = "tls"))]
+#[path = "../../tests/support/certs.rs"]
+mod certs;
 mod clients;
 #[path = "../common/mod.rs"]
 mod common;

@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub(crate) mod attack;
+#[cfg(feature = "tls")]
+pub(crate) mod certs;
 pub(crate) mod example;
 pub(crate) mod http;
 
