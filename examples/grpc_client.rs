@@ -17,6 +17,8 @@
 //! namespace and drop its packets with a `blackhole` qdisc (the repository's
 //! `RECIPES.md`); `tests/connector.rs` does exactly that with this example.
 
+mod common;
+
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -30,44 +32,23 @@ const USAGE: &str =
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let mut url = None;
     let mut user_timeout = Duration::from_secs(2);
     let mut every = Duration::from_millis(500);
     let mut rpcs = u64::MAX;
     let mut plain = false;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut number = |name: &str| -> Result<u64, String> {
-            let value = args.next().ok_or(format!("{name} needs a value"))?;
-            value
-                .parse()
-                .map_err(|e| format!("{name} {value}: {e} (a whole number)"))
-        };
-        let parsed = match arg.as_str() {
-            "--user-timeout-ms" => {
-                number("--user-timeout-ms").map(|n| user_timeout = Duration::from_millis(n))
-            }
-            "--every-ms" => number("--every-ms").map(|n| every = Duration::from_millis(n)),
-            "--rpcs" => number("--rpcs").map(|n| rpcs = n),
-            "--plain" => {
-                plain = true;
-                Ok(())
-            }
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            flag if flag.starts_with("--") => Err(format!("unknown flag {flag}")),
-            _ => {
-                url = Some(arg);
-                Ok(())
-            }
-        };
-        if let Err(e) = parsed {
-            eprintln!("grpc_client: {e}\n{USAGE}");
-            return ExitCode::from(2);
+    let url = match common::client_args("grpc_client", USAGE, |flag, number| match flag {
+        "--user-timeout-ms" => Some(number().map(|n| user_timeout = Duration::from_millis(n))),
+        "--every-ms" => Some(number().map(|n| every = Duration::from_millis(n))),
+        "--rpcs" => Some(number().map(|n| rpcs = n)),
+        "--plain" => {
+            plain = true;
+            Some(Ok(()))
         }
-    }
+        _ => None,
+    }) {
+        common::ClientArgs::Run(url) => url,
+        common::ClientArgs::Exit(code) => return code,
+    };
     let Some(url) = url else {
         eprintln!("grpc_client: which server?\n{USAGE}");
         return ExitCode::from(2);

@@ -14,6 +14,8 @@
 //! connection. For every response it prints the connection it came on and whether the
 //! server has closed that connection since; at the end, the connector's stats.
 
+mod common;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -30,35 +32,16 @@ const USAGE: &str = "usage: http_client [URL] [--requests N] [--pause-ms MS]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let mut url = None;
     let mut requests = 3_u32;
     let mut pause = Duration::from_millis(500);
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut number = |name: &str| -> Result<u64, String> {
-            let value = args.next().ok_or(format!("{name} needs a value"))?;
-            value
-                .parse()
-                .map_err(|e| format!("{name} {value}: {e} (a whole number)"))
-        };
-        let parsed = match arg.as_str() {
-            "--requests" => number("--requests").map(|n| requests = n as u32),
-            "--pause-ms" => number("--pause-ms").map(|n| pause = Duration::from_millis(n)),
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            flag if flag.starts_with("--") => Err(format!("unknown flag {flag}")),
-            _ => {
-                url = Some(arg);
-                Ok(())
-            }
-        };
-        if let Err(e) = parsed {
-            eprintln!("http_client: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    }
+    let url = match common::client_args("http_client", USAGE, |flag, number| match flag {
+        "--requests" => Some(number().map(|n| requests = n as u32)),
+        "--pause-ms" => Some(number().map(|n| pause = Duration::from_millis(n))),
+        _ => None,
+    }) {
+        common::ClientArgs::Run(url) => url,
+        common::ClientArgs::Exit(code) => return code,
+    };
     let url = match url {
         Some(url) => url,
         None => match local_server().await {

@@ -259,3 +259,48 @@ pub(crate) fn query_number(query: Option<&str>, key: &str) -> Option<u64> {
         .split('&')
         .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
 }
+
+/// A client example's command line: its own flags, and at most one URL.
+pub(crate) enum ClientArgs {
+    /// Run, against this URL if one was given.
+    Run(Option<String>),
+    /// `--help` (exit 0), or a bad flag (its message and the usage printed, exit 2).
+    Exit(ExitCode),
+}
+
+/// Parses a client example's command line. `flag(name, number)` takes each flag: it
+/// returns `None` for a flag it does not know, else whether it was well formed; `number()`
+/// reads the flag's value as a whole number.
+pub(crate) fn client_args(
+    name: &str,
+    usage: &str,
+    mut flag: impl FnMut(&str, &mut dyn FnMut() -> Result<u64, String>) -> Option<Result<(), String>>,
+) -> ClientArgs {
+    let mut url = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--help" || arg == "-h" {
+            println!("{usage}");
+            return ClientArgs::Exit(ExitCode::SUCCESS);
+        }
+        let mut number = || -> Result<u64, String> {
+            let value = args.next().ok_or(format!("{arg} needs a value"))?;
+            value
+                .parse()
+                .map_err(|e| format!("{arg} {value}: {e} (a whole number)"))
+        };
+        let parsed = match flag(&arg, &mut number) {
+            Some(parsed) => parsed,
+            None if arg.starts_with("--") => Err(format!("unknown flag {arg}")),
+            None => {
+                url = Some(arg);
+                Ok(())
+            }
+        };
+        if let Err(e) = parsed {
+            eprintln!("{name}: {e}\n{usage}");
+            return ClientArgs::Exit(ExitCode::from(2));
+        }
+    }
+    ClientArgs::Run(url)
+}
