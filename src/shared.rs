@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{
     AtomicBool, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+    Ordering::SeqCst,
 };
 use std::sync::{Arc, Mutex};
 
@@ -34,6 +35,9 @@ pub(crate) struct Shared {
     /// Set just before `drain` is cancelled: what the hot paths read (the token's own
     /// check takes a lock).
     draining: AtomicBool,
+    /// Set as a drain begins, before the supervisor hears of it: accepts stop handing out
+    /// connections (see [`admission_closed`](Self::admission_closed)).
+    admission_closed: AtomicBool,
     /// Sockets handed to the supervisor for a lingering close and not closed yet.
     pub(crate) lingering: AtomicUsize,
     /// A framework serve owns the connections: it winds each down at its age, and the
@@ -60,6 +64,7 @@ impl Shared {
             table: Table::new(),
             drain: CancellationToken::new(),
             draining: AtomicBool::new(false),
+            admission_closed: AtomicBool::new(false),
             lingering: AtomicUsize::new(0),
             served: std::sync::atomic::AtomicBool::new(false),
             listening: SocketCell::new(),
@@ -77,9 +82,25 @@ impl Shared {
         &self.notify[index as usize % NOTIFY_SHARDS]
     }
 
-    /// Connections whose stream is still held.
+    /// Connections whose stream is still held, or admitted and on their way to the
+    /// supervisor. (Sequentially consistent with [`admit`](Self::admit) and
+    /// [`admission_closed`](Self::admission_closed): see there.)
     pub(crate) fn open(&self) -> usize {
-        self.open.load(Relaxed)
+        self.open.load(SeqCst)
+    }
+
+    /// Whether a drain has begun, for an accept that has just admitted a connection.
+    ///
+    /// A drain with no connection finishes at once, unless [`open`](Self::open) says a
+    /// connection was admitted whose registration is still on its way (it then joins the
+    /// drain). An accept that passed its is-draining check before the drain began may
+    /// admit its connection after the supervisor looked: so the accept counts it open
+    /// first, then reads this flag, which the drain sets before the supervisor hears of
+    /// it, all sequentially consistent. Either the supervisor sees the connection (it
+    /// waits for it), or the accept sees the flag (it closes the connection instead of
+    /// handing it out; the drain then ends at its hard deadline at the latest).
+    pub(crate) fn admission_closed(&self) -> bool {
+        self.admission_closed.load(SeqCst)
     }
 
     /// Counts a new connection from `ip`; false if that address is at its limit.
@@ -92,7 +113,7 @@ impl Shared {
             }
             *n += 1;
         }
-        self.open.fetch_add(1, Relaxed);
+        self.open.fetch_add(1, SeqCst);
         true
     }
 
@@ -124,8 +145,10 @@ impl Shared {
         hard: std::time::Duration,
         half_close: bool,
     ) -> tokio::sync::oneshot::Receiver<crate::stats::DrainReport> {
-        // The supervisor counts the connections first: the ones the signal makes close
-        // at once (idle keep-alive connections under a serve) count as finished.
+        // Accepts stop first (see `admission_closed`); then the supervisor counts the
+        // connections: the ones the signal makes close at once (idle keep-alive
+        // connections under a serve) count as finished.
+        self.admission_closed.store(true, SeqCst);
         let report = self.tx.drain(soft, hard, half_close);
         self.draining.store(true, Release);
         self.drain.cancel();

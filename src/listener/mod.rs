@@ -130,7 +130,7 @@ impl TcpListener {
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         loop {
             self.shared.check_supervisor()?;
-            if self.shared.is_draining() {
+            if self.shared.admission_closed() {
                 std::future::pending::<()>().await;
             }
             admission::wait_for_slot(&self.shared).await;
@@ -202,6 +202,13 @@ impl TcpListener {
         if !shared.admit(peer.ip()) {
             Counters::bump(&shared.counters.rejected_per_ip);
             tracing::debug!(%peer, "rejected: max_connections_per_ip reached");
+            return None;
+        }
+        if shared.admission_closed() {
+            // A drain began after this accept's check and may be over already (see
+            // `Shared::admission_closed`): the connection is closed, not handed out.
+            shared.on_release(peer.ip());
+            tracing::debug!(%peer, "accepted as a drain began; closed");
             return None;
         }
         admission::apply_options(shared, &io, peer, self.inherited);

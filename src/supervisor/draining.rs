@@ -44,7 +44,9 @@ impl Supervisor {
         });
         // Empty, unless an accept admitted a connection whose registration is still on
         // its way (it passed its is-draining check before the drain began): that one
-        // joins the drain when it registers, so the drain runs its course instead.
+        // joins the drain when it registers, so the drain runs its course instead. An
+        // accept that admits one after this look sees the drain and closes it instead
+        // (`Shared::admission_closed`).
         if indices.is_empty() && self.shared.open() == 0 {
             self.finish_drain();
         } else {
