@@ -85,9 +85,11 @@ async fn controller_works_after_the_listener_moved_into_axum() {
     // axum's task for `a` drops it once it reads the EOF: on a loaded machine, maybe
     // only after the drain below began, which would then count it too (CI saw a report
     // of 2 connections, `a` finished).
-    wait_for(Duration::from_secs(5), "the closed connection released", || {
-        controller.stats().open == 1
-    })
+    wait_for(
+        Duration::from_secs(5),
+        "the closed connection released",
+        || controller.stats().open == 1,
+    )
     .await;
 
     // Drain: the listening socket stops (a new client is refused), the idle keep-alive
