@@ -129,20 +129,37 @@ pub(crate) async fn watch_clearing(
     clearing
 }
 
+/// Running attacks, and the directory of their files: both ended when dropped, so that a
+/// failed assertion leaves no slowhttptest behind.
+pub(crate) struct Attacks {
+    children: Vec<Child>,
+    dir: PathBuf,
+}
+
+impl Drop for Attacks {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// One slowhttptest of each of `kinds` against each of `servers` (in turn) and against
-/// `control`, `connections` each at 50 a second; their processes.
+/// `control`, `connections` each at 50 a second, their files in `dir`.
 pub(crate) fn attack_each(
-    dir: &Path,
+    dir: PathBuf,
     scheme: &str,
     servers: &[Server],
     control: &Server,
     kinds: &[&str],
     connections: usize,
-) -> Vec<Child> {
-    let mut attacks = Vec::new();
+) -> Attacks {
+    let mut children = Vec::new();
     for (server, &kind) in servers.iter().zip(kinds) {
-        attacks.push(slowhttptest(
-            dir,
+        children.push(slowhttptest(
+            &dir,
             kind,
             scheme,
             server.addr,
@@ -151,8 +168,8 @@ pub(crate) fn attack_each(
             50,
         ));
         let name = format!("control-{kind}");
-        attacks.push(slowhttptest(
-            dir,
+        children.push(slowhttptest(
+            &dir,
             &name,
             scheme,
             control.addr,
@@ -161,5 +178,17 @@ pub(crate) fn attack_each(
             50,
         ));
     }
-    attacks
+    Attacks { children, dir }
+}
+
+impl Clearing {
+    /// Asserts that each server's attack (named by `kinds`) was cleared within `bound`,
+    /// and that the kernel keeps no `CLOSE_WAIT` on any of `servers`.
+    pub(crate) fn assert_cleared(&self, servers: &[Server], kinds: &[&str], bound: Duration) {
+        for ((cleared, kind), server) in self.cleared.iter().zip(kinds).zip(servers) {
+            let cleared = cleared.unwrap_or_else(|| panic!("-{kind}: attack not cleared"));
+            assert!(cleared <= bound, "-{kind}: cleared after {cleared:?}");
+            assert_eq!(ss_count(server.port(), "close-wait"), 0, "-{kind} server");
+        }
+    }
 }
