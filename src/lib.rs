@@ -112,6 +112,10 @@
 //! comes within `timeout × 1.125`. `write_idle_timeout` and `min_send_rate` are looked at
 //! only while data is queued, `min_receive_rate` only while the peer owes data: the
 //! stream tells the supervisor when that starts, so a quiet connection costs nothing.
+//! After the stream says it wrote, the supervisor looks within a pause (a sixteenth of
+//! the shorter of those two settings, at most 250 ms) and only then asks to hear of the
+//! next write, so a connection answering many requests costs one look a pause; those
+//! two rules may start that pause late.
 //!
 //! # Dead peers: keepalive and the user timeout
 //!
