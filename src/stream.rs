@@ -37,8 +37,10 @@ pub struct TcpStream {
     // the descriptor, so the supervisor can never act on a reused descriptor number.
     registration: Registration,
     io: tokio::net::TcpStream,
-    /// A read returned EOF after the library's close: every later read does too.
-    eof_given: bool,
+    /// 0, or `u32::MAX` once a read returned EOF after the library's close (every later
+    /// read does too): a read whose count is above it is the fast path's, so one
+    /// comparison asks both whether the read returned data and whether EOF was given.
+    eof_floor: u32,
     /// A layer above reads ahead of the application (TLS): a read parked here says
     /// nothing about whether the peer owes data; the layer judges that itself.
     read_ahead: bool,
@@ -57,7 +59,7 @@ impl TcpStream {
         Self {
             registration: Registration(conn),
             io,
-            eof_given: false,
+            eof_floor: 0,
             read_ahead: false,
         }
     }
@@ -168,10 +170,6 @@ impl AsyncRead for TcpStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        // EOF given after the library's close stays given.
-        if this.eof_given {
-            return shut(&this.registration.0);
-        }
         // What the read filled, from `remaining()`: no bounds check, so no unwinding path
         // that would keep `result` on the stack.
         let room = buf.remaining();
@@ -179,13 +177,40 @@ impl AsyncRead for TcpStream {
         let n = room.wrapping_sub(buf.remaining());
         // Data is returned even after the library's close: the peer sent it before our
         // FIN reached it (and before its own FIN), and the kernel holds it. (Tokio fills
-        // the buffer only for a read that is ready and succeeded.)
-        if n > 0 {
+        // the buffer only for a read that is ready and succeeded.) Not once EOF was given
+        // (`eof_floor`), nor, through the cold path, a count that is a multiple of 2^32.
+        if n as u32 > this.eof_floor {
             this.registration.0.add_read(n);
             return result;
         }
-        nothing_read(this, cx, buf, result)
+        read_cold(this, cx, buf, result, n)
     }
+}
+
+/// The reads the fast path leaves: any after EOF was given, and those that returned no
+/// data (or a multiple of 2^32 bytes).
+///
+/// EOF given after the library's close stays given: what the peer sends later is taken
+/// from the kernel by a read the application still makes, but never handed to it.
+#[cold]
+#[inline(never)]
+fn read_cold(
+    this: &mut TcpStream,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+    result: Poll<io::Result<()>>,
+    n: usize,
+) -> Poll<io::Result<()>> {
+    if this.eof_floor != 0 {
+        let filled = buf.filled().len();
+        buf.set_filled(filled.saturating_sub(n));
+        return shut(&this.registration.0);
+    }
+    if n > 0 {
+        this.registration.0.add_read(n);
+        return result;
+    }
+    nothing_read(this, cx, buf, result)
 }
 
 /// A read that returned no data: EOF (the peer's, or ours after the library closed the
@@ -194,8 +219,6 @@ impl AsyncRead for TcpStream {
 /// After the library's graceful close, what the kernel already holds is still read, then
 /// EOF, at the first read that would wait (or the kernel's own EOF). Once given, EOF
 /// stays: nothing the peer sends later is read.
-#[cold]
-#[inline(never)]
 fn nothing_read(
     this: &mut TcpStream,
     cx: &mut Context<'_>,
@@ -209,7 +232,7 @@ fn nothing_read(
             // The peer's FIN: nothing is left unread.
             conn.observed_eof();
             if conn.has(Flags::SHUT) {
-                this.eof_given = true;
+                this.eof_floor = u32::MAX;
             }
             shut(conn)
         }
@@ -222,7 +245,7 @@ fn nothing_read(
                     return Poll::Pending;
                 }
             }
-            this.eof_given = true;
+            this.eof_floor = u32::MAX;
             shut(conn)
         }
     }

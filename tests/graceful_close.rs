@@ -492,3 +492,48 @@ async fn what_the_peer_sent_before_a_library_close_is_read_before_eof() {
         }
     );
 }
+
+/// EOF given after the library's close stays given even when the peer sends more and
+/// the application reads again: the later bytes reach the server's kernel, but no read
+/// hands them out.
+#[tokio::test]
+async fn what_the_peer_sends_after_eof_was_given_is_never_read() {
+    let listener = support::listener(&Builder::new()).await;
+    let controller = listener.controller();
+    let (mut client, mut server) = support::connect_pair(&listener).await;
+    let handle = server.handle();
+    assert!(controller.close(server.id(), tcp_hygiene::CloseMode::Graceful));
+    let mut buf = [0u8; 64];
+    let first = tokio::time::timeout(Duration::from_secs(2), server.read(&mut buf))
+        .await
+        .expect("the waiting read ends at the library's close");
+    assert_eq!(first.unwrap(), 0, "EOF after the library's close");
+    // The client has not closed its side: it still sends, and the server's kernel takes it.
+    client.write_all(b"late bytes").await.unwrap();
+    wait_for(
+        Duration::from_secs(2),
+        "the late bytes in the server's kernel",
+        || {
+            handle
+                .snapshot()
+                .tcp_info
+                .is_some_and(|i| i.bytes_received >= 10)
+        },
+    )
+    .await;
+    // Tokio's own readiness must show them too, or the read below would not reach the
+    // kernel at all.
+    tokio::time::timeout(Duration::from_secs(2), server.get_ref().readable())
+        .await
+        .expect("the late bytes make the socket readable")
+        .unwrap();
+    for attempt in 0..3 {
+        let again = tokio::time::timeout(Duration::from_secs(2), server.read(&mut buf))
+            .await
+            .expect("a read after EOF does not wait");
+        assert!(
+            matches!(again, Ok(0)),
+            "read {attempt} after EOF returned {again:?} (data after EOF)"
+        );
+    }
+}

@@ -43,6 +43,10 @@ impl Conn {
     }
 
     /// Counts `n` bytes the application read.
+    ///
+    /// Only the stream calls this and [`add_written`](Self::add_written), from its polls
+    /// under `&mut self`: the counts' single-writer updates (and the plain read in
+    /// `Slot::add_written`) rely on it.
     #[inline]
     pub(crate) fn add_read(&self, n: usize) {
         self.slot().add_read(n);

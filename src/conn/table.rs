@@ -81,13 +81,21 @@ impl Slot {
     /// something to note ([`note_write`](Self::note_write)): it is the first after a
     /// read that returned data, or the supervisor asked to hear of it. One load and one
     /// comparison decide both.
+    ///
+    /// Only the stream calls it, through `&mut` (as it does [`add_read`](Self::add_read)).
     #[inline]
+    #[allow(unsafe_code)]
     pub(super) fn add_written(&self, n: usize) -> bool {
         self.bytes_written.store(
             self.bytes_written.load(Relaxed).wrapping_add(n as u64),
             Relaxed,
         );
-        self.bytes_read.load(Relaxed) != self.write_mark.load(Relaxed)
+        // SAFETY: `bytes_read` has one writer, the stream's reads (and `occupy`, before
+        // the slot is handed out), and the stream's writes and reads are serialised by
+        // its `&mut self`: no write to it can run concurrently with this read, so a plain
+        // read is no data race. Plain, the compiler folds it into the comparison.
+        let read = unsafe { *self.bytes_read.as_ptr() };
+        read != self.write_mark.load(Relaxed)
     }
 
     /// Notes a write: the read count it follows, and clears `WATCH_WRITES`; returns
