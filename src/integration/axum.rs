@@ -117,7 +117,9 @@ use crate::{ConnectionHandle, TcpListener, TcpStream};
 pub fn serve(listener: TcpListener, app: Router) -> Serve<TowerToHyperService<Router>> {
     Serve::new(
         listener,
-        TowerToHyperService::new(app),
+        // As `axum::serve` (through `into_make_service`) does: the handlers become routes
+        // once, here, not on every request (a clone of the boxed handler, an allocation).
+        TowerToHyperService::new(app.with_state(())),
         Options::new(|extensions, handle| {
             extensions.insert(ConnectInfo(handle.clone()));
             extensions.insert(ConnectInfo(handle.peer_addr()));

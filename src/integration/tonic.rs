@@ -52,6 +52,9 @@ use crate::{TcpListener, TcpStream};
 /// connection's [`ConnectionHandle`](crate::ConnectionHandle) is in the request's
 /// extensions. See [`Serve`] for the options and what it adds: the connection age
 /// becomes GOAWAY, and a graceful shutdown sends GOAWAY and lets streams finish.
+///
+/// A `tonic::service::Routes` is served as given: call its `prepare()` first, as tonic's
+/// own server does, or its routes are built again for every request (an allocation each).
 pub fn serve<S, B>(listener: TcpListener, service: S) -> Serve<TowerToHyperService<S>>
 where
     S: tower_service::Service<::hyper::Request<RequestBody>, Response = ::hyper::Response<B>>
