@@ -108,6 +108,7 @@ async fn drive<C: Future>(
         _ => tokio::time::Instant::now(),
     });
     tokio::pin!(timer);
+    let mut timer_polled = false;
     // Over TLS the library asks before it closes (see `ConnectionHandle::owner_closes`),
     // and wakes the read hyper keeps parked; a busy connection sees it at its next poll.
     let mut asking = tls;
@@ -147,7 +148,7 @@ async fn drive<C: Future>(
                     graceful(conn.as_mut());
                 }
             }
-            () = timer.as_mut(), if timer_on => {
+            () = poll_timer(timer.as_mut(), &mut timer_polled), if timer_on => {
                 match in_flight.next_due(Instant::now(), header_read, keep_alive(winding_down)) {
                     // As hyper's own header read timeout: the connection ends.
                     Some(Due::HeaderRead) => return,
@@ -156,7 +157,10 @@ async fn drive<C: Future>(
                         graceful(conn.as_mut());
                         timer_on = header_read.is_some();
                     }
-                    Some(Due::Later(at)) => timer.as_mut().reset(at.into()),
+                    Some(Due::Later(at)) => {
+                        timer.as_mut().reset(at.into());
+                        timer_polled = false;
+                    }
                     None => timer_on = false,
                 }
             }
@@ -194,6 +198,24 @@ fn close_asked(handle: &ConnectionHandle) -> impl Future<Output = ()> + '_ {
 #[cfg(not(feature = "tls"))]
 fn close_asked(_: &ConnectionHandle) -> std::future::Pending<()> {
     std::future::pending()
+}
+
+/// The connection's timer, polled only when it may have fired: once after each (re)arm,
+/// which registers the task's waker with it, then only once it has fired (`is_elapsed`:
+/// the timer driver marks it before it wakes that waker). A poll of a pending `Sleep`
+/// registers the waker again at every wake of the task, about 100 instructions of each
+/// HTTP/1.1 request.
+fn poll_timer<'a>(
+    mut timer: Pin<&'a mut tokio::time::Sleep>,
+    polled: &'a mut bool,
+) -> impl Future<Output = ()> + 'a {
+    std::future::poll_fn(move |cx| {
+        if *polled && !timer.is_elapsed() {
+            return std::task::Poll::Pending;
+        }
+        *polled = true;
+        timer.as_mut().poll(cx)
+    })
 }
 
 async fn sleep_until(at: Option<std::time::Instant>) {
