@@ -16,6 +16,7 @@ use ::hyper::service::Service;
 use ::hyper::{Request, Response};
 use pin_project::pin_project;
 
+use crate::time::Stamps;
 use crate::ConnectionHandle;
 
 /// Puts what a framework's handlers extract into each request's extensions (axum's
@@ -31,9 +32,10 @@ pub(crate) type Extend = fn(&mut Extensions, &ConnectionHandle);
 pub(crate) struct InFlight {
     handle: ConnectionHandle,
     requests: AtomicUsize,
-    /// When the connection last became idle (nanoseconds since `epoch`).
+    /// When the connection last became idle (a stamp: nanoseconds since the epoch of
+    /// `stamps`).
     idle_since: AtomicU64,
-    epoch: Instant,
+    stamps: Stamps,
     /// An HTTP/2 connection: the header read timeout (HTTP/1's) does not apply, and the
     /// client owes nothing between requests (its frames are not a request head).
     http2: AtomicBool,
@@ -64,7 +66,7 @@ impl InFlight {
             handle,
             requests: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
-            epoch: Instant::now(),
+            stamps: Stamps::new(),
             http2: AtomicBool::new(false),
             written_at_idle: AtomicU64::new(0),
             holding: AtomicUsize::new(0),
@@ -107,19 +109,10 @@ impl InFlight {
                 // The next request's head, from its first byte, is owed again.
                 self.handle.set_received(false);
             }
-            self.became_idle(Instant::now());
+            self.idle_since.store(self.stamps.now(), Relaxed);
+            self.written_at_idle
+                .store(self.handle.bytes_written(), Relaxed);
         }
-    }
-
-    fn became_idle(&self, now: Instant) {
-        let since = now
-            .saturating_duration_since(self.epoch)
-            .as_nanos()
-            .try_into()
-            .unwrap_or(u64::MAX);
-        self.idle_since.store(since, Relaxed);
-        self.written_at_idle
-            .store(self.handle.bytes_written(), Relaxed);
     }
 
     /// A response may still have been on its way when the request ended: hyper counts a
@@ -141,11 +134,7 @@ impl InFlight {
         let Some(at) = delivered_at else {
             return false;
         };
-        let at: u64 = at
-            .saturating_duration_since(self.epoch)
-            .as_nanos()
-            .try_into()
-            .unwrap_or(u64::MAX);
+        let at = self.stamps.stamp(at);
         self.idle_since.fetch_max(at, Relaxed) < at
     }
 
@@ -161,10 +150,8 @@ impl InFlight {
         keep_alive: Option<Duration>,
     ) -> Option<Due> {
         let header_read = header_read.filter(|_| !self.http2.load(Relaxed));
-        let since = Duration::from_nanos(self.idle_since.load(Relaxed));
-        let since = self
-            .is_idle()
-            .then(|| crate::time::later(self.epoch, since));
+        let since = self.idle_since.load(Relaxed);
+        let since = self.is_idle().then(|| self.stamps.instant(since));
         match due(now, since, header_read, keep_alive) {
             // Not idle while the last response was still on its way: the timeouts count
             // from when it was delivered, and closing before would cut it off.
