@@ -404,7 +404,7 @@ impl<B: Body> Body for TrackedBody<B> {
         let mut this = self.project();
         // Hyper came back for more: what it held is on its way.
         this.held.take();
-        if this.rest.is_empty() {
+        let slice = if this.rest.is_empty() {
             let frame = match ready!(this.inner.as_mut().poll_frame(cx)) {
                 None => {
                     this.guard.take();
@@ -414,7 +414,12 @@ impl<B: Body> Body for TrackedBody<B> {
                 Some(Ok(frame)) => frame,
             };
             match frame.into_data() {
-                Ok(mut data) => *this.rest = data.copy_to_bytes(data.remaining()),
+                // A frame of one slice or less (most) goes as it is.
+                Ok(mut data) if data.remaining() <= SLICE => data.copy_to_bytes(data.remaining()),
+                Ok(mut data) => {
+                    *this.rest = data.copy_to_bytes(data.remaining());
+                    this.rest.split_to(SLICE)
+                }
                 Err(other) => {
                     // Trailers: no data to slice or hold.
                     return Poll::Ready(Some(Ok(
@@ -422,8 +427,9 @@ impl<B: Body> Body for TrackedBody<B> {
                     )));
                 }
             }
-        }
-        let slice = this.rest.split_to(this.rest.len().min(SLICE));
+        } else {
+            this.rest.split_to(this.rest.len().min(SLICE))
+        };
         if !this.rest.is_empty() || !this.inner.is_end_stream() {
             if let Some(RequestGuard(in_flight)) = this.guard.as_ref() {
                 *this.held = Some(Held::new(in_flight));
