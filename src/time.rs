@@ -3,15 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-/// Stamps taken often (a serve's, once per request) and read rarely: nanoseconds since an
-/// epoch, on `Instant`'s own clock. Where the platform allows (Linux), a stamp reads that
+/// Stamps taken often (a connection's accept, the supervisor's batches, a serve's
+/// requests) and read rarely: nanoseconds since an epoch, on `Instant`'s own clock. Where the platform allows (Linux), a stamp reads that
 /// clock directly, without `Instant`'s arithmetic, which costs more than the read itself;
 /// elsewhere it goes through `Instant`.
 ///
 /// A stamp is never earlier than the instant it was taken: the epoch's raw reading is
 /// taken before the `Instant`, so a deadline counted from a stamp can only come late, by
 /// the nanoseconds between the two readings.
-#[cfg(feature = "hyper")]
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Stamps {
     epoch: Instant,
@@ -19,7 +18,6 @@ pub(crate) struct Stamps {
     epoch_ns: Option<u64>,
 }
 
-#[cfg(feature = "hyper")]
 impl Stamps {
     pub(crate) fn new() -> Self {
         let epoch_ns = crate::sys::monotonic_ns();
@@ -63,7 +61,7 @@ pub(crate) fn later(at: Instant, d: Duration) -> Instant {
         .unwrap_or(at)
 }
 
-#[cfg(all(test, feature = "hyper"))]
+#[cfg(test)]
 mod tests {
     use super::*;
 

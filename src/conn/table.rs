@@ -15,13 +15,14 @@ use std::sync::atomic::{
     Ordering::Relaxed,
 };
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::flags::{word, Flags};
 use super::refs::Refs;
 use crate::id::ConnectionId;
 use crate::shared::Shared;
 use crate::sys::SocketCell;
+use crate::time::Stamps;
 
 /// Slots per page: a page is one allocation of about 22 KiB.
 pub(crate) const PAGE: usize = 256;
@@ -189,9 +190,24 @@ pub(crate) struct Page {
     pub(super) slots: [Slot; PAGE],
 }
 
+impl Page {
+    /// The generation of slot `index` (of this page), read without a [`Conn`](super::Conn)
+    /// and so without touching the page's count: the supervisor asks it of every message.
+    pub(crate) fn generation(&self, index: u32) -> u32 {
+        self.slots[index as usize % PAGE].refs.generation()
+    }
+
+    /// Whether the application released slot `index` (see `Conn::is_released`), read the
+    /// same way.
+    pub(crate) fn is_released(&self, index: u32) -> bool {
+        word::flags(self.slots[index as usize % PAGE].cell.load()).contains(Flags::RELEASED)
+    }
+}
+
 /// The slots of one listener.
 pub(crate) struct Table {
-    epoch: Instant,
+    /// The rules' clock: nanoseconds since the table was made.
+    stamps: Stamps,
     pages: Mutex<Vec<Arc<Page>>>,
     free: Mutex<Vec<u32>>,
     /// The supervisor is gone and has let go of the pages: no slot is handed out again.
@@ -201,7 +217,7 @@ pub(crate) struct Table {
 impl Table {
     pub(crate) fn new() -> Self {
         Self {
-            epoch: Instant::now(),
+            stamps: Stamps::new(),
             pages: Mutex::new(Vec::new()),
             free: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
@@ -210,14 +226,16 @@ impl Table {
 
     /// Nanoseconds since the table's epoch: how slots keep instants.
     pub(crate) fn nanos(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.epoch)
-            .as_nanos()
-            .try_into()
-            .unwrap_or(u64::MAX)
+        self.stamps.stamp(at)
+    }
+
+    /// Now, on the table's clock: [`nanos`](Self::nanos)`(Instant::now())`, read for less.
+    pub(crate) fn now_ns(&self) -> u64 {
+        self.stamps.now()
     }
 
     pub(crate) fn instant(&self, nanos: u64) -> Instant {
-        crate::time::later(self.epoch, Duration::from_nanos(nanos))
+        self.stamps.instant(nanos)
     }
 
     /// A slot for a new connection, starting with `flags`: the page that holds it, and
@@ -232,7 +250,7 @@ impl Table {
         if self.closed.load(Relaxed) {
             return None;
         }
-        let accepted = self.nanos(Instant::now());
+        let accepted = self.now_ns();
         let index = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let index = index.unwrap_or_else(|| self.grow(shared));
         let page = self.page(index)?;

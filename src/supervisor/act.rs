@@ -32,7 +32,7 @@ enum Closing {
 impl Supervisor {
     /// The rules' settings (under a framework serve, with its defaults).
     pub(super) fn limits(&self) -> Limits {
-        Limits::of(&self.shared.config, self.shared.served.load(Relaxed))
+        self.limits[usize::from(self.shared.served.load(Relaxed))]
     }
 
     /// The connection in slot `index` as of now.
@@ -73,7 +73,7 @@ impl Supervisor {
         let conn = self.slots.conn(index);
         let limits = self.limits();
         let accepted = conn.accepted_ns();
-        let now_ns = self.shared.table.nanos(now);
+        let now_ns = self.now_ns(now);
         // A graceful close changes what applies (the rules that bound our FIN start), and
         // a watch set just now may race with the stream: look again, a few times at most.
         for _ in 0..4 {
@@ -224,8 +224,7 @@ impl Supervisor {
                     // The kernel does not wake a read parked on our own shutdown.
                     conn.wake_reader();
                 }
-                self.close_waits
-                    .over(index, now_ns(self, now), &self.shared);
+                self.close_waits.over(index, self.now_ns(now), &self.shared);
                 let aborted_task = self.slots.watch_mut(index).closed(abortive, ends_task);
                 if aborted_task {
                     self.tasks.abort(index);
@@ -273,8 +272,7 @@ impl Supervisor {
         };
         conn.flags_changed(old, Conn::SHUT_FLAGS);
         conn.wake_reader();
-        self.close_waits
-            .over(index, now_ns(self, now), &self.shared);
+        self.close_waits.over(index, self.now_ns(now), &self.shared);
         let aborted_task = self.slots.watch_mut(index).closed(false, true);
         if aborted_task {
             self.tasks.abort(index);
@@ -299,7 +297,7 @@ impl Supervisor {
             watch.set_fate(Fate::IdleClosed);
         }
         let conn = self.slots.conn(index);
-        let now_ns = self.shared.table.nanos(now);
+        let now_ns = self.now_ns(now);
         let closing =
             self.slots
                 .watch_mut(index)
@@ -345,8 +343,7 @@ impl Supervisor {
         let errno = errno.or_else(|| conn.app_errno().filter(|e| *e != libc::EPIPE));
         let local_fin = conn.has(Flags::LOCAL_FIN);
         let reason = CloseReason::of_kernel_end(errno, info, conn.bytes_written(), local_fin);
-        self.close_waits
-            .over(index, now_ns(self, now), &self.shared);
+        self.close_waits.over(index, self.now_ns(now), &self.shared);
         let abort = self.slots.watch_mut(index).kernel_ended(reason.is_some());
         self.schedule(index, None);
         match reason {
@@ -399,8 +396,4 @@ impl Supervisor {
         self.spans.forget(index);
         self.slots.free(index);
     }
-}
-
-fn now_ns(supervisor: &Supervisor, now: Instant) -> u64 {
-    supervisor.shared.table.nanos(now)
 }

@@ -29,7 +29,7 @@ impl Supervisor {
         for &index in &indices {
             self.slots.watch_mut(index).join_drain();
         }
-        let now_ns = self.shared.table.nanos(now);
+        let now_ns = self.now_ns(now);
         let drain = Drain::new(
             now_ns,
             nanos(request.soft),
@@ -57,7 +57,7 @@ impl Supervisor {
     /// From the soft deadline: half-close each connection as soon as it is idle between
     /// requests. Hard deadline: close the rest and end their tasks.
     pub(super) fn drain_step(&mut self, now: Instant) {
-        let now_ns = self.shared.table.nanos(now);
+        let now_ns = self.now_ns(now);
         let Some(draining) = self.drain.as_mut() else {
             return;
         };

@@ -11,7 +11,6 @@
 //! acknowledging is reset. There is no kernel event for "everything acknowledged", so a
 //! lingering socket is also looked at on a backing-off step.
 
-use std::collections::HashMap;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering::Relaxed;
@@ -24,6 +23,8 @@ use crate::rules::{Nanos, Sample, MS};
 use crate::shared::Shared;
 use crate::sys;
 use crate::tcp_info::TcpInfo;
+
+use super::slot_map::SlotMap;
 
 /// The first look comes this soon after the handover, and again whenever the peer has
 /// acknowledged something since the last one.
@@ -44,7 +45,7 @@ struct Lingering {
 /// The sockets held for a lingering close, by slot.
 #[derive(Debug, Default)]
 pub(super) struct Lingerings {
-    held: HashMap<u32, Lingering>,
+    held: SlotMap<Lingering>,
 }
 
 impl Lingerings {

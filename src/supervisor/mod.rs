@@ -15,6 +15,7 @@
 mod act;
 mod draining;
 mod linger;
+mod slot_map;
 mod slots;
 mod tasks;
 mod trace;
@@ -34,7 +35,7 @@ use tokio::task::AbortHandle;
 use crate::conn::Flags;
 use crate::id::ConnectionId;
 use crate::mailbox::{Handover, Msg, Rx};
-use crate::rules::{DeadlineHeap, Nanos};
+use crate::rules::{DeadlineHeap, Limits, Nanos};
 use crate::shared::Shared;
 use crate::sys::{self, Event, Events, Probe};
 use draining::Draining;
@@ -69,7 +70,11 @@ pub(crate) fn start(config: crate::config::Config, label: &str) -> io::Result<Ar
 /// Starts the supervisor of the listener or connector whose state is `shared`, reading
 /// `rx`.
 fn spawn(shared: Arc<Shared>, rx: Rx) -> io::Result<()> {
+    let limits = [false, true].map(|served| Limits::of(&shared.config, served));
+    let now_ns = shared.table.now_ns();
     let supervisor = Supervisor {
+        limits,
+        clock: std::cell::Cell::new((shared.table.instant(now_ns), now_ns)),
         events: Arc::new(Events::new()?),
         slots: Slots::new(shared.clone()),
         heap: DeadlineHeap::default(),
@@ -127,6 +132,13 @@ impl<F: Future> Future for CatchUnwind<F> {
 
 struct Supervisor {
     shared: Arc<Shared>,
+    /// The rules' settings, of a listener no framework serve owns and of one it does
+    /// (see `Shared::served`): the configuration never changes, so they are worked out
+    /// once, not at every look.
+    limits: [Limits; 2],
+    /// The last instant turned into the rules' clock, and what it gave: a batch's
+    /// messages and events share one `now`, and turning it costs more than the clock.
+    clock: std::cell::Cell<(Instant, Nanos)>,
     events: Arc<Events>,
     /// The connections and their entries.
     slots: Slots,
@@ -146,6 +158,25 @@ struct Supervisor {
 }
 
 impl Supervisor {
+    /// Now, read on the rules' clock and remembered for [`now_ns`](Self::now_ns).
+    fn now(&self) -> Instant {
+        let now_ns = self.shared.table.now_ns();
+        let now = self.shared.table.instant(now_ns);
+        self.clock.set((now, now_ns));
+        now
+    }
+
+    /// `now` on the rules' clock (the table's nanoseconds).
+    pub(super) fn now_ns(&self, now: Instant) -> Nanos {
+        let (at, ns) = self.clock.get();
+        if at == now {
+            return ns;
+        }
+        let ns = self.shared.table.nanos(now);
+        self.clock.set((now, ns));
+        ns
+    }
+
     async fn run(mut self, mut rx: Rx) {
         let events = self.events.clone();
         let mut batch = Vec::with_capacity(256);
@@ -176,14 +207,14 @@ impl Supervisor {
                     if n == 0 {
                         break;
                     }
-                    let now = Instant::now();
+                    let now = self.now();
                     for msg in msgs.drain(..) {
                         self.on_msg(msg, now);
                     }
                 },
                 result = events.next_batch(&mut batch) => match result {
                     Ok(()) => {
-                        let now = Instant::now();
+                        let now = self.now();
                         let mut timer_fired = false;
                         for event in batch.drain(..) {
                             match event {
@@ -203,7 +234,7 @@ impl Supervisor {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
-                _ = sweep.tick(), if sys::NEEDS_SWEEP || self.unwatched > 0 => self.sweep(Instant::now()),
+                _ = sweep.tick(), if sys::NEEDS_SWEEP || self.unwatched > 0 => self.sweep(self.now()),
             }
         }
         tracing::debug!("supervisor done: listener and all connections are gone");
@@ -272,7 +303,7 @@ impl Supervisor {
             return;
         }
         let conn = self.slots.conn(index);
-        let now_ns = self.shared.table.nanos(now);
+        let now_ns = self.now_ns(now);
         self.close_waits.over(index, now_ns, &self.shared);
         let watch = self.slots.watch_mut(index);
         if watch.is_unwatched() {
@@ -321,7 +352,7 @@ impl Supervisor {
     }
 
     fn run_due(&mut self, now: Instant) {
-        let now_ns = self.shared.table.nanos(now);
+        let now_ns = self.now_ns(now);
         loop {
             let slots = &self.slots;
             let Some(index) = self.heap.pop_due(now_ns, |i, s| slots.is_current(i, s)) else {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::conn::{Conn, Flags, Page, PAGE};
+use crate::conn::{Conn, Page, PAGE};
 use crate::id::ConnectionId;
 use crate::rules::Watch;
 use crate::shared::Shared;
@@ -50,7 +50,12 @@ impl Slots {
 
     /// The connection in slot `index` (its page must be known).
     pub(super) fn conn(&self, index: u32) -> Conn {
-        Conn::new(self.pages[index as usize / PAGE].clone(), index)
+        Conn::new(self.page(index).clone(), index)
+    }
+
+    /// The page of slot `index` (it must be known), to read the slot without a `Conn`.
+    fn page(&self, index: u32) -> &Arc<Page> {
+        &self.pages[index as usize / PAGE]
     }
 
     pub(super) fn watch(&self, index: u32) -> &Watch {
@@ -73,13 +78,14 @@ impl Slots {
     /// The slot of `id` if it is this connection's (not an earlier occupant's).
     fn of(&self, id: ConnectionId) -> Option<u32> {
         let index = id.slot();
-        (self.is_live(index) && self.conn(index).gen() == id.generation()).then_some(index)
+        (self.is_live(index) && self.page(index).generation(index) == id.generation())
+            .then_some(index)
     }
 
     /// The slot of `id` while its application holds the stream (over or not).
     pub(super) fn held(&self, id: ConnectionId) -> Option<u32> {
         self.of(id)
-            .filter(|i| !self.watch(*i).is_lingering() && !self.conn(*i).is_released())
+            .filter(|i| !self.watch(*i).is_lingering() && !self.page(*i).is_released(*i))
     }
 
     /// The slot of `id` while the rules apply to it: held, and not over.
@@ -91,7 +97,7 @@ impl Slots {
     pub(super) fn watched(&self, id: ConnectionId) -> Option<u32> {
         self.of(id).filter(|i| {
             let watch = self.watch(*i);
-            !watch.is_ended() && (watch.is_lingering() || !self.conn(*i).is_released())
+            !watch.is_ended() && (watch.is_lingering() || !self.page(*i).is_released(*i))
         })
     }
 
@@ -105,7 +111,7 @@ impl Slots {
     pub(super) fn swept(&self) -> Vec<u32> {
         self.indices(|watch| watch.is_supervised() && (sys::NEEDS_SWEEP || watch.is_unwatched()))
             .into_iter()
-            .filter(|i| !self.conn(*i).has(Flags::RELEASED))
+            .filter(|i| !self.page(*i).is_released(*i))
             .collect()
     }
 

@@ -1,12 +1,12 @@
 //! The tasks spawned through the library, by slot: aborted when their connection ends.
 
-use std::collections::HashMap;
-
 use tokio::task::AbortHandle;
+
+use super::slot_map::SlotMap;
 
 #[derive(Debug, Default)]
 pub(super) struct Tasks {
-    handles: HashMap<u32, AbortHandle>,
+    handles: SlotMap<AbortHandle>,
 }
 
 impl Tasks {

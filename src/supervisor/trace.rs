@@ -1,17 +1,17 @@
 //! What the supervisor keeps only to tell: each connection's tracing span, and when each
 //! `CLOSE_WAIT` began (for the metrics' `close_wait_seconds`).
 
-use std::collections::HashMap;
-
 use crate::conn::Conn;
 use crate::rules::{Nanos, Sample};
 use crate::shared::Shared;
+
+use super::slot_map::SlotMap;
 
 /// Each connection's span, made the first time it has something to say, and kept only if
 /// a subscriber wants it: with none, a close costs no span and no map entry.
 #[derive(Debug, Default)]
 pub(super) struct Spans {
-    spans: HashMap<u32, tracing::Span>,
+    spans: SlotMap<tracing::Span>,
 }
 
 impl Spans {
@@ -39,7 +39,7 @@ impl Spans {
 /// it; only with the `metrics` feature (nothing else reads it).
 #[derive(Debug, Default)]
 pub(super) struct CloseWaits {
-    since: HashMap<u32, Nanos>,
+    since: SlotMap<Nanos>,
 }
 
 impl CloseWaits {

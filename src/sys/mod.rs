@@ -54,7 +54,6 @@ pub(crate) enum Probe {
 /// `Instant`'s own clock in nanoseconds, where reading it directly is cheaper than
 /// `Instant::now()` and its arithmetic: Linux's `CLOCK_MONOTONIC` (through libc, whose
 /// vDSO call valgrind can follow). `None` elsewhere.
-#[cfg(feature = "hyper")]
 #[inline]
 pub(crate) fn monotonic_ns() -> Option<u64> {
     #[cfg(target_os = "linux")]
