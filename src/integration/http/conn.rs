@@ -8,28 +8,21 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ::hyper::body::Body;
-use ::hyper::service::Service;
-use ::hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
 #[cfg(feature = "tls")]
 use super::tls::TlsIo;
 
-use super::track::{Due, InFlight, RequestBody, Tracked};
-use super::{BoxError, Ctx};
+use super::track::{Due, InFlight, Tracked};
+use super::{Ctx, HttpBody, HttpService};
 use crate::{CloseMode, CloseReason, ConnectionHandle, TcpStream};
 
 /// Serves HTTP on `stream` until the connection ends: over TLS after the handshake, if the
 /// serve has TLS.
 pub(super) async fn serve<S, B>(stream: TcpStream, service: S, ctx: Arc<Ctx>)
 where
-    S: Service<Request<RequestBody>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService<B>,
+    B: HttpBody,
 {
     let handle = stream.handle();
     let in_flight = Arc::new(InFlight::new(handle.clone(), ctx.http2_only));
@@ -60,12 +53,8 @@ async fn serve_tls<S, B>(
     in_flight: &Arc<InFlight>,
     ctx: &Ctx,
 ) where
-    S: Service<Request<RequestBody>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService<B>,
+    B: HttpBody,
 {
     let handle = in_flight.handle();
     let Some(stream) = tls.handshake(stream, handle, &ctx.shared).await else {
@@ -82,12 +71,8 @@ async fn serve_tls<S, B>(
 async fn serve_io<I, S, B>(io: I, tls: bool, service: S, in_flight: &Arc<InFlight>, ctx: &Ctx)
 where
     I: ::hyper::rt::Read + ::hyper::rt::Write + Unpin + Send + 'static,
-    S: Service<Request<RequestBody>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService<B>,
+    B: HttpBody,
 {
     let handle = in_flight.handle();
     let service = Tracked::new(service, in_flight.clone(), handle.clone(), ctx.extend);

@@ -449,6 +449,38 @@ where
     }
 }
 
+/// The service a serve's connections call, with the bounds every function of the engine
+/// needs, said once (the public impls above spell them out, for their docs).
+pub(crate) trait HttpService<B>:
+    Service<
+        Request<RequestBody>,
+        Response = Response<B>,
+        Future: Send + 'static,
+        Error: Into<BoxError>,
+    > + Send
+    + 'static
+{
+}
+
+impl<S, B> HttpService<B> for S
+where
+    S: Service<Request<RequestBody>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+}
+
+/// A response body the engine can send.
+pub(crate) trait HttpBody: Body<Data: Send, Error: Into<BoxError>> + Send + 'static {}
+
+impl<B> HttpBody for B
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+}
+
 async fn run<S, B, F>(
     serve: Serve<S>,
     signal: Option<F>,
@@ -456,12 +488,8 @@ async fn run<S, B, F>(
     hard: Duration,
 ) -> io::Result<Option<DrainReport>>
 where
-    S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService<B> + Clone,
+    B: HttpBody,
     F: Future<Output = ()> + Send,
 {
     let Serve {
