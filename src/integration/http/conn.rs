@@ -214,6 +214,11 @@ fn close_asked(_: &ConnectionHandle) -> std::future::Pending<()> {
 /// the timer driver marks it before it wakes that waker). A poll of a pending `Sleep`
 /// registers the waker again at every wake of the task, about 100 instructions of each
 /// HTTP/1.1 request.
+///
+/// A poll counts only if the task had coop budget left: with none, tokio's `Sleep`
+/// returns `Pending` before it registers anything (and has the task polled again soon),
+/// so a handler that spent the budget inside hyper's poll would otherwise leave the
+/// connection without its keep-alive and header read timeouts.
 fn poll_timer<'a>(
     mut timer: Pin<&'a mut tokio::time::Sleep>,
     polled: &'a mut bool,
@@ -222,7 +227,7 @@ fn poll_timer<'a>(
         if *polled && !timer.is_elapsed() {
             return std::task::Poll::Pending;
         }
-        *polled = true;
+        *polled = tokio::task::coop::has_budget_remaining();
         timer.as_mut().poll(cx)
     })
 }
