@@ -191,7 +191,8 @@ impl AsyncRead for TcpStream {
 /// data (or a multiple of 2^32 bytes).
 ///
 /// EOF given after the library's close stays given: what the peer sends later is taken
-/// from the kernel by a read the application still makes, but never handed to it.
+/// from the kernel by a read the application still makes (a syscall each), but never
+/// handed to it, nor left in its buffer.
 #[cold]
 #[inline(never)]
 fn read_cold(
@@ -202,8 +203,11 @@ fn read_cold(
     n: usize,
 ) -> Poll<io::Result<()>> {
     if this.eof_floor != 0 {
+        // Taken from the kernel, and wiped from the application's buffer too.
         let filled = buf.filled().len();
-        buf.set_filled(filled.saturating_sub(n));
+        let start = filled.saturating_sub(n);
+        buf.initialized_mut()[start..filled].fill(0);
+        buf.set_filled(start);
         return shut(&this.registration.0);
     }
     if n > 0 {

@@ -528,12 +528,18 @@ async fn what_the_peer_sends_after_eof_was_given_is_never_read() {
         .expect("the late bytes make the socket readable")
         .unwrap();
     for attempt in 0..3 {
+        let mut buf = [0u8; 64];
         let again = tokio::time::timeout(Duration::from_secs(2), server.read(&mut buf))
             .await
             .expect("a read after EOF does not wait");
         assert!(
             matches!(again, Ok(0)),
             "read {attempt} after EOF returned {again:?} (data after EOF)"
+        );
+        assert!(
+            buf.iter().all(|b| *b == 0),
+            "read {attempt} after EOF returned Ok(0) but left {:?} in the buffer",
+            String::from_utf8_lossy(&buf)
         );
     }
 }
