@@ -363,14 +363,11 @@ impl Supervisor {
         self.drain_step(now);
     }
 
-    /// Sets the connection's next look (none: `None`).
     /// The application wrote while watched: a look within the rules' pause, beside any
     /// already scheduled (an earlier one stands; whichever comes first reschedules).
     fn wrote(&mut self, index: u32, now: Instant) {
         let at = self
-            .shared
-            .table
-            .nanos(now)
+            .now_ns(now)
             .saturating_add(self.limits().write_watch_pause());
         let watch = self.slots.watch_mut(index);
         watch.wrote();
@@ -381,6 +378,7 @@ impl Supervisor {
             .push(at, index, sched, keys, |i, s| slots.is_current(i, s));
     }
 
+    /// Sets the connection's next look (none: `None`).
     fn schedule(&mut self, index: u32, at: Option<Nanos>) {
         let watch = self.slots.watch_mut(index);
         watch.sched = watch.sched.wrapping_add(1);
