@@ -238,7 +238,7 @@ impl Conn {
 
     #[inline]
     pub(crate) fn flags(&self) -> Flags {
-        word::flags(self.slot().cell.load())
+        self.slot().flags()
     }
 
     /// Whether any of `flags` is set.

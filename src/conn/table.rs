@@ -113,6 +113,12 @@ impl Slot {
             && self.write_mark.fetch_and(!Self::WATCH_WRITES, AcqRel) & Self::WATCH_WRITES != 0
     }
 
+    /// The state word's flags.
+    #[inline]
+    pub(super) fn flags(&self) -> Flags {
+        word::flags(self.cell.load())
+    }
+
     /// Whether a watch asked for is still set (no write since).
     pub(super) fn watches_writes(&self) -> bool {
         self.write_mark.load(Acquire) & Self::WATCH_WRITES != 0
@@ -200,7 +206,9 @@ impl Page {
     /// Whether the application released slot `index` (see `Conn::is_released`), read the
     /// same way.
     pub(crate) fn is_released(&self, index: u32) -> bool {
-        word::flags(self.slots[index as usize % PAGE].cell.load()).contains(Flags::RELEASED)
+        self.slots[index as usize % PAGE]
+            .flags()
+            .contains(Flags::RELEASED)
     }
 }
 
