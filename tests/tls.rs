@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use axum::Router;
-use support::attack::{attack_each, curl_ok, scratch_dir, watch_clearing};
+use support::attack::{attack_each, curl_ok, curl_timed, scratch_dir, watch_clearing};
 use support::certs::certs;
 use support::example::Server;
 use support::{require, ss_count, wait_for, Need};
@@ -186,9 +186,7 @@ async fn stalled_handshakes_are_closed_at_the_timeout_while_curl_is_answered() {
         client.write_all(HELLO_START).await.unwrap();
         stallers.push(client);
     }
-    let answered = tokio::task::spawn_blocking(move || curl_ok(&url, Duration::from_secs(2)))
-        .await
-        .unwrap();
+    let (answered, _) = curl_timed(url, Duration::from_secs(2)).await;
     assert!(
         !answered,
         "control: curl was answered behind a stalled handshake"
