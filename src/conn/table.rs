@@ -1,5 +1,6 @@
 //! The listener's table of connections: fixed slots in pages, reused through a free
-//! list, so that a connection costs one slot (88 bytes) and no allocation of its own.
+//! list, so that a connection costs one slot (80 bytes) and no allocation of its own (a
+//! peer with an IPv6 address also a box of 32 bytes: its address).
 //!
 //! A slot is addressed by its index (and, in everything the supervisor keeps for later,
 //! by its generation too). It is counted: the stream, the supervisor and every
@@ -8,11 +9,10 @@
 //! shared state alive, so a stream or a handle does too; the pages themselves belong to
 //! the table until the supervisor ends and clears it.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 use std::sync::atomic::{
-    AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering::AcqRel, Ordering::Acquire,
-    Ordering::Relaxed,
+    AtomicBool, AtomicU32, AtomicU64, Ordering::AcqRel, Ordering::Acquire, Ordering::Relaxed,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -27,6 +27,9 @@ use crate::time::Stamps;
 /// Slots per page: a page is one allocation of about 22 KiB.
 pub(crate) const PAGE: usize = 256;
 
+// A slot's place in its page fits its `offset`.
+const _: () = assert!(PAGE <= 1 << u8::BITS);
+
 /// One connection's shared state.
 pub(crate) struct Slot {
     /// Written only by the stream's `poll_read` (one writer), read by anyone.
@@ -35,8 +38,9 @@ pub(crate) struct Slot {
     pub(super) bytes_written: AtomicU64,
     /// When it was accepted: nanoseconds since the table's epoch.
     pub(super) accepted_ns: AtomicU64,
-    /// The peer's IP address, 16 bytes big-endian (IPv4 as mapped; see `peer_v4`).
-    peer_ip: [AtomicU64; 2],
+    /// The peer's address (see [`Peer`]): an IPv4 address and port in the word itself,
+    /// an IPv6 one boxed.
+    peer: AtomicU64,
     /// The state word, the descriptor and the parked reader's waker.
     pub(super) cell: SocketCell,
     /// References held (the stream, the supervisor until it has handled the release, and
@@ -49,12 +53,12 @@ pub(crate) struct Slot {
     /// [`WATCH_WRITES`](Self::WATCH_WRITES): one load and one comparison with `bytes_read`
     /// tell a write whether it has anything to note.
     pub(super) write_mark: AtomicU64,
-    peer_port: AtomicU16,
-    /// The peer's address is IPv4 (how `peer_ip` reads back).
-    peer_v4: AtomicBool,
     /// A framework serve holds response data the peer has not made room for (an HTTP/2
     /// stream whose window is shut): queued, though not in the kernel.
     pub(super) user_queued: AtomicBool,
+    /// Which slot of its page this is: how a [`Conn`](super::Conn), which keeps only the
+    /// slot's address, finds the page. Set when the page is made.
+    offset: u8,
 }
 
 impl Slot {
@@ -129,20 +133,25 @@ impl Slot {
         self.write_mark.fetch_or(Self::WATCH_WRITES, AcqRel);
     }
 
-    fn new() -> Self {
+    fn new(offset: u8) -> Self {
         Self {
             bytes_read: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
             accepted_ns: AtomicU64::new(0),
-            peer_ip: [AtomicU64::new(0), AtomicU64::new(0)],
+            peer: AtomicU64::new(Peer::NONE),
             cell: SocketCell::new(),
             refs: Refs::new(),
             read_parked_at: AtomicU32::new(u32::MAX),
             write_mark: AtomicU64::new(0),
-            peer_port: AtomicU16::new(0),
-            peer_v4: AtomicBool::new(false),
             user_queued: AtomicBool::new(false),
+            offset,
         }
+    }
+
+    /// Which slot of its page this is.
+    #[inline]
+    pub(super) fn offset(&self) -> u8 {
+        self.offset
     }
 
     /// Makes a free slot the new connection's. Nobody else can reach a free slot, so
@@ -161,39 +170,75 @@ impl Slot {
         self.accepted_ns.store(accepted_ns, Relaxed);
         // The stream and the supervisor.
         self.refs.occupy(2);
-        let (ip, v4) = match peer.ip() {
-            IpAddr::V4(ip) => (ip.to_ipv6_mapped(), true),
-            IpAddr::V6(ip) => (ip, false),
-        };
-        self.peer_v4.store(v4, Relaxed);
+        // The previous occupant's box, if any, goes: nobody holds a reference to a free
+        // slot, so nobody reads it.
+        Peer::free(self.peer.swap(Peer::encode(peer), Relaxed));
         self.user_queued.store(false, Relaxed);
-        let ip = u128::from(ip);
-        self.peer_ip[0].store((ip >> 64) as u64, Relaxed);
-        self.peer_ip[1].store(ip as u64, Relaxed);
-        self.peer_port.store(peer.port(), Relaxed);
         self.cell.reset(fd, u32::from(flags.bits()));
     }
 
-    /// The peer's address as `accept` returned it (IPv6 flow information and scope id are
-    /// not kept).
+    /// The peer's address as `accept` returned it. (A serve asks for it with every
+    /// request: an IPv4 peer's is decoded from one load.)
     pub(super) fn peer(&self) -> SocketAddr {
-        let port = self.peer_port.load(Relaxed);
-        let low = self.peer_ip[1].load(Relaxed);
-        if self.peer_v4.load(Relaxed) {
-            // Stored IPv4-mapped (`::ffff:a.b.c.d`): the address is the low 32 bits. (A
-            // serve asks for it with every request.)
-            return SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(low as u32), port));
-        }
-        let ip = (u128::from(self.peer_ip[0].load(Relaxed)) << 64) | u128::from(low);
-        SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, 0, 0))
+        Peer::decode(self.peer.load(Relaxed))
     }
 }
 
+impl Drop for Slot {
+    fn drop(&mut self) {
+        Peer::free(*self.peer.get_mut());
+    }
+}
+
+/// How a slot keeps its peer's address in one word: an IPv4 address and port in the word
+/// (bit 0 set), or the address of a boxed `SocketAddrV6` (4-aligned: bit 0 clear), freed
+/// when the slot is next occupied or dropped. Most peers cost the slot 8 bytes instead of
+/// the 24 an IPv6-sized field would take.
+struct Peer;
+
+impl Peer {
+    /// No peer: a slot never occupied. Decodes as `0.0.0.0:0`.
+    const NONE: u64 = 1;
+    const V4: u64 = 1;
+
+    fn encode(peer: SocketAddr) -> u64 {
+        match peer {
+            SocketAddr::V4(v4) => {
+                (u64::from(u32::from(*v4.ip())) << 32) | (u64::from(v4.port()) << 16) | Self::V4
+            }
+            SocketAddr::V6(v6) => Box::into_raw(Box::new(v6)) as usize as u64,
+        }
+    }
+
+    #[allow(unsafe_code)]
+    fn decode(word: u64) -> SocketAddr {
+        if word & Self::V4 != 0 {
+            let ip = Ipv4Addr::from((word >> 32) as u32);
+            return SocketAddr::V4(SocketAddrV4::new(ip, (word >> 16) as u16));
+        }
+        // SAFETY: a word with bit 0 clear is a box `encode` made, alive until the slot is
+        // occupied again or dropped, which no holder of a reference (every reader) sees.
+        SocketAddr::V6(unsafe { *(word as usize as *const SocketAddrV6) })
+    }
+
+    /// Frees `word`'s box, if it has one. Only for a word no one can read any more.
+    #[allow(unsafe_code)]
+    fn free(word: u64) {
+        if word & Self::V4 == 0 {
+            // SAFETY: made by `Box::into_raw` in `encode`, and no longer reachable.
+            drop(unsafe { Box::from_raw(word as usize as *mut SocketAddrV6) });
+        }
+    }
+}
+
+/// `repr(C)`, slots first: a slot's address less its offset times the slot's size is the
+/// page's (see [`Conn`](super::Conn)).
+#[repr(C)]
 pub(crate) struct Page {
+    pub(super) slots: [Slot; PAGE],
     pub(super) shared: Arc<Shared>,
     /// The index of its first slot.
     pub(super) base: u32,
-    pub(super) slots: [Slot; PAGE],
 }
 
 impl Page {
@@ -273,7 +318,7 @@ impl Table {
         pages.push(Arc::new(Page {
             shared: shared.clone(),
             base,
-            slots: std::array::from_fn(|_| Slot::new()),
+            slots: std::array::from_fn(|i| Slot::new(i as u8)),
         }));
         drop(pages);
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
@@ -377,15 +422,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_slot_is_88_bytes() {
-        assert_eq!(std::mem::size_of::<Slot>(), 88);
+    fn a_slot_is_80_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 80);
     }
 
     /// One comparison per write tells the two things a write may have to note apart
     /// from nothing: the first write after a read, and a watch the supervisor set.
     #[test]
     fn a_write_notes_a_read_before_it_and_a_watch_once() {
-        let slot = Slot::new();
+        let slot = Slot::new(0);
         slot.occupy(-1, "192.0.2.7:1".parse().unwrap(), 0, Flags::NONE);
         assert!(!slot.add_written(10), "nothing read, nothing watched");
         slot.add_read(5);
@@ -412,11 +457,13 @@ mod tests {
 
     #[test]
     fn peer_addresses_read_back_as_accepted() {
-        let slot = Slot::new();
+        let slot = Slot::new(0);
         for peer in [
             "192.0.2.7:4321",
             "[2001:db8::1]:80",
             "[::ffff:192.0.2.7]:1",
+            "[fe80::1%7]:443",
+            "[::]:0",
             "0.0.0.0:0",
             "255.255.255.255:65535",
         ] {
