@@ -242,12 +242,10 @@ fn nothing_read(
         }
         Poll::Ready(Err(e)) => Poll::Ready(Err(explain(conn, e))),
         Poll::Pending => {
-            if !conn.has(Flags::SHUT) {
-                conn.park_read(cx.waker(), !this.read_ahead);
-                // A close after the check above found no waker to wake.
-                if !conn.has(Flags::SHUT) {
-                    return Poll::Pending;
-                }
+            // Parks unless the library has shut the connection, judged under the waker's
+            // lock: a shut after it wakes the waker parked here.
+            if conn.park_read(cx.waker(), !this.read_ahead) {
+                return Poll::Pending;
             }
             this.eof_floor = u32::MAX;
             shut(conn)

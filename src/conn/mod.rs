@@ -113,15 +113,21 @@ impl Conn {
     /// A read returned `Pending`: remembers that the application waits in a read, and its
     /// waker, so that [`wake_reader`](Self::wake_reader) can end the wait with EOF; and,
     /// with `judge`, whether the peer started owing data
-    /// ([`waits_in_read`](Self::waits_in_read)).
-    pub(crate) fn park_read(&self, waker: &Waker, judge: bool) {
+    /// ([`waits_in_read`](Self::waits_in_read)). Returns `false`, remembering nothing, if
+    /// the library has shut the connection ([`Flags::SHUT`]): the read must end in EOF.
+    /// A shut the library makes after the waker is remembered wakes it.
+    #[inline]
+    pub(crate) fn park_read(&self, waker: &Waker, judge: bool) -> bool {
         let slot = self.slot();
+        let Some(word) = slot.cell.register_waker(waker, Flags::SHUT.bits().into()) else {
+            return false;
+        };
         let read = slot.bytes_read.load(Relaxed);
         slot.read_parked_at.store(read as u32, Relaxed);
-        slot.cell.register_waker(waker);
         if judge {
-            self.waits_in_read();
+            self.owes(word, read);
         }
+        true
     }
 
     /// The application waits for more data: if a read returned data since our last
@@ -129,13 +135,19 @@ impl Conn {
     /// have asked to hear of (`min_receive_rate`). Judged where the application's read
     /// parks: the stream's own read, or (over TLS, whose layer reads ahead of the
     /// application and parks the stream's read with every request) the TLS layer's.
+    #[cfg(feature = "tls")]
     pub(crate) fn waits_in_read(&self) {
         let slot = self.slot();
-        let read = slot.bytes_read.load(Relaxed);
-        let word = slot.cell.load_relaxed();
+        self.owes(slot.cell.load_relaxed(), slot.bytes_read.load(Relaxed));
+    }
+
+    /// [`waits_in_read`](Self::waits_in_read) with the state word's user bits and the
+    /// read count already loaded.
+    #[inline]
+    fn owes(&self, word: u32, read: u64) {
         if word & u32::from(Flags::WATCH_READS.bits()) != 0
             && word & (word::RECEIVED | word::OWED) == 0
-            && slot.read_at_last_write() != read
+            && self.slot().read_at_last_write() != read
         {
             self.started_owing();
         }

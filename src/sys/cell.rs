@@ -59,6 +59,7 @@ impl SocketCell {
     }
 
     /// The user bits, without ordering: for the hot path's checks of a flag.
+    #[cfg(feature = "tls")]
     #[inline]
     pub(crate) fn load_relaxed(&self) -> u32 {
         self.word.load(Ordering::Relaxed) & USER_BITS
@@ -95,11 +96,17 @@ impl SocketCell {
 
     /// Takes `bit` (one of the locks), unless `unless` is set; returns whether it did.
     fn lock(&self, bit: u32, unless: u32) -> bool {
+        self.lock_word(bit, unless).is_some()
+    }
+
+    /// Takes `bit` (one of the locks), unless `unless` is set; returns the word it was
+    /// taken on (so `unless` was clear when it was taken), or `None` if it was not.
+    fn lock_word(&self, bit: u32, unless: u32) -> Option<u32> {
         let mut spins = 0u32;
         loop {
             let word = self.word.load(Ordering::Relaxed);
             if word & unless != 0 {
-                return false;
+                return None;
             }
             if word & bit == 0
                 && self
@@ -107,7 +114,7 @@ impl SocketCell {
                     .compare_exchange_weak(word, word | bit, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
             {
-                return true;
+                return Some(word);
             }
             spins += 1;
             backoff(spins);
@@ -141,14 +148,28 @@ impl SocketCell {
         }
     }
 
-    /// Remembers `waker` as the parked reader's (unless it is the same one already).
-    pub(crate) fn register_waker(&self, waker: &Waker) {
-        let replaced = self.with_reader(|slot| match slot {
-            Some(w) if w.will_wake(waker) => None,
-            _ => slot.replace(waker.clone()),
+    /// Remembers `waker` as the parked reader's (unless it is the same one already),
+    /// unless one of the user bits `unless` is set; returns the user bits it saw, or
+    /// `None` if it remembered nothing.
+    ///
+    /// The bits are judged under the lock: whoever sets one of them and then takes the
+    /// waker ([`take_waker`](Self::take_waker)) either makes this return `None` or
+    /// takes the waker it remembered. No second look at the bits is needed.
+    pub(crate) fn register_waker(&self, waker: &Waker, unless: u32) -> Option<u32> {
+        let word = self.lock_word(WAKER_LOCK, unless & USER_BITS)?;
+        // SAFETY: we hold `WAKER_LOCK`, the only way to reach `reader`, until the unlock
+        // below, and the reference does not escape the closure.
+        let replaced = self.reader.with_mut(|reader| {
+            let slot = unsafe { &mut *reader };
+            match slot {
+                Some(w) if w.will_wake(waker) => None,
+                _ => slot.replace(waker.clone()),
+            }
         });
+        self.unlock(WAKER_LOCK);
         // Dropping a waker can run arbitrary code: outside the lock.
         drop(replaced);
+        Some(word & USER_BITS)
     }
 
     /// Takes the parked reader's waker, if any (to be woken outside the lock).
@@ -225,11 +246,22 @@ mod tests {
         let cell = SocketCell::new();
         let count = Arc::new(Count(0.into()));
         let waker = Waker::from(count.clone());
-        cell.register_waker(&waker);
-        cell.register_waker(&waker);
+        assert_eq!(cell.register_waker(&waker, 0), Some(0));
+        assert_eq!(cell.register_waker(&waker, 0), Some(0));
         cell.take_waker().expect("registered").wake();
         assert!(cell.take_waker().is_none());
         assert_eq!(count.0.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_waker_is_not_remembered_once_a_bit_it_is_registered_unless_is_set() {
+        let cell = SocketCell::new();
+        cell.reset(3, 0b101);
+        let waker = Waker::from(Arc::new(Count(0.into())));
+        assert_eq!(cell.register_waker(&waker, 0b010), Some(0b101));
+        assert!(cell.take_waker().is_some());
+        assert_eq!(cell.register_waker(&waker, 0b100), None);
+        assert!(cell.take_waker().is_none(), "nothing remembered");
     }
 }
 
@@ -316,7 +348,7 @@ mod loom_tests {
             let waker = Waker::from(count.clone());
             let reader = {
                 let cell = cell.clone();
-                loom::thread::spawn(move || cell.register_waker(&waker))
+                loom::thread::spawn(move || assert!(cell.register_waker(&waker, 0).is_some()))
             };
             let woken = cell.take_waker().map(Waker::wake).is_some();
             reader.join().unwrap();
@@ -324,6 +356,42 @@ mod loom_tests {
             // Taken by the supervisor, or still registered: exactly one of them.
             assert!(woken ^ left);
             assert_eq!(count.0.load(SeqCst), usize::from(woken));
+        });
+    }
+
+    /// The library closes (sets a bit) and then wakes the parked reader, while a read
+    /// parks unless that bit is set: the read either sees the bit and does not park, or
+    /// parks and is woken. It is never left parked with nobody to wake it.
+    #[test]
+    fn loom_a_read_parking_as_the_library_closes_sees_the_close_or_is_woken() {
+        use std::task::Wake;
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.0.fetch_add(1, SeqCst);
+            }
+        }
+        const SHUT: u32 = 0b1000;
+        loom::model(|| {
+            let cell = Arc::new(SocketCell::new());
+            cell.reset(3, 0);
+            let count = std::sync::Arc::new(Count(0.into()));
+            let waker = Waker::from(count.clone());
+            let reader = {
+                let cell = cell.clone();
+                loom::thread::spawn(move || cell.register_waker(&waker, SHUT).is_some())
+            };
+            cell.fetch_or(SHUT);
+            if let Some(waker) = cell.take_waker() {
+                waker.wake();
+            }
+            let parked = reader.join().unwrap();
+            assert_eq!(
+                count.0.load(SeqCst),
+                usize::from(parked),
+                "parked and never woken"
+            );
+            assert!(cell.take_waker().is_none());
         });
     }
 }
