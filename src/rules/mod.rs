@@ -12,8 +12,9 @@
 //!   in which each applies.
 //! - [`evaluate`]: one pure function from (clocks, state, sample, limits, now) to an
 //!   [`Outcome`].
-//! - [`Watch`]: what the supervisor keeps per connection (16 bytes), and the connection's
-//!   life around the rules: who closed it, its task, its part in a drain.
+//! - [`Watch`]: what the supervisor keeps per connection (an 8-byte [`Entry`], and the
+//!   clocks apart), and the connection's life around the rules: who closed it, its task,
+//!   its part in a drain.
 //! - [`Drain`]: a drain's deadlines and its report.
 //! - [`DeadlineHeap`]: one heap of deadlines for every connection, lingering ones too.
 //!
@@ -37,7 +38,7 @@ pub(crate) use clock::{ReadIdleClock, Verdict};
 pub(crate) use drain::{Drain, DrainStep};
 pub(crate) use heap::DeadlineHeap;
 use table::{Clock, Fins, Gate, Rule, State, RULES};
-pub(crate) use watch::{Fate, Look, Watch, WriteWatch};
+pub(crate) use watch::{Entry, Fate, Look, Watch, WriteWatch};
 
 use crate::config::{Config, MinDataRate};
 use crate::tcp_info::TcpInfo;
@@ -289,8 +290,9 @@ impl Limits {
 }
 
 /// The running clocks of one connection, by rule (index in [`RULES`]); boxed in its
-/// [`Watch`], and only while one runs. The clocks that read the kernel's timestamps, and
-/// the absolute ones, keep no state.
+/// [`Watch`], and only while one runs (the supervisor keeps the box apart from the
+/// connection's [`Entry`]). The clocks that read the kernel's timestamps, and the
+/// absolute ones, keep no state.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Clocks {
     counters: Vec<(u8, CounterClock)>,

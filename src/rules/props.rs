@@ -827,6 +827,18 @@ impl World {
         }
     }
 
+    /// Every connection goes through the form the supervisor keeps it in (its entry, its
+    /// clocks apart) and back, as there between any two events: nothing is lost.
+    fn store_and_load(&mut self) {
+        for conn in &mut self.conns {
+            let before = conn.watch.clone();
+            let (entry, clocks) = std::mem::take(&mut conn.watch).store();
+            assert_eq!(entry.has_clocks(), clocks.is_some());
+            conn.watch = Watch::load(entry, clocks);
+            assert_eq!(conn.watch, before);
+        }
+    }
+
     fn check_tasks(&self) {
         for (c, conn) in self.conns.iter().enumerate() {
             if conn.must_end_task && conn.task == Task::Known {
@@ -898,6 +910,7 @@ proptest! {
         for ev in events {
             world.apply(ev);
             world.check_tasks();
+            world.store_and_load();
         }
         world.finish();
     }

@@ -20,14 +20,29 @@ pub(crate) enum Fate {
     Forced,
 }
 
-/// A connection's entry: 16 bytes, the clocks boxed since most connections run none.
+/// A connection as the rules work on it: its [`Entry`], and its clocks if it runs any.
+///
+/// The supervisor stores the two apart ([`store`](Self::store)) and puts them together
+/// again for each change ([`load`](Self::load)).
 #[derive(Debug, Default)]
+#[cfg_attr(test, derive(Clone, PartialEq, Eq))]
 pub(crate) struct Watch {
     /// Which heap items are current: bumped at every reschedule, and when the slot is
     /// freed, so that items of an earlier occupant never match.
     pub(crate) sched: u32,
+    /// Never [`Bits::CLOCKS`]: whether there are clocks is `clocks` itself.
     bits: Bits,
     clocks: Option<Box<Clocks>>,
+}
+
+/// A connection's entry, as the supervisor keeps one per slot: 8 bytes. Few connections
+/// run clocks (only some rules keep any), so the entry holds no pointer to them, only a
+/// flag saying whether they exist; a connection without them costs no lookup elsewhere.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Entry {
+    /// As [`Watch::sched`]: bumping it here, without the clocks, is a reschedule too.
+    pub(crate) sched: u32,
+    bits: Bits,
 }
 
 /// What to do with the stream's write watch after a look (see [`Watch::write_watch`]).
@@ -71,7 +86,81 @@ pub(crate) enum Look {
     },
 }
 
+impl Entry {
+    pub(crate) fn is_live(self) -> bool {
+        self.bits.has(Bits::LIVE)
+    }
+
+    pub(crate) fn is_lingering(self) -> bool {
+        self.bits.has(Bits::LINGERING)
+    }
+
+    /// Over: reset, timed out, both FINs done and gone.
+    pub(crate) fn is_ended(self) -> bool {
+        self.bits.has(Bits::ENDED)
+    }
+
+    pub(crate) fn is_closed_by_us(self) -> bool {
+        self.bits.has(Bits::CLOSED_BY_US)
+    }
+
+    /// Live, held by the application, and not over: rules and events still matter.
+    pub(crate) fn is_supervised(self) -> bool {
+        self.is_live() && !self.is_ended() && !self.is_lingering()
+    }
+
+    pub(crate) fn in_drain(self) -> bool {
+        self.bits.has(Bits::IN_DRAIN)
+    }
+
+    pub(crate) fn fate(self) -> Fate {
+        self.bits.fate()
+    }
+
+    pub(crate) fn is_unwatched(self) -> bool {
+        self.bits.has(Bits::UNWATCHED)
+    }
+
+    /// Whether the connection runs clocks, kept apart from the entry: what to hand
+    /// [`Watch::load`].
+    pub(crate) fn has_clocks(self) -> bool {
+        self.bits.has(Bits::CLOCKS)
+    }
+}
+
 impl Watch {
+    /// The connection whose entry is `entry` and whose clocks are `clocks`, which must be
+    /// there exactly when the entry [has some](Entry::has_clocks).
+    pub(crate) fn load(entry: Entry, clocks: Option<Box<Clocks>>) -> Self {
+        debug_assert_eq!(entry.has_clocks(), clocks.is_some(), "clocks lost or stray");
+        let mut bits = entry.bits;
+        bits.clear(Bits::CLOCKS);
+        Self {
+            sched: entry.sched,
+            bits,
+            clocks,
+        }
+    }
+
+    /// The connection's entry, and its clocks to keep apart (`None`: it runs none, and
+    /// any kept before are to go).
+    pub(crate) fn store(self) -> (Entry, Option<Box<Clocks>>) {
+        (self.entry(), self.clocks)
+    }
+
+    /// The entry as it would be stored: the one place each question about the
+    /// connection's flags is answered.
+    fn entry(&self) -> Entry {
+        let mut bits = self.bits;
+        if self.clocks.is_some() {
+            bits.set(Bits::CLOCKS);
+        }
+        Entry {
+            sched: self.sched,
+            bits,
+        }
+    }
+
     /// A connection registered in this slot.
     pub(crate) fn open(&mut self) {
         self.sched = self.sched.wrapping_add(1);
@@ -89,20 +178,20 @@ impl Watch {
     }
 
     pub(crate) fn is_live(&self) -> bool {
-        self.bits.has(Bits::LIVE)
+        self.entry().is_live()
     }
 
     pub(crate) fn is_lingering(&self) -> bool {
-        self.bits.has(Bits::LINGERING)
+        self.entry().is_lingering()
     }
 
     /// Over: reset, timed out, both FINs done and gone.
     pub(crate) fn is_ended(&self) -> bool {
-        self.bits.has(Bits::ENDED)
+        self.entry().is_ended()
     }
 
     pub(crate) fn is_closed_by_us(&self) -> bool {
-        self.bits.has(Bits::CLOSED_BY_US)
+        self.entry().is_closed_by_us()
     }
 
     /// Its owner closes it itself when the library would (a framework serve over TLS,
@@ -131,11 +220,6 @@ impl Watch {
         self.bits.set(Bits::ASKED);
         self.clocks.get_or_insert_with(Box::default).asked_at = Some(now);
         Look::AskOwner { reason }
-    }
-
-    /// Live, held by the application, and not over: rules and events still matter.
-    pub(crate) fn is_supervised(&self) -> bool {
-        self.is_live() && !self.is_ended() && !self.is_lingering()
     }
 
     /// The connection's state as the rules see it, from what the supervisor knows and
@@ -331,12 +415,16 @@ impl Watch {
         self.bits.set_fate(Fate::Untouched);
     }
 
+    /// Part of a drain (tests; the supervisor asks the [`Entry`]).
+    #[cfg(test)]
     pub(crate) fn in_drain(&self) -> bool {
-        self.bits.has(Bits::IN_DRAIN)
+        self.entry().in_drain()
     }
 
+    /// The drain's verdict (tests; the supervisor asks the [`Entry`]).
+    #[cfg(test)]
     pub(crate) fn fate(&self) -> Fate {
-        self.bits.fate()
+        self.entry().fate()
     }
 
     pub(crate) fn set_fate(&mut self, fate: Fate) {
@@ -357,14 +445,10 @@ impl Watch {
         self.bits.set(Bits::UNWATCHED);
     }
 
-    pub(crate) fn is_unwatched(&self) -> bool {
-        self.bits.has(Bits::UNWATCHED)
-    }
-
     /// Whether it keeps clocks on the heap (tests).
     #[cfg(test)]
     pub(crate) fn has_clocks(&self) -> bool {
-        self.clocks.is_some()
+        self.entry().has_clocks()
     }
 }
 
@@ -396,6 +480,8 @@ impl Bits {
     /// The stream was asked to say when it writes, and has not said it did (see
     /// [`Watch::write_watch`]).
     const WRITES_ASKED: Bits = Bits(1 << 12);
+    /// It runs clocks, kept apart from the entry (only ever set in an [`Entry`]).
+    const CLOCKS: Bits = Bits(1 << 13);
     const FATE_SHIFT: u16 = 8;
 
     fn has(self, bits: Bits) -> bool {
@@ -433,8 +519,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_watch_is_16_bytes() {
-        assert_eq!(std::mem::size_of::<Watch>(), 16);
+    fn an_entry_is_8_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 8);
+    }
+
+    /// Stored apart and loaded again, a connection is the one it was, with or without
+    /// clocks, and its entry says which.
+    #[test]
+    fn an_entry_and_its_clocks_make_the_same_watch_again() {
+        let round_trip = |watch: &Watch| {
+            let (entry, clocks) = watch.clone().store();
+            assert_eq!(entry.has_clocks(), watch.has_clocks());
+            assert_eq!(clocks.is_some(), watch.has_clocks());
+            assert_eq!(&Watch::load(entry, clocks), watch);
+            entry
+        };
+        let mut watch = Watch::default();
+        watch.open();
+        watch.set_owner_closes();
+        watch.join_drain();
+        watch.set_fate(Fate::Forced);
+        watch.sched = u32::MAX;
+        let entry = round_trip(&watch);
+        assert!(entry.is_supervised() && entry.in_drain() && entry.fate() == Fate::Forced);
+        assert_eq!(entry.sched, u32::MAX);
+        // Asking the owner starts a clock: its grace.
+        let reason = CloseReason::IdleTimeout;
+        assert_eq!(watch.closing(reason, false, 7), Look::AskOwner { reason });
+        assert!(round_trip(&watch).has_clocks());
+        // An abortive close lets the clocks go.
+        watch.closed(true, false);
+        let entry = round_trip(&watch);
+        assert!(!entry.has_clocks() && entry.is_ended());
     }
 
     /// The write watch, step by step: asked once; left while it stands; once it fired,

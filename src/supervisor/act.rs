@@ -292,9 +292,11 @@ impl Supervisor {
         reason: CloseReason,
         now: Instant,
     ) {
-        let watch = self.slots.watch_mut(index);
-        if watch.in_drain() && reason == CloseReason::Drained && mode == CloseMode::Graceful {
-            watch.set_fate(Fate::IdleClosed);
+        if self.slots.watch(index).in_drain()
+            && reason == CloseReason::Drained
+            && mode == CloseMode::Graceful
+        {
+            self.slots.watch_mut(index).set_fate(Fate::IdleClosed);
         }
         let conn = self.slots.conn(index);
         let now_ns = self.now_ns(now);

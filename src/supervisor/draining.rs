@@ -118,7 +118,8 @@ impl Supervisor {
                     self.tasks.abort(index);
                 }
             }
-            if let Some(fate) = self.slots.watch_mut(index).leave_drain() {
+            let fate = self.slots.watch_mut(index).leave_drain();
+            if let Some(fate) = fate {
                 self.count_in_drain(fate);
             }
         }

@@ -305,8 +305,7 @@ impl Supervisor {
         let conn = self.slots.conn(index);
         let now_ns = self.now_ns(now);
         self.close_waits.over(index, now_ns, &self.shared);
-        let watch = self.slots.watch_mut(index);
-        if watch.is_unwatched() {
+        if self.slots.watch(index).is_unwatched() {
             self.unwatched -= 1;
         }
         let lingering = match handover {
@@ -369,9 +368,8 @@ impl Supervisor {
         let at = self
             .now_ns(now)
             .saturating_add(self.limits().write_watch_pause());
-        let watch = self.slots.watch_mut(index);
-        watch.wrote();
-        let sched = watch.sched;
+        self.slots.watch_mut(index).wrote();
+        let sched = self.slots.watch(index).sched;
         let keys = self.held + self.lingering.len();
         let slots = &self.slots;
         self.heap
@@ -380,9 +378,7 @@ impl Supervisor {
 
     /// Sets the connection's next look (none: `None`).
     fn schedule(&mut self, index: u32, at: Option<Nanos>) {
-        let watch = self.slots.watch_mut(index);
-        watch.sched = watch.sched.wrapping_add(1);
-        let sched = watch.sched;
+        let sched = self.slots.reschedule(index);
         if let Some(at) = at {
             let keys = self.held + self.lingering.len();
             let slots = &self.slots;

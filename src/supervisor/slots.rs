@@ -1,11 +1,14 @@
 //! The connections as the supervisor reaches them: the table's pages it knows of, and its
-//! own entry ([`Watch`]) per slot, page by page like the table.
+//! own entry ([`Entry`]) per slot, page by page like the table, with the few connections'
+//! clocks beside.
 
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
+use super::slot_map::SlotMap;
 use crate::conn::{Conn, Page, PAGE};
 use crate::id::ConnectionId;
-use crate::rules::Watch;
+use crate::rules::{Clocks, Entry, Watch};
 use crate::shared::Shared;
 use crate::sys;
 
@@ -13,7 +16,13 @@ pub(super) struct Slots {
     shared: Arc<Shared>,
     /// The table's pages, as far as registrations have reached.
     pages: Vec<Arc<Page>>,
-    watches: Vec<Box<[Watch; PAGE]>>,
+    /// Boxed, so that the list's spare capacity is pointers rather than 2 KiB pages, and
+    /// a new page moves no entry (clippy's `vec_box` would unbox anything under 4 KiB).
+    #[allow(clippy::vec_box)]
+    watches: Vec<Box<[Entry; PAGE]>>,
+    /// The clocks of the connections that run any, apart: in the entry, a pointer to them
+    /// would double every connection's 8 bytes for the sake of a few.
+    clocks: SlotMap<Box<Clocks>>,
 }
 
 impl Slots {
@@ -22,6 +31,7 @@ impl Slots {
             shared,
             pages: Vec::new(),
             watches: Vec::new(),
+            clocks: SlotMap::default(),
         }
     }
 
@@ -32,8 +42,7 @@ impl Slots {
         }
         self.pages = self.shared.table.pages();
         while self.watches.len() < self.pages.len() {
-            self.watches
-                .push(Box::new(std::array::from_fn(|_| Watch::default())));
+            self.watches.push(Box::new([Entry::default(); PAGE]));
         }
     }
 
@@ -58,12 +67,35 @@ impl Slots {
         &self.pages[index as usize / PAGE]
     }
 
-    pub(super) fn watch(&self, index: u32) -> &Watch {
+    /// The entry of slot `index` (its page must be known), to ask about the connection.
+    pub(super) fn watch(&self, index: u32) -> &Entry {
         &self.watches[index as usize / PAGE][index as usize % PAGE]
     }
 
-    pub(super) fn watch_mut(&mut self, index: u32) -> &mut Watch {
-        &mut self.watches[index as usize / PAGE][index as usize % PAGE]
+    /// The connection in slot `index` (its page must be known) as the rules change it: its
+    /// entry, with its clocks if it has any; both are stored back when the guard drops.
+    pub(super) fn watch_mut(&mut self, index: u32) -> WatchMut<'_> {
+        let entry = &mut self.watches[index as usize / PAGE][index as usize % PAGE];
+        // Only a connection that has clocks pays for the lookup.
+        let clocks = if entry.has_clocks() {
+            self.clocks.remove(&index)
+        } else {
+            None
+        };
+        WatchMut {
+            watch: Watch::load(*entry, clocks),
+            entry,
+            clocks: &mut self.clocks,
+            index,
+        }
+    }
+
+    /// The slot's heap items so far are stale from now on: returns the schedule of its
+    /// next. The clocks have no part in it, so they stay where they are.
+    pub(super) fn reschedule(&mut self, index: u32) -> u32 {
+        let entry = &mut self.watches[index as usize / PAGE][index as usize % PAGE];
+        entry.sched = entry.sched.wrapping_add(1);
+        entry.sched
     }
 
     pub(super) fn is_live(&self, index: u32) -> bool {
@@ -115,7 +147,7 @@ impl Slots {
             .collect()
     }
 
-    fn indices(&self, keep: impl Fn(&Watch) -> bool) -> Vec<u32> {
+    fn indices(&self, keep: impl Fn(&Entry) -> bool) -> Vec<u32> {
         let mut indices = Vec::new();
         for (p, watches) in self.watches.iter().enumerate() {
             for (i, watch) in watches.iter().enumerate() {
@@ -139,5 +171,40 @@ impl Slots {
     pub(super) fn clear(&mut self) {
         self.pages.clear();
         self.watches.clear();
+        self.clocks.clear();
+    }
+}
+
+/// A connection's [`Watch`], lent out of its slot's entry and the side map of clocks: on
+/// drop, the entry takes back the flags and the map the clocks (kept, or gone).
+pub(super) struct WatchMut<'a> {
+    watch: Watch,
+    entry: &'a mut Entry,
+    clocks: &'a mut SlotMap<Box<Clocks>>,
+    index: u32,
+}
+
+impl Deref for WatchMut<'_> {
+    type Target = Watch;
+
+    fn deref(&self) -> &Watch {
+        &self.watch
+    }
+}
+
+impl DerefMut for WatchMut<'_> {
+    fn deref_mut(&mut self) -> &mut Watch {
+        &mut self.watch
+    }
+}
+
+impl Drop for WatchMut<'_> {
+    fn drop(&mut self) {
+        let (entry, clocks) = std::mem::take(&mut self.watch).store();
+        *self.entry = entry;
+        // Taken out of the map when lent: clocks that went are gone already.
+        if let Some(clocks) = clocks {
+            self.clocks.insert(self.index, clocks);
+        }
     }
 }
