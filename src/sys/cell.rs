@@ -272,6 +272,35 @@ mod loom_tests {
     use loom::sync::Arc;
     use std::sync::atomic::Ordering::SeqCst;
 
+    /// Counts its wakes.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+
+    /// A cell, and a thread that parks a read on it (`register_waker` unless `unless`)
+    /// with a waker that counts its wakes; the thread returns whether it parked.
+    fn parking_reader(
+        unless: u32,
+    ) -> (
+        Arc<SocketCell>,
+        std::sync::Arc<Count>,
+        loom::thread::JoinHandle<bool>,
+    ) {
+        let cell = Arc::new(SocketCell::new());
+        cell.reset(3, 0);
+        let count = std::sync::Arc::new(Count(0.into()));
+        let waker = Waker::from(count.clone());
+        let reader = {
+            let cell = cell.clone();
+            loom::thread::spawn(move || cell.register_waker(&waker, unless).is_some())
+        };
+        (cell, count, reader)
+    }
+
     /// The owner forgets and closes its descriptor while the supervisor borrows it: a
     /// borrow either runs entirely before the close or not at all.
     #[test]
@@ -334,24 +363,10 @@ mod loom_tests {
     /// once (loom checks the cell's accesses).
     #[test]
     fn loom_the_parked_readers_waker_is_swapped_safely() {
-        use std::task::Wake;
-        struct Count(std::sync::atomic::AtomicUsize);
-        impl Wake for Count {
-            fn wake(self: std::sync::Arc<Self>) {
-                self.0.fetch_add(1, SeqCst);
-            }
-        }
         loom::model(|| {
-            let cell = Arc::new(SocketCell::new());
-            cell.reset(3, 0);
-            let count = std::sync::Arc::new(Count(0.into()));
-            let waker = Waker::from(count.clone());
-            let reader = {
-                let cell = cell.clone();
-                loom::thread::spawn(move || assert!(cell.register_waker(&waker, 0).is_some()))
-            };
+            let (cell, count, reader) = parking_reader(0);
             let woken = cell.take_waker().map(Waker::wake).is_some();
-            reader.join().unwrap();
+            assert!(reader.join().unwrap());
             let left = cell.take_waker().is_some();
             // Taken by the supervisor, or still registered: exactly one of them.
             assert!(woken ^ left);
@@ -364,23 +379,9 @@ mod loom_tests {
     /// parks and is woken. It is never left parked with nobody to wake it.
     #[test]
     fn loom_a_read_parking_as_the_library_closes_sees_the_close_or_is_woken() {
-        use std::task::Wake;
-        struct Count(std::sync::atomic::AtomicUsize);
-        impl Wake for Count {
-            fn wake(self: std::sync::Arc<Self>) {
-                self.0.fetch_add(1, SeqCst);
-            }
-        }
         const SHUT: u32 = 0b1000;
         loom::model(|| {
-            let cell = Arc::new(SocketCell::new());
-            cell.reset(3, 0);
-            let count = std::sync::Arc::new(Count(0.into()));
-            let waker = Waker::from(count.clone());
-            let reader = {
-                let cell = cell.clone();
-                loom::thread::spawn(move || cell.register_waker(&waker, SHUT).is_some())
-            };
+            let (cell, count, reader) = parking_reader(SHUT);
             cell.fetch_or(SHUT);
             if let Some(waker) = cell.take_waker() {
                 waker.wake();
