@@ -31,9 +31,18 @@ impl Conn {
     pub(crate) fn new(page: Arc<Page>, index: u32) -> Self {
         let page = Arc::into_raw(page);
         // SAFETY: `page` comes from `Arc::into_raw`: valid until its count is given back,
-        // which only `drop` does.
-        let slot = NonNull::from(unsafe { &(*page).slots[index as usize % PAGE] });
-        Self { slot }
+        // which only `drop` does; the offset is within its slots. No reference is made on
+        // the way, so the pointer keeps `into_raw`'s provenance over the whole page (and
+        // the `Arc`'s counts before it), which `page_ptr` steps back into.
+        let slot = unsafe {
+            std::ptr::addr_of!((*page).slots)
+                .cast::<Slot>()
+                .add(index as usize % PAGE)
+        };
+        // SAFETY: derived from a non-null pointer by an in-bounds offset.
+        Self {
+            slot: unsafe { NonNull::new_unchecked(slot.cast_mut()) },
+        }
     }
 
     /// The slot, without recomputing its address.
@@ -54,7 +63,8 @@ impl Conn {
     /// The page's address: `Page` is `repr(C)` with its slots first, so the page begins
     /// `offset` slots before this one.
     fn page_ptr(&self) -> *const Page {
-        let first = self.slot.as_ptr().wrapping_sub(self.offset() as usize);
+        // SAFETY: `offset` slots back is the page's first slot, in the same allocation.
+        let first = unsafe { self.slot.as_ptr().sub(self.offset() as usize) };
         first.cast::<Page>()
     }
 
@@ -69,8 +79,9 @@ impl Conn {
 
 impl Clone for Conn {
     fn clone(&self) -> Self {
-        // SAFETY: `page_ptr` is the pointer `Arc::into_raw` gave, and this `Conn`'s count
-        // keeps it alive; the new `Conn` owns the count added here.
+        // SAFETY: `page_ptr` is the pointer `Arc::into_raw` gave (the same address, and,
+        // derived from it without a reference, the same provenance), and this `Conn`'s
+        // count keeps it alive; the new `Conn` owns the count added here.
         unsafe { Arc::increment_strong_count(self.page_ptr()) };
         Self { slot: self.slot }
     }
@@ -79,7 +90,7 @@ impl Clone for Conn {
 impl Drop for Conn {
     fn drop(&mut self) {
         // SAFETY: gives back the count this `Conn` owns (taken by `new` or `clone`), on the
-        // pointer `Arc::into_raw` gave; `self.slot` is not used again.
+        // pointer `Arc::into_raw` gave (as in `clone`); `self.slot` is not used again.
         unsafe { Arc::decrement_strong_count(self.page_ptr()) };
     }
 }
