@@ -87,7 +87,8 @@ impl TcpStream {
     }
 
     /// The peer's address: the kernel's while the connection is up, and the one `accept`
-    /// returned (or `connect` reached) after it has closed (without IPv6 flow information and scope id).
+    /// returned (or `connect` reached), IPv6 flow information and scope id included,
+    /// after it has closed.
     ///
     /// # Errors
     ///

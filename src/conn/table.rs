@@ -1,6 +1,6 @@
 //! The listener's table of connections: fixed slots in pages, reused through a free
 //! list, so that a connection costs one slot (80 bytes) and no allocation of its own (a
-//! peer with an IPv6 address also a box of 32 bytes: its address).
+//! peer with an IPv6 address, other than an IPv4-mapped one, also a 28-byte box).
 //!
 //! A slot is addressed by its index (and, in everything the supervisor keeps for later,
 //! by its generation too). It is counted: the stream, the supervisor and every
@@ -24,7 +24,7 @@ use crate::shared::Shared;
 use crate::sys::SocketCell;
 use crate::time::Stamps;
 
-/// Slots per page: a page is one allocation of about 22 KiB.
+/// Slots per page: a page is one allocation of about 20 KiB.
 pub(crate) const PAGE: usize = 256;
 
 // A slot's place in its page fits its `offset`.
@@ -154,8 +154,10 @@ impl Slot {
         self.offset
     }
 
-    /// Makes a free slot the new connection's. Nobody else can reach a free slot, so
-    /// plain stores do; `cell.reset` publishes them.
+    /// Makes a free slot the new connection's. Nobody else can reach a free slot (its
+    /// count is 0, and `Refs::acquire` counts only an occupied one), so plain stores do;
+    /// the count, stored last with `Release`, publishes them all, the peer's box included,
+    /// to whoever acquires it (`Table::held`, `Table::find`).
     fn occupy(&self, fd: RawFd, peer: SocketAddr, accepted_ns: u64, flags: Flags) {
         self.bytes_read.store(0, Relaxed);
         self.bytes_written.store(0, Relaxed);
@@ -168,13 +170,13 @@ impl Slot {
         self.write_mark.store(watch, Relaxed);
         let flags = Flags::from_bits(flags.bits() & !Flags::WATCH_WRITES.bits());
         self.accepted_ns.store(accepted_ns, Relaxed);
-        // The stream and the supervisor.
-        self.refs.occupy(2);
         // The previous occupant's box, if any, goes: nobody holds a reference to a free
         // slot, so nobody reads it.
         Peer::free(self.peer.swap(Peer::encode(peer), Relaxed));
         self.user_queued.store(false, Relaxed);
         self.cell.reset(fd, u32::from(flags.bits()));
+        // Last: the stream and the supervisor.
+        self.refs.occupy(2);
     }
 
     /// The peer's address as `accept` returned it. (A serve asks for it with every
@@ -191,40 +193,58 @@ impl Drop for Slot {
 }
 
 /// How a slot keeps its peer's address in one word: an IPv4 address and port in the word
-/// (bit 0 set), or the address of a boxed `SocketAddrV6` (4-aligned: bit 0 clear), freed
-/// when the slot is next occupied or dropped. Most peers cost the slot 8 bytes instead of
-/// the 24 an IPv6-sized field would take.
+/// (bit 0 set; bit 1 too for an IPv4-mapped IPv6 address without flow information or
+/// scope, how a dual-stack listener sees an IPv4 client), or else the address of a boxed
+/// `SocketAddrV6` (28 bytes; 4-aligned, so bit 0 is clear), freed when the slot is next
+/// occupied or dropped. IPv4 clients cost the slot 8 bytes instead of the 19 that separate
+/// fields for an IPv6-sized address took.
+///
+/// The box's address goes through an integer (`as` casts, exposed provenance: the strict
+/// provenance API needs Rust 1.84).
 struct Peer;
 
 impl Peer {
     /// No peer: a slot never occupied. Decodes as `0.0.0.0:0`.
     const NONE: u64 = 1;
-    const V4: u64 = 1;
+    const INLINE: u64 = 1;
+    const MAPPED: u64 = 2;
 
     fn encode(peer: SocketAddr) -> u64 {
+        let inline = |ip: Ipv4Addr, port: u16| {
+            (u64::from(u32::from(ip)) << 32) | (u64::from(port) << 16) | Self::INLINE
+        };
         match peer {
-            SocketAddr::V4(v4) => {
-                (u64::from(u32::from(*v4.ip())) << 32) | (u64::from(v4.port()) << 16) | Self::V4
-            }
-            SocketAddr::V6(v6) => Box::into_raw(Box::new(v6)) as usize as u64,
+            SocketAddr::V4(v4) => inline(*v4.ip(), v4.port()),
+            SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+                Some(ip) if v6.flowinfo() == 0 && v6.scope_id() == 0 => {
+                    inline(ip, v6.port()) | Self::MAPPED
+                }
+                _ => Box::into_raw(Box::new(v6)) as usize as u64,
+            },
         }
     }
 
     #[allow(unsafe_code)]
     fn decode(word: u64) -> SocketAddr {
-        if word & Self::V4 != 0 {
+        if word & Self::INLINE != 0 {
             let ip = Ipv4Addr::from((word >> 32) as u32);
-            return SocketAddr::V4(SocketAddrV4::new(ip, (word >> 16) as u16));
+            let port = (word >> 16) as u16;
+            if word & Self::MAPPED != 0 {
+                return SocketAddr::V6(SocketAddrV6::new(ip.to_ipv6_mapped(), port, 0, 0));
+            }
+            return SocketAddr::V4(SocketAddrV4::new(ip, port));
         }
-        // SAFETY: a word with bit 0 clear is a box `encode` made, alive until the slot is
-        // occupied again or dropped, which no holder of a reference (every reader) sees.
+        // SAFETY: a word with bit 0 clear is a box `encode` made. It lives until the slot
+        // is occupied again or dropped; a reader holds a counted reference to the slot,
+        // and `occupy` runs only on a slot nobody holds and publishes the new word before
+        // the count that lets anyone reach it (see `Slot::occupy`).
         SocketAddr::V6(unsafe { *(word as usize as *const SocketAddrV6) })
     }
 
     /// Frees `word`'s box, if it has one. Only for a word no one can read any more.
     #[allow(unsafe_code)]
     fn free(word: u64) {
-        if word & Self::V4 == 0 {
+        if word & Self::INLINE == 0 {
             // SAFETY: made by `Box::into_raw` in `encode`, and no longer reachable.
             drop(unsafe { Box::from_raw(word as usize as *mut SocketAddrV6) });
         }
@@ -462,6 +482,7 @@ mod tests {
             "192.0.2.7:4321",
             "[2001:db8::1]:80",
             "[::ffff:192.0.2.7]:1",
+            "[::ffff:192.0.2.7%3]:1",
             "[fe80::1%7]:443",
             "[::]:0",
             "0.0.0.0:0",
@@ -470,6 +491,27 @@ mod tests {
             let peer: SocketAddr = peer.parse().unwrap();
             slot.occupy(-1, peer, 0, Flags::NONE);
             assert_eq!(slot.peer(), peer);
+        }
+        // A flow label is kept too, in the box.
+        let mapped = "::ffff:192.0.2.7".parse().unwrap();
+        let labelled = SocketAddr::V6(SocketAddrV6::new(mapped, 9, 5, 0));
+        slot.occupy(-1, labelled, 0, Flags::NONE);
+        assert_eq!(slot.peer(), labelled);
+    }
+
+    /// IPv4 clients, of an IPv4 listener or a dual-stack one, cost no box.
+    #[test]
+    fn ipv4_peers_are_kept_in_the_word() {
+        let slot = Slot::new(0);
+        for (peer, inline) in [
+            ("192.0.2.7:4321", true),
+            ("[::ffff:192.0.2.7]:1", true),
+            ("[::ffff:192.0.2.7%3]:1", false),
+            ("[2001:db8::1]:80", false),
+        ] {
+            slot.occupy(-1, peer.parse().unwrap(), 0, Flags::NONE);
+            let word = slot.peer.load(Relaxed);
+            assert_eq!(word & Peer::INLINE != 0, inline, "{peer}");
         }
     }
 }

@@ -33,8 +33,8 @@ impl ConnectionHandle {
         self.conn.id()
     }
 
-    /// The peer's address, as `accept` returned it or `connect` reached it (without IPv6 flow information and
-    /// scope id).
+    /// The peer's address, as `accept` returned it or `connect` reached it, IPv6 flow
+    /// information and scope id included.
     pub fn peer_addr(&self) -> SocketAddr {
         self.conn.peer()
     }
