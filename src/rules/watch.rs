@@ -35,9 +35,13 @@ pub(crate) struct Watch {
     clocks: Option<Box<Clocks>>,
 }
 
-/// A connection's entry, as the supervisor keeps one per slot: 8 bytes. Few connections
-/// run clocks (only some rules keep any), so the entry holds no pointer to them, only a
-/// flag saying whether they exist; a connection without them costs no lookup elsewhere.
+/// A connection's entry, as the supervisor keeps one per slot: 8 bytes. Clocks are kept
+/// only by a connection some rule is timing from an event of its own: in `CLOSE_WAIT` or
+/// `FIN_WAIT` (the library's close, a lingering close, a drain's), waiting on queued data
+/// (`write_idle_timeout`, the rates), asked to close by the library, or, without
+/// `TCP_INFO`, under the idle timeouts. An idle or busy connection on Linux keeps none, so
+/// the entry holds no pointer to them, only a flag saying whether they exist; a
+/// connection without them costs no lookup elsewhere.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Entry {
     /// As [`Watch::sched`]: bumping it here, without the clocks, is a reschedule too.

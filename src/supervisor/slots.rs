@@ -1,6 +1,6 @@
 //! The connections as the supervisor reaches them: the table's pages it knows of, and its
-//! own entry ([`Entry`]) per slot, page by page like the table, with the few connections'
-//! clocks beside.
+//! own entry ([`Entry`]) per slot, page by page like the table, and beside them the
+//! clocks of the connections that keep any.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -20,8 +20,10 @@ pub(super) struct Slots {
     /// a new page moves no entry (clippy's `vec_box` would unbox anything under 4 KiB).
     #[allow(clippy::vec_box)]
     watches: Vec<Box<[Entry; PAGE]>>,
-    /// The clocks of the connections that run any, apart: in the entry, a pointer to them
-    /// would double every connection's 8 bytes for the sake of a few.
+    /// The clocks of the connections that keep any (see [`Entry`]), apart: in the entry, a
+    /// pointer to them would double every connection's 8 bytes for the sake of those
+    /// closing or waiting on data. Shrunk as connections are freed, so a burst of them (a
+    /// drain, a wave of `CLOSE_WAIT`) leaves no table of its size behind.
     clocks: SlotMap<Box<Clocks>>,
 }
 
@@ -164,6 +166,11 @@ impl Slots {
     pub(super) fn free(&mut self, index: u32) {
         let conn = self.conn(index);
         self.watch_mut(index).free();
+        // Down to a quarter of its room: half of it goes (amortised O(1) per free).
+        let room = self.clocks.capacity();
+        if room > 64 && self.clocks.len() * 4 < room {
+            self.clocks.shrink_to(self.clocks.len() * 2);
+        }
         conn.unref();
     }
 
@@ -206,5 +213,55 @@ impl Drop for WatchMut<'_> {
         if let Some(clocks) = clocks {
             self.clocks.insert(self.index, clocks);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::Flags;
+    use crate::state::CloseReason;
+
+    /// Clocks lent and stored back stay with their connection, go when it is freed (a new
+    /// occupant starts without them), and a burst of them leaves the side table small.
+    #[test]
+    fn clocks_follow_their_connection_and_their_table_shrinks_after_a_burst() {
+        let (tx, _rx) = crate::mailbox::channel();
+        let config = crate::listener::Builder::new().build().expect("defaults");
+        let shared = Arc::new(Shared::new(config, tx, "t"));
+        let mut slots = Slots::new(shared.clone());
+        let peer = "192.0.2.1:9".parse().unwrap();
+        let n = 2_000;
+        let indices: Vec<u32> = (0..n)
+            .map(|_| {
+                let (_, index) = shared.table.occupy(&shared, -1, peer, Flags::NONE).unwrap();
+                drop(slots.open(index));
+                index
+            })
+            .collect();
+        for &i in &indices {
+            let mut watch = slots.watch_mut(i);
+            watch.set_owner_closes();
+            let _ = watch.closing(CloseReason::IdleTimeout, false, 1);
+        }
+        assert_eq!(slots.clocks.len(), n);
+        for &i in &indices {
+            assert!(slots.watch(i).has_clocks());
+            assert!(slots.watch_mut(i).has_clocks(), "lent with its clocks");
+        }
+        assert_eq!(slots.clocks.len(), n, "every guard stored its clocks back");
+        for &i in &indices {
+            slots.free(i);
+            assert!(!slots.watch(i).has_clocks());
+        }
+        assert!(slots.clocks.is_empty());
+        assert!(
+            slots.clocks.capacity() <= 128,
+            "{}",
+            slots.clocks.capacity()
+        );
+        drop(slots.open(indices[0]));
+        assert!(!slots.watch_mut(indices[0]).has_clocks());
+        shared.table.clear();
     }
 }
