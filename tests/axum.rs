@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
 use support::example::{curl, Server};
-use support::http::{closed_within, read_response};
+use support::http::{closed_within, get_ok};
 use support::{require, Need};
 use support::{ss_count, wait_for};
 use tcp_hygiene::{Builder, ConnectionHandle};
@@ -39,18 +39,6 @@ const UNFINISHED_POST: &[u8] = b"POST /hang HTTP/1.1\r\nHost: t\r\nContent-Lengt
 
 fn start(args: &[&str]) -> Server {
     Server::start("axum_server", args)
-}
-
-/// Sends `GET path` on a keep-alive connection and reads one response; returns its body.
-async fn get_keep_alive(stream: &mut TcpStream, path: &str) -> String {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("write request");
-    let (status, body) = read_response(stream).await;
-    assert!(status.starts_with("HTTP/1.1 200"), "not 200: {status}");
-    body
 }
 
 /// Bad flags print the usage and exit 2; `--help` prints it and exits 0.
@@ -232,7 +220,7 @@ async fn idle_keep_alive_is_closed_and_busy_keep_alive_is_not() {
 
     let idle_client = async {
         let mut client = TcpStream::connect(server.addr).await.unwrap();
-        assert_eq!(get_keep_alive(&mut client, "/").await, "ok");
+        assert_eq!(get_ok(&mut client, "/").await, "ok");
         let last_byte = Instant::now();
         let closed = closed_within(&mut client, idle + SLACK).await;
         closed - last_byte
@@ -240,12 +228,12 @@ async fn idle_keep_alive_is_closed_and_busy_keep_alive_is_not() {
 
     let busy_client = async {
         let mut client = TcpStream::connect(server.addr).await.unwrap();
-        let first = get_keep_alive(&mut client, "/conn").await;
+        let first = get_ok(&mut client, "/conn").await;
         let started = Instant::now();
         let mut requests = 1;
         while started.elapsed() < idle * 3 {
             tokio::time::sleep(idle / 3).await;
-            let info = get_keep_alive(&mut client, "/conn").await;
+            let info = get_ok(&mut client, "/conn").await;
             assert_eq!(info, first, "the keep-alive connection was replaced");
             requests += 1;
         }
@@ -341,7 +329,7 @@ async fn connect_info_socket_addr_through_tap_io() {
         .await
     });
     let mut client = TcpStream::connect(addr).await.unwrap();
-    let body = get_keep_alive(&mut client, "/").await;
+    let body = get_ok(&mut client, "/").await;
     assert_eq!(body, client.local_addr().unwrap().to_string());
     server.abort();
 
@@ -363,7 +351,7 @@ async fn connect_info_socket_addr_through_tap_io() {
         .await
     });
     let mut client = TcpStream::connect(addr).await.unwrap();
-    let body = get_keep_alive(&mut client, "/").await;
+    let body = get_ok(&mut client, "/").await;
     assert_eq!(body, client.local_addr().unwrap().to_string());
     server.abort();
 }

@@ -10,7 +10,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use support::example::{curl, Server};
-use support::http::{closed_within, read_response};
+use support::http::{closed_within, get_ok, read_response};
 use support::{require, Need};
 use support::{ss_count, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -274,13 +274,7 @@ async fn keep_alive_closes_an_idle_connection_whose_handler_spent_the_coop_budge
         .map(|_| {
             tokio::spawn(async move {
                 let mut client = TcpStream::connect(addr).await.unwrap();
-                client
-                    .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-                    .await
-                    .unwrap();
-                let (status, body) = read_response(&mut client).await;
-                assert!(status.starts_with("HTTP/1.1 200"), "{status}");
-                assert_eq!(body, "ok");
+                assert_eq!(get_ok(&mut client, "/").await, "ok");
                 let answered = Instant::now();
                 let mut buf = [0u8; 64];
                 match tokio::time::timeout(Duration::from_secs(2), client.read(&mut buf)).await {
@@ -315,14 +309,8 @@ async fn keep_alive_timeout_never_cuts_a_slow_request() {
     const KEEP_ALIVE: Duration = Duration::from_millis(300);
     let server = Server::start("axum_server", &["--keep-alive-timeout-ms", "300"]);
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
-    stream
-        .write_all(b"GET /slow?ms=1000 HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
-    let (status, body) = read_response(&mut stream).await;
+    assert_eq!(get_ok(&mut stream, "/slow?ms=1000").await, "done");
     let answered = Instant::now();
-    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
-    assert_eq!(body, "done");
     let closed = closed_within(&mut stream, Duration::from_secs(3)).await;
     let idle = closed - answered;
     eprintln!("keep-alive: idle connection closed {idle:?} after the response");
@@ -345,10 +333,7 @@ async fn sigterm_drains_axum_and_prints_a_report_that_adds_up() {
     );
     // Idle keep-alive: one request answered, then quiet.
     let mut idle = TcpStream::connect(server.addr).await.unwrap();
-    idle.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(read_response(&mut idle).await.1, "ok");
+    assert_eq!(get_ok(&mut idle, "/").await, "ok");
     // In flight.
     let mut busy = TcpStream::connect(server.addr).await.unwrap();
     busy.write_all(b"GET /slow?ms=1500 HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -539,12 +524,7 @@ async fn the_header_read_timeout_ends_idle_http1_but_not_http2() {
     // HTTP/1: a 1 s request is answered in full, then the idle connection is closed one
     // timeout after the response.
     let mut h1 = TcpStream::connect(addr).await.unwrap();
-    h1.write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
-    let (status, body) = read_response(&mut h1).await;
-    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
-    assert_eq!(body, "done");
+    assert_eq!(get_ok(&mut h1, "/slow").await, "done");
     let answered = Instant::now();
     let closed = closed_within(&mut h1, Duration::from_secs(5)).await;
     let after = closed - answered;

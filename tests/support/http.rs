@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// How long a response may take on a noisy 2-core machine.
@@ -41,6 +41,22 @@ pub(crate) async fn read_response(stream: &mut TcpStream) -> (String, String) {
             }
         }
     }
+}
+
+/// Sends `GET path` on a keep-alive connection and reads one response, which must be a
+/// `200`; returns its body.
+pub(crate) async fn get_ok(stream: &mut TcpStream, path: &str) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send the request");
+    let (status, body) = read_response(stream).await;
+    assert!(
+        status.starts_with("HTTP/1.1 200"),
+        "GET {path}: not 200: {status}"
+    );
+    body
 }
 
 /// Reads until EOF or an error (a reset also ends the connection); returns when. Panics
