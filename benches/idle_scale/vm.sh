@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The idle_scale cost curve in a virtual machine of its own, for hosts whose container caps
+# RLIMIT_NOFILE below what the bench needs and withholds CAP_SYS_RESOURCE (this project's
+# VMs: a hard limit of 20,000, so no process can hold 100,000 sockets). Inside the guest
+# the bench is root of its own kernel, raises the limit to what `--sizes` needs and runs
+# unchanged: server and client processes, loopback, the same binary.
+#
+#   bash benches/idle_scale/vm.sh                       # --sizes 1000,15000,100000
+#   bash benches/idle_scale/vm.sh --sizes 1000,100000   # any idle_scale arguments
+#
+# It installs qemu-system-x86 and busybox-static from Debian, takes Debian's kernel image
+# (unpacked, not installed), packs the bench binary and its libraries into an initramfs
+# and boots it with 2 vCPUs and 16 GiB. It uses KVM where KVM runs a guest, else qemu's
+# software emulation (TCG): there every figure of time (FIN detection, reap lateness, idle
+# CPU) is that of an emulated machine, several times the host's, so compare sizes within
+# one run, not with the host's figures. Memory per connection is counted by the bench's
+# allocator and is the same on any machine.
+set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+args=("$@")
+[ ${#args[@]} -gt 0 ] || args=(--sizes 1000,15000,100000)
+work=${TCP_HYGIENE_VM_DIR:-target/idle_scale_vm}
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+
+if ! command -v qemu-system-x86_64 >/dev/null || ! [ -x /bin/busybox ] || ! command -v cpio >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        qemu-system-x86 busybox-static cpio >/dev/null
+fi
+
+kernel=$(ls "$work"/k/boot/vmlinuz-* 2>/dev/null | head -1 || true)
+if [ -z "$kernel" ]; then
+    pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')
+    (cd "$work" && apt-get download "$pkg" 2>/dev/null && dpkg-deb -x "$pkg"_*.deb k && rm -f "$pkg"_*.deb)
+    kernel=$(ls "$work"/k/boot/vmlinuz-* | head -1)
+fi
+
+bin=$(cargo bench --bench idle_scale --no-run --message-format=json 2>/dev/null |
+    sed -n 's/.*"executable":"\([^"]*idle_scale[^"]*\)".*/\1/p' | tail -1)
+[ -x "$bin" ] || { echo "vm.sh: the idle_scale bench did not build" >&2; exit 1; }
+
+root="$work/root"
+rm -rf "$root"
+mkdir -p "$root"/{bin,proc,sys,dev,tmp}
+cp /bin/busybox "$root/bin/"
+for tool in sh mount ip cat echo sleep; do ln -s busybox "$root/bin/$tool"; done
+cp "$bin" "$root/bin/idle_scale"
+# The bench's shared libraries, at the paths its interpreter looks for them.
+for lib in $(ldd "$bin" | grep -oE '/[^ ]+'); do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+done
+# `--bench`, as `cargo bench` passes it: the full run, not the smoke test.
+printf '%s\n' --bench "${args[@]}" > "$root/args"
+cat > "$root/init" <<'EOF'
+#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+ip link set lo up
+# As on a host tuned for many connections: the bench's clients use 127.x.y.z sources,
+# 1,000 connections each, so the default port range is enough.
+echo 1048576 > /proc/sys/fs/nr_open
+echo "vm: kernel $(cat /proc/sys/kernel/osrelease), $(grep -c ^processor /proc/cpuinfo) vCPUs, $(grep MemTotal /proc/meminfo | tr -s ' ')"
+set --
+while read -r arg; do set -- "$@" "$arg"; done < /args
+/bin/idle_scale "$@"
+echo "vm: idle_scale exit $?"
+echo o > /proc/sysrq-trigger
+sleep 30
+EOF
+chmod +x "$root/init"
+(cd "$root" && find . | cpio -o -H newc 2>/dev/null | gzip -1 > "$work/initrd.gz")
+
+accel=(-accel tcg,thread=multi -cpu max)
+if [ -w /dev/kvm ] && [ "${TCP_HYGIENE_VM_KVM:-0}" = 1 ]; then
+    # Nested KVM hangs at boot on some hosts (this project's VMs among them), so it is
+    # asked for, not guessed.
+    accel=(-enable-kvm -cpu host)
+fi
+echo "vm.sh: booting $(basename "$kernel") with ${accel[*]}; idle_scale ${args[*]}"
+exec qemu-system-x86_64 "${accel[@]}" -m 16G -smp 2 -nographic -no-reboot -net none \
+    -kernel "$kernel" -initrd "$work/initrd.gz" \
+    -append "console=ttyS0 quiet panic=-1"
