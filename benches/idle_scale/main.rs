@@ -36,7 +36,8 @@
 //! - `idle_cpu_pct`: process CPU time (`CLOCK_PROCESS_CPUTIME_ID`, what `getrusage` sums)
 //!   over the idle window, in percent of one core; `idle_wakeups`: context switches of
 //!   all threads in that window. For `hygiene_timeouts` no deadline falls in that window
-//!   (they are 60 s away), so it is the cost between deadlines; `look_us` is the cost of
+//!   (they are 60 s away, longer on a machine slow to accept; a window that reached one
+//!   reports nothing), so it is the cost between deadlines; `look_us` is the cost of
 //!   the one look per connection that each timeout takes (see `looks`), and
 //!   `idle_cpu_pct_per_timeout` the average over one 60 s timeout, its looks included:
 //!   `idle_cpu_pct + n × look_us / 60 s`.

@@ -24,7 +24,9 @@ work=${TCP_HYGIENE_VM_DIR:-target/idle_scale_vm}
 mkdir -p "$work"
 work=$(cd "$work" && pwd)
 
-if ! command -v qemu-system-x86_64 >/dev/null || ! [ -x /bin/busybox ] || ! command -v cpio >/dev/null; then
+# busybox-static: Debian's other busybox needs libraries the initramfs would lack.
+if ! command -v qemu-system-x86_64 >/dev/null || ! dpkg -s busybox-static >/dev/null 2>&1 ||
+    ! command -v cpio >/dev/null; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         qemu-system-x86 busybox-static cpio >/dev/null
@@ -33,12 +35,17 @@ fi
 kernel=$(ls "$work"/k/boot/vmlinuz-* 2>/dev/null | head -1 || true)
 if [ -z "$kernel" ]; then
     pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')
-    (cd "$work" && apt-get download "$pkg" 2>/dev/null && dpkg-deb -x "$pkg"_*.deb k && rm -f "$pkg"_*.deb)
+    if [ -z "$pkg" ]; then
+        apt-get update -qq
+        pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')
+    fi
+    [ -n "$pkg" ] || { echo "vm.sh: no Debian kernel package (linux-image-amd64) found" >&2; exit 1; }
+    (cd "$work" && apt-get download "$pkg" && dpkg-deb -x "$pkg"_*.deb k && rm -f "$pkg"_*.deb)
     kernel=$(ls "$work"/k/boot/vmlinuz-* | head -1)
 fi
 
-bin=$(cargo bench --bench idle_scale --no-run --message-format=json 2>/dev/null |
-    sed -n 's/.*"executable":"\([^"]*idle_scale[^"]*\)".*/\1/p' | tail -1)
+bin=$(cargo bench --bench idle_scale --no-run --message-format=json |
+    sed -n 's/.*"executable":"\([^"]*idle_scale[^"]*\)".*/\1/p' | tail -1) || true
 [ -x "$bin" ] || { echo "vm.sh: the idle_scale bench did not build" >&2; exit 1; }
 
 root="$work/root"
@@ -60,9 +67,8 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 ip link set lo up
-# As on a host tuned for many connections: the bench's clients use 127.x.y.z sources,
-# 1,000 connections each, so the default port range is enough.
-echo 1048576 > /proc/sys/fs/nr_open
+# The bench raises its descriptor limit itself, up to fs.nr_open (1,048,576); its clients
+# use 127.x.y.z sources, 1,000 connections each, so the default port range is enough.
 echo "vm: kernel $(cat /proc/sys/kernel/osrelease), $(grep -c ^processor /proc/cpuinfo) vCPUs, $(grep MemTotal /proc/meminfo | tr -s ' ')"
 set --
 while read -r arg; do set -- "$@" "$arg"; done < /args
@@ -80,7 +86,16 @@ if [ -w /dev/kvm ] && [ "${TCP_HYGIENE_VM_KVM:-0}" = 1 ]; then
     # asked for, not guessed.
     accel=(-enable-kvm -cpu host)
 fi
-echo "vm.sh: booting $(basename "$kernel") with ${accel[*]}; idle_scale ${args[*]}"
-exec qemu-system-x86_64 "${accel[@]}" -m 16G -smp 2 -nographic -no-reboot -net none \
+memory=${TCP_HYGIENE_VM_MEMORY:-16G}
+echo "vm.sh: booting $(basename "$kernel") with ${accel[*]}, $memory; idle_scale ${args[*]}"
+# The guest's console is the bench's output; qemu exits 0 whatever the bench did, so the
+# bench's own exit status is read from the console. A guest that hangs is stopped.
+timeout "${TCP_HYGIENE_VM_TIMEOUT:-7200}" \
+    qemu-system-x86_64 "${accel[@]}" -m "$memory" -smp 2 -nographic -no-reboot -net none \
     -kernel "$kernel" -initrd "$work/initrd.gz" \
-    -append "console=ttyS0 quiet panic=-1"
+    -append "console=ttyS0 quiet panic=-1" |
+    tr -d '\r' | tee "$work/console.log" || true
+if ! grep -q '^vm: idle_scale exit 0$' "$work/console.log"; then
+    echo "vm.sh: the bench did not finish well in the guest (see $work/console.log)" >&2
+    exit 1
+fi
