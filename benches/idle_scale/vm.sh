@@ -10,10 +10,11 @@
 #
 # It installs qemu-system-x86 and busybox-static from Debian, takes Debian's kernel image
 # (unpacked, not installed), packs the bench binary and its libraries into an initramfs
-# and boots it with 2 vCPUs and 16 GiB. It uses KVM where KVM runs a guest, else qemu's
-# software emulation (TCG): there every figure of time (FIN detection, reap lateness, idle
-# CPU) is that of an emulated machine, several times the host's, so compare sizes within
-# one run, not with the host's figures. Memory per connection is counted by the bench's
+# and boots it with 2 vCPUs and 16 GiB (TCP_HYGIENE_VM_MEMORY). It runs the guest under
+# qemu's software emulation (TCG), or under KVM with TCP_HYGIENE_VM_KVM=1 where KVM runs a
+# guest (nested KVM hangs at boot on this project's VMs). Under emulation every figure of
+# time (FIN detection, reap lateness, idle CPU) is that of an emulated machine, several
+# times the host's, so compare sizes within one run, not with the host's figures. Memory per connection is counted by the bench's
 # allocator and is the same on any machine.
 set -euo pipefail
 
