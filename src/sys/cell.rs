@@ -30,7 +30,7 @@ pub(crate) struct SocketCell {
     reader: UnsafeCell<Option<Waker>>,
 }
 
-// SAFETY: `reader` is only accessed while `WAKER_LOCK` is held (see `swap_waker`), and
+// SAFETY: `reader` is only accessed while `WAKER_LOCK` is held (see `with_reader`), and
 // `Waker` is `Send + Sync`; everything else is atomic.
 unsafe impl Sync for SocketCell {}
 
@@ -156,34 +156,35 @@ impl SocketCell {
     /// waker ([`take_waker`](Self::take_waker)) either makes this return `None` or
     /// takes the waker it remembered. No second look at the bits is needed.
     pub(crate) fn register_waker(&self, waker: &Waker, unless: u32) -> Option<u32> {
-        let word = self.lock_word(WAKER_LOCK, unless & USER_BITS)?;
-        // SAFETY: we hold `WAKER_LOCK`, the only way to reach `reader`, until the unlock
-        // below, and the reference does not escape the closure.
-        let replaced = self.reader.with_mut(|reader| {
-            let slot = unsafe { &mut *reader };
-            match slot {
-                Some(w) if w.will_wake(waker) => None,
-                _ => slot.replace(waker.clone()),
-            }
-        });
-        self.unlock(WAKER_LOCK);
+        let (word, replaced) = self.with_reader(unless, |slot| match slot {
+            Some(w) if w.will_wake(waker) => None,
+            _ => slot.replace(waker.clone()),
+        })?;
         // Dropping a waker can run arbitrary code: outside the lock.
         drop(replaced);
-        Some(word & USER_BITS)
+        Some(word)
     }
 
     /// Takes the parked reader's waker, if any (to be woken outside the lock).
     pub(crate) fn take_waker(&self) -> Option<Waker> {
-        self.with_reader(Option::take)
+        self.with_reader(0, Option::take)
+            .and_then(|(_, waker)| waker)
     }
 
-    fn with_reader<R>(&self, f: impl FnOnce(&mut Option<Waker>) -> R) -> R {
-        self.lock(WAKER_LOCK, 0);
+    /// Runs `f` on the parked reader's waker under `WAKER_LOCK`, unless one of the user
+    /// bits `unless` is set when the lock is taken; returns the user bits it was taken on,
+    /// and what `f` returned.
+    fn with_reader<R>(
+        &self,
+        unless: u32,
+        f: impl FnOnce(&mut Option<Waker>) -> R,
+    ) -> Option<(u32, R)> {
+        let word = self.lock_word(WAKER_LOCK, unless & USER_BITS)?;
         // SAFETY: we hold `WAKER_LOCK`, the only way to reach `reader`, until the unlock
         // below, and the reference does not escape `f`.
         let result = self.reader.with_mut(|reader| f(unsafe { &mut *reader }));
         self.unlock(WAKER_LOCK);
-        result
+        Some((word & USER_BITS, result))
     }
 }
 
