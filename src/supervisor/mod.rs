@@ -368,8 +368,11 @@ impl Supervisor {
         let at = self
             .now_ns(now)
             .saturating_add(self.limits().write_watch_pause());
-        self.slots.watch_mut(index).wrote();
-        let sched = self.slots.watch(index).sched;
+        let sched = {
+            let mut watch = self.slots.watch_mut(index);
+            watch.wrote();
+            watch.sched
+        };
         let keys = self.held + self.lingering.len();
         let slots = &self.slots;
         self.heap
