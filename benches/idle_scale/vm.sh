@@ -14,8 +14,8 @@
 # qemu's software emulation (TCG), or under KVM with TCP_HYGIENE_VM_KVM=1 where KVM runs a
 # guest (nested KVM hangs at boot on this project's VMs). Under emulation every figure of
 # time (FIN detection, reap lateness, idle CPU) is that of an emulated machine, several
-# times the host's, so compare sizes within one run, not with the host's figures. Memory per connection is counted by the bench's
-# allocator and is the same on any machine.
+# times the host's, so compare sizes within one run, not with the host's figures. Memory
+# per connection is counted by the bench's allocator and is the same on any machine.
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
